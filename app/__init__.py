@@ -1,0 +1,1 @@
+"""Ferry: a durable OpenAI Responses API in front of a chat-completions upstream."""

@@ -1,0 +1,70 @@
+"""Settings read from the environment; every value has a documented default (see README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where the bundled demo upstream listens when `UPSTREAM_BASE_URL` is unset in `dev`.
+DEMO_UPSTREAM_PORT = 8099
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(
+        default="",
+        description="Postgres URL. Empty: `dev` starts an embedded Postgres under ./.ferry/.",
+    )
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+
+    upstream_base_url: str = Field(
+        default="",
+        description="Base URL of the chat-completions upstream, e.g. http://vllm:8000/v1. "
+        "Empty: `dev` starts the bundled demo upstream.",
+    )
+    upstream_api_key: str = Field(default="", description="Bearer key sent to the upstream.")
+    upstream_timeout_s: float = Field(
+        default=300.0, gt=0, description="Read timeout for the upstream stream, in seconds."
+    )
+    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated API keys clients must send. Empty: the API is open.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    log_level: str = "INFO"
+
+    sse_keepalive_s: float = Field(
+        default=15.0, gt=0, description="Interval of SSE comment keep-alives while idle."
+    )
+    shutdown_timeout_s: float = Field(
+        default=10.0, gt=0, description="Bound on graceful shutdown of the API on SIGTERM."
+    )
+    inline_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Lease on inline work; a lapsed lease marks the running process as dead.",
+    )
+    worker_concurrency: int = Field(default=4, ge=1)
+    worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("upstream_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

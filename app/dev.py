@@ -1,0 +1,114 @@
+"""`python -m app dev`: everything a local run needs, started together and stopped together.
+
+An embedded Postgres when DATABASE_URL is unset, migrations, the bundled demo upstream when
+UPSTREAM_BASE_URL is unset, one worker and the API, each in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app.config import DEMO_UPSTREAM_PORT, Settings
+from app.store.embedded import start_embedded_postgres
+from app.store.migrate import apply_migrations
+
+log = logging.getLogger("app.dev")
+
+DATA_DIR = Path(".ferry")
+READY_TIMEOUT_S = 60.0
+
+
+def _wait_until_ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)  # polling a process that is starting up; nothing to wait on instead
+    return False
+
+
+def _start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log.info("starting", extra={"process": name})
+    return subprocess.Popen([sys.executable, *args], env=env)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _example(base_url: str, api_key: str | None) -> str:
+    auth = f' -H "Authorization: Bearer {api_key}"' if api_key else ""
+    return (
+        f"Ferry is up at {base_url}\n\n"
+        f"  curl -s {base_url}/v1/responses -H 'Content-Type: application/json'{auth} \\\n"
+        '    -d \'{"model": "demo", "input": "Say hello"}\'\n\n'
+        "Press Ctrl-C to stop.\n"
+    )
+
+
+def run_dev(settings: Settings, *, port: int | None) -> int:
+    env = dict(os.environ)
+    pg_handle = None
+    if not settings.database_url:
+        url, pg_handle = start_embedded_postgres(DATA_DIR.resolve() / "pgdata")
+        env["DATABASE_URL"] = url
+        log.info("embedded postgres running", extra={"data_dir": str(DATA_DIR / "pgdata")})
+    asyncio.run(apply_migrations(env["DATABASE_URL"]))
+
+    procs: list[subprocess.Popen[bytes]] = []
+    stop = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        if not settings.upstream_base_url:
+            demo = _start(
+                "demo upstream", ["-m", "app.demo", "--port", str(DEMO_UPSTREAM_PORT)], env
+            )
+            procs.append(demo)
+            env["UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{DEMO_UPSTREAM_PORT}/v1"
+            if not _wait_until_ready(f"{env['UPSTREAM_BASE_URL']}/models", demo):
+                log.error("the demo upstream did not start")
+                return 1
+        procs.append(_start("worker", ["-m", "worker"], env))
+        api_port = port or settings.port
+        api = _start("api", ["-m", "app", "serve", "--no-migrate", "--port", str(api_port)], env)
+        procs.append(api)
+        base_url = f"http://{settings.host}:{api_port}"
+        if not _wait_until_ready(f"{base_url}/health", api):
+            log.error("the API did not start")
+            return 1
+        first_key = next(iter(sorted(settings.api_key_set)), None)
+        print(_example(base_url, first_key), flush=True)
+        while not stop and all(p.poll() is None for p in procs):
+            time.sleep(0.5)  # supervising children; signals set `stop`
+        return 0 if stop else 1
+    finally:
+        _stop_all(procs)
+        if pg_handle is not None:
+            pg_handle.cleanup()

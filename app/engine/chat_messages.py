@@ -1,0 +1,139 @@
+"""Translate Responses API input items into a chat-completions `messages` list.
+
+Pure functions only: the input items are already validated, so this module trusts their
+shape and never performs I/O. Input dicts are never mutated; every emitted message is a
+fresh dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+ChatMessage = dict[str, Any]
+ItemHandler = Callable[[list[ChatMessage], dict[str, Any]], None]
+
+# Many upstreams (vLLM, llama.cpp, older proxies) reject the `developer` role, and for a
+# chat model it means the same thing as `system`, so it is folded into `system`.
+_CHAT_ROLE_BY_RESPONSES_ROLE: dict[str, str] = {
+    "user": "user",
+    "system": "system",
+    "developer": "system",
+    "assistant": "assistant",
+}
+
+# Part types whose text lives under a key other than `text`.
+_TEXT_KEY_BY_PART_TYPE: dict[str, str] = {
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+}
+
+
+def to_chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[ChatMessage]:
+    """Build the chat `messages` list for `instructions` followed by the input `items`."""
+    messages: list[ChatMessage] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in items:
+        handler = _ITEM_HANDLERS.get(item.get("type", ""))
+        # Item types without a handler (reasoning, mcp_call, ...) have no chat equivalent
+        # yet; dropping them keeps the rest of the conversation usable.
+        if handler is not None:
+            handler(messages, item)
+    return messages
+
+
+def _append_message(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+    role = item.get("role", "user")
+    messages.append(
+        {
+            "role": _CHAT_ROLE_BY_RESPONSES_ROLE.get(role, role),
+            "content": message_content(item.get("content")),
+        }
+    )
+
+
+def message_content(content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]]:
+    """Chat `content` for a Responses message: a string unless an image forces a part list."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if any(part.get("type") == "input_image" for part in content):
+        return _chat_parts(content)
+    # A plain string is the lowest common denominator: several upstreams refuse part lists
+    # for assistant messages, and joining with "" preserves streamed text exactly.
+    return "".join(_part_text(part) for part in content)
+
+
+def _chat_parts(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if part.get("type") == "input_image":
+            image_part = _image_part(part)
+            if image_part is not None:
+                parts.append(image_part)
+        elif part.get("type") in _TEXT_KEY_BY_PART_TYPE:
+            parts.append({"type": "text", "text": _part_text(part)})
+    return parts
+
+
+def _image_part(part: dict[str, Any]) -> dict[str, Any] | None:
+    url = part.get("image_url")
+    # An image referenced only by `file_id` cannot be expressed to a chat upstream.
+    if not url:
+        return None
+    # Data URLs are valid chat `image_url` values too, so the url is passed through as-is.
+    image_url: dict[str, Any] = {"url": url}
+    if part.get("detail") is not None:
+        image_url["detail"] = part["detail"]
+    return {"type": "image_url", "image_url": image_url}
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    key = _TEXT_KEY_BY_PART_TYPE.get(part.get("type", ""), "text")
+    text = part.get(key)
+    return text if isinstance(text, str) else ""
+
+
+def _append_function_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+    tool_call = {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": item["name"], "arguments": item.get("arguments", "")},
+    }
+    # Chat models express parallel calls as several tool_calls on ONE assistant message, and
+    # text followed by calls as one message with both; so a call joins the assistant message
+    # just before it (either a prior call of the same run or the text of the same turn).
+    if messages and messages[-1].get("role") == "assistant":
+        messages[-1].setdefault("tool_calls", []).append(tool_call)
+        return
+    messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+
+
+def _append_function_call_output(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+    messages.append(
+        {
+            "role": "tool",
+            "tool_call_id": item["call_id"],
+            "content": tool_output_text(item.get("output")),
+        }
+    )
+
+
+def tool_output_text(output: str | list[dict[str, Any]] | None) -> str:
+    """Chat tool messages take text only, so non-text output parts (images, files) drop."""
+    if output is None:
+        return ""
+    if isinstance(output, str):
+        return output
+    return "".join(_part_text(part) for part in output)
+
+
+# Dispatch by Responses item type; support for another item type is one entry here.
+_ITEM_HANDLERS: dict[str, ItemHandler] = {
+    "message": _append_message,
+    "function_call": _append_function_call,
+    "function_call_output": _append_function_call_output,
+}

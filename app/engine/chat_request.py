@@ -1,0 +1,135 @@
+"""Build the `POST {base}/chat/completions` body from a Responses create request.
+
+Pure functions only. Nothing here mutates its arguments; nested JSON values such as tool
+parameter schemas are shared with the request rather than copied, since the body is only
+serialised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Sampling fields that exist on both APIs, keyed Responses name -> chat name.
+_SAMPLING_FIELDS: dict[str, str] = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    # `max_tokens` rather than `max_completion_tokens`: it is the name every
+    # OpenAI-compatible upstream (vLLM, llama.cpp, Ollama, TGI) understands.
+    "max_output_tokens": "max_tokens",
+}
+
+_FUNCTION_TOOL_OPTIONAL_KEYS = ("description", "parameters", "strict")
+_JSON_SCHEMA_KEYS = ("name", "schema", "strict", "description")
+_STRING_TOOL_CHOICES = frozenset({"none", "auto", "required"})
+
+
+def chat_completion_body(
+    request: dict[str, Any],
+    messages: list[dict[str, Any]],
+    extra_tools: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Chat-completions request body for a Responses `request` and translated `messages`."""
+    body: dict[str, Any] = {
+        "model": request.get("model"),
+        "messages": messages,
+        "stream": True,
+        # Without this the upstream stream carries no usage, and the response could not
+        # report token counts.
+        "stream_options": {"include_usage": True},
+    }
+    body.update(sampling_fields(request))
+    body.update(tool_fields(request, extra_tools))
+    response_format = chat_response_format(request.get("text"))
+    if response_format is not None:
+        body["response_format"] = response_format
+    user = _end_user(request)
+    if user is not None:
+        body["user"] = user
+    return body
+
+
+def sampling_fields(request: dict[str, Any]) -> dict[str, Any]:
+    """The sampling parameters the request sets, under their chat names."""
+    return {
+        chat_name: request[name]
+        for name, chat_name in _SAMPLING_FIELDS.items()
+        if request.get(name) is not None
+    }
+
+
+def tool_fields(
+    request: dict[str, Any], extra_tools: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """`tools`, `tool_choice` and `parallel_tool_calls`, or nothing when no tool is sent.
+
+    A `tool_choice` or `parallel_tool_calls` without `tools` is rejected by several
+    upstreams (vLLM among them), so those fields only travel together with tools.
+    """
+    responses_tools = [*(request.get("tools") or []), *(extra_tools or [])]
+    tools = [chat_function_tool(tool) for tool in responses_tools if _is_function_tool(tool)]
+    if not tools:
+        return {}
+    fields: dict[str, Any] = {"tools": tools}
+    tool_choice = chat_tool_choice(request.get("tool_choice"))
+    if tool_choice is not None:
+        fields["tool_choice"] = tool_choice
+    if request.get("parallel_tool_calls") is not None:
+        fields["parallel_tool_calls"] = request["parallel_tool_calls"]
+    return fields
+
+
+def _is_function_tool(tool: dict[str, Any]) -> bool:
+    # Hosted tools (web_search, file_search, mcp, ...) have no chat equivalent; other layers
+    # handle them, so they are simply not forwarded.
+    return tool.get("type") == "function"
+
+
+def chat_function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """Chat shape of a Responses function tool, which nests the definition under `function`."""
+    function: dict[str, Any] = {"name": tool["name"]}
+    for key in _FUNCTION_TOOL_OPTIONAL_KEYS:
+        if tool.get(key) is not None:
+            function[key] = tool[key]
+    return {"type": "function", "function": function}
+
+
+def chat_tool_choice(tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """Chat `tool_choice`, or None when the choice has no chat equivalent.
+
+    Unmappable choices (hosted tools, `allowed_tools`) are dropped so the upstream falls
+    back to its default, `auto`, rather than failing the request.
+    """
+    if isinstance(tool_choice, str):
+        return tool_choice if tool_choice in _STRING_TOOL_CHOICES else None
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        return {"type": "function", "function": {"name": tool_choice["name"]}}
+    return None
+
+
+def chat_response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Chat `response_format` for the Responses `text.format`; None for plain text."""
+    text_format = (text or {}).get("format")
+    if not isinstance(text_format, dict):
+        return None
+    format_type = text_format.get("type")
+    if format_type == "json_object":
+        return {"type": "json_object"}
+    if format_type == "json_schema":
+        return {"type": "json_schema", "json_schema": _json_schema(text_format)}
+    # `text` is the chat default, so it is expressed by sending nothing.
+    return None
+
+
+def _json_schema(text_format: dict[str, Any]) -> dict[str, Any]:
+    # Responses flattens the schema fields into `format`; chat nests them in `json_schema`.
+    return {key: text_format[key] for key in _JSON_SCHEMA_KEYS if text_format.get(key) is not None}
+
+
+def _end_user(request: dict[str, Any]) -> str | None:
+    # `safety_identifier` is the Responses successor of `user`; chat only knows `user`, and
+    # the newer field wins when a client sends both.
+    if request.get("safety_identifier") is not None:
+        return request["safety_identifier"]
+    return request.get("user")

@@ -1,0 +1,193 @@
+"""The response loop, written once for every mode: it knows nothing of HTTP or queues.
+
+It builds the conversation, runs model turns as persisted steps, emits events to a sink, and
+commits the terminal state before announcing it, so a client that saw `response.completed`
+always finds the same response with GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.config import Settings
+from app.engine.assembly import assemble_output
+from app.engine.chat_messages import to_chat_messages
+from app.engine.chat_request import chat_completion_body
+from app.engine.events import Emitter, EventSink
+from app.engine.resource import response_object
+from app.engine.turn import TurnResult, TurnTranslator, run_turn
+from app.engine.upstream import UpstreamClient
+from app.engine.usage import add_usage
+from app.logs import current_response_id
+from app.store.responses import ResponseStore, StoredResponse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _RunState:
+    """What the loop accumulates across the steps of one response."""
+
+    step_results: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    usage_missing: bool = False
+    next_ordinal: int = 0
+
+    @property
+    def output(self) -> list[dict[str, Any]]:
+        return assemble_output(self.step_results)
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: str
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+
+
+class ResponseLoop:
+    def __init__(self, store: ResponseStore, upstream: UpstreamClient, settings: Settings) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.settings = settings
+
+    async def run(self, stored: StoredResponse, sink: EventSink) -> StoredResponse:
+        """Run a response to a terminal state and return the final row.
+
+        Cancelling the task running this (a client gone, a cancel request) ends the response
+        `cancelled`, with what was produced so far; any other failure ends it `failed`.
+        """
+        token = current_response_id.set(stored.id)
+        emitter = Emitter(sink)
+        state = _RunState()
+        try:
+            running = await self.store.mark_in_progress(stored.id)
+            if running is None:  # it ended (e.g. was cancelled) before the loop started
+                return await self._reload(stored)
+            await emitter.emit("response.created", response=response_object(running, []))
+            await emitter.emit("response.in_progress", response=response_object(running, []))
+            ending = await self._steps(running, emitter, state)
+            return await self._finish(running, emitter, state, ending)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish_cancelled(stored, state))
+            raise
+        except Exception:
+            log.exception("response loop crashed")
+            ending = Ending("failed", error={"code": "server_error", "message": "internal error"})
+            return await asyncio.shield(self._finish(stored, emitter, state, ending))
+        finally:
+            current_response_id.reset(token)
+
+    async def _steps(self, stored: StoredResponse, emitter: Emitter, state: _RunState) -> Ending:
+        items = await self._conversation(stored)
+        messages = to_chat_messages(stored.request.get("instructions"), items)
+        turn = await self._model_turn(stored, emitter, state, messages)
+        if turn.outcome == "failed":
+            return Ending("failed", error=turn.error)
+        if turn.outcome == "incomplete":
+            return Ending("incomplete", incomplete_details={"reason": turn.incomplete_reason})
+        return Ending("completed")
+
+    async def _model_turn(
+        self,
+        stored: StoredResponse,
+        emitter: Emitter,
+        state: _RunState,
+        messages: list[dict[str, Any]],
+    ) -> TurnResult:
+        body = chat_completion_body(stored.request, messages)
+        ordinal = state.next_ordinal
+        state.next_ordinal += 1
+        # The step records the call's shape, not the whole conversation again.
+        summary = {k: v for k, v in body.items() if k != "messages"}
+        summary["message_count"] = len(messages)
+        await self.store.start_step(stored.id, ordinal, "model_call", summary)
+        translator = TurnTranslator(emitter, first_output_index=len(state.output))
+        try:
+            result = await run_turn(self.upstream.stream_chat(body), translator)
+        except asyncio.CancelledError:
+            partial = {"items": translator.partial_items()}
+            state.step_results.append(partial)
+            await asyncio.shield(
+                self.store.finish_step(
+                    stored.id, ordinal, status="cancelled", result=partial, usage=None, error=None
+                )
+            )
+            raise
+        step_result = {"items": result.items, "usage_missing": result.usage_missing}
+        state.step_results.append(step_result)
+        state.usage = add_usage(state.usage, result.usage)
+        state.usage_missing = state.usage_missing or result.usage_missing
+        await self.store.finish_step(
+            stored.id,
+            ordinal,
+            status=result.outcome,
+            result=step_result,
+            usage=result.usage,
+            error=result.error,
+        )
+        return result
+
+    async def _conversation(self, stored: StoredResponse) -> list[dict[str, Any]]:
+        """The previous responses' input and output, oldest first, then this input."""
+        chain: list[StoredResponse] = []
+        previous_id = stored.previous_response_id
+        while previous_id:
+            previous = await self.store.get(previous_id, stored.owner)
+            if previous is None:
+                break  # deleted since this response was accepted: continue without it
+            chain.append(previous)
+            previous_id = previous.previous_response_id
+        items: list[dict[str, Any]] = []
+        for previous in reversed(chain):
+            items.extend(previous.request.get("input") or [])
+            items.extend(previous.output or [])
+        items.extend(stored.request.get("input") or [])
+        return items
+
+    async def _finish(
+        self, stored: StoredResponse, emitter: Emitter, state: _RunState, ending: Ending
+    ) -> StoredResponse:
+        output = state.output
+        final = await self.store.finish(
+            stored.id,
+            status=ending.status,
+            output=output,
+            usage=state.usage,
+            usage_missing=state.usage_missing,
+            error=ending.error,
+            incomplete_details=ending.incomplete_details,
+        )
+        if final is None:  # someone else ended it first (cancel); theirs is the truth
+            return await self._reload(stored)
+        log.info("response finished", extra={"status": final.status})
+        snapshot = response_object(final, output)
+        if ending.status == "failed" and ending.error is not None:
+            await emitter.emit(
+                "error",
+                error={
+                    "type": "server_error",
+                    "code": ending.error.get("code"),
+                    "message": ending.error.get("message"),
+                    "param": None,
+                },
+            )
+        await emitter.emit(f"response.{final.status}", response=snapshot)
+        return final
+
+    async def _finish_cancelled(self, stored: StoredResponse, state: _RunState) -> None:
+        await self.store.finish(
+            stored.id,
+            status="cancelled",
+            output=state.output,
+            usage=state.usage,
+            usage_missing=state.usage_missing,
+        )
+        log.info("response cancelled")
+
+    async def _reload(self, stored: StoredResponse) -> StoredResponse:
+        current = await self.store.get(stored.id, stored.owner)
+        return current or stored

@@ -1,0 +1,310 @@
+"""The create-response request: parsed, checked and normalised before any row is written.
+
+Every rejection is a `RequestError` naming the offending `param`, in OpenAI's wording, so a
+bad request never reaches the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app import ids
+from app.engine.errors import RequestError
+
+ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
+ToolChoiceMode = Literal["none", "auto", "required"]
+
+MESSAGE_ROLES = ("user", "system", "developer", "assistant")
+CONTENT_PART_TYPES = ("input_text", "input_image", "output_text", "refusal")
+ITEM_TYPES = ("message", "function_call", "function_call_output")
+
+
+class FunctionToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    name: str
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: TextFormat = Field(default_factory=lambda: TextFormat(type="text"))
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_obfuscation: bool | None = None
+
+
+class CreateResponseRequest(BaseModel):
+    """The parameters of POST /v1/responses that Ferry accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    background: bool = False
+    store: bool = True
+    service_tier: ServiceTier | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: ToolChoiceMode | FunctionToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    reasoning: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    include: list[str] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+
+
+_UNION_BRANCH_NAMES = frozenset({"str", "int", "float", "bool", "function-after"})
+
+
+def _param_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as OpenAI's `param`, e.g. `tools[0].name`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _UNION_BRANCH_NAMES or not part.isidentifier() or part[0].isupper():
+            continue  # pydantic names the union branch it tried; not part of the client's path
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _error_from_validation(exc: ValidationError) -> RequestError:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    param = _param_path(loc)
+    kind = error["type"]
+    if kind == "missing":
+        return RequestError(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    if kind == "extra_forbidden":
+        return RequestError(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+    if param == "input":
+        return RequestError(
+            "Invalid type for 'input': expected a string or an array of input items.",
+            param="input",
+            code="invalid_type",
+        )
+    return RequestError(
+        f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value"
+    )
+
+
+def _invalid(param: str, message: str, code: str = "invalid_value") -> RequestError:
+    return RequestError(message, param=param, code=code)
+
+
+def _require_str(item: dict[str, Any], key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        if value is None:
+            raise _invalid(
+                f"{where}.{key}",
+                f"Missing required parameter: '{where}.{key}'.",
+                "missing_required_parameter",
+            )
+        raise _invalid(
+            f"{where}.{key}",
+            f"Invalid type for '{where}.{key}': expected a string.",
+            "invalid_type",
+        )
+    return value
+
+
+def _normalise_part(part: Any, where: str) -> dict[str, Any]:
+    if not isinstance(part, dict):
+        raise _invalid(where, f"Invalid type for '{where}': expected an object.", "invalid_type")
+    kind = part.get("type")
+    if kind not in CONTENT_PART_TYPES:
+        raise _invalid(
+            f"{where}.type",
+            f"Invalid value: '{kind}'. Supported values are: "
+            + ", ".join(f"'{t}'" for t in CONTENT_PART_TYPES)
+            + ".",
+        )
+    if kind in ("input_text", "output_text"):
+        _require_str(part, "text", where)
+    elif kind == "refusal":
+        _require_str(part, "refusal", where)
+    elif kind == "input_image":
+        _require_str(part, "image_url", where)
+        detail = part.get("detail", "auto")
+        if detail not in ("auto", "low", "high"):
+            raise _invalid(f"{where}.detail", f"Invalid value for '{where}.detail': '{detail}'.")
+    return dict(part)
+
+
+def _normalise_message(item: dict[str, Any], where: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in MESSAGE_ROLES:
+        raise _invalid(
+            f"{where}.role",
+            f"Invalid value: '{role}'. Supported values are: "
+            + ", ".join(f"'{r}'" for r in MESSAGE_ROLES)
+            + ".",
+        )
+    content = item.get("content")
+    if isinstance(content, str):
+        parts: list[dict[str, Any]] = [
+            {"type": "output_text" if role == "assistant" else "input_text", "text": content}
+        ]
+        if role == "assistant":
+            parts[0]["annotations"] = []
+    elif isinstance(content, list):
+        parts = [_normalise_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
+    else:
+        raise _invalid(
+            f"{where}.content",
+            f"Invalid type for '{where}.content': expected a string or an array of content parts.",
+            "invalid_type",
+        )
+    return {
+        "type": "message",
+        "id": item.get("id") or ids.message_id(),
+        "role": role,
+        "status": item.get("status") or "completed",
+        "content": parts,
+    }
+
+
+def _normalise_function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item.get("id") or ids.function_call_id(),
+        "call_id": _require_str(item, "call_id", where),
+        "name": _require_str(item, "name", where),
+        "arguments": _require_str(item, "arguments", where),
+        "status": item.get("status") or "completed",
+    }
+
+
+def _normalise_function_call_output(item: dict[str, Any], where: str) -> dict[str, Any]:
+    output = item.get("output")
+    if isinstance(output, list):
+        output = [_normalise_part(p, f"{where}.output[{i}]") for i, p in enumerate(output)]
+    elif not isinstance(output, str):
+        raise _invalid(
+            f"{where}.output",
+            f"Invalid type for '{where}.output': expected a string or an array of content parts.",
+            "invalid_type",
+        )
+    return {
+        "type": "function_call_output",
+        "id": item.get("id") or ids.new_id("fco"),
+        "call_id": _require_str(item, "call_id", where),
+        "output": output,
+        "status": item.get("status") or "completed",
+    }
+
+
+_ITEM_NORMALISERS = {
+    "message": _normalise_message,
+    "function_call": _normalise_function_call,
+    "function_call_output": _normalise_function_call_output,
+}
+
+
+def normalise_input(raw: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The request's `input` as a list of typed items, each with an id (for input_items)."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [_normalise_message({"role": "user", "content": raw}, "input")]
+    items = []
+    for index, item in enumerate(raw):
+        where = f"input[{index}]"
+        # The "easy" message form has a role but no type.
+        kind = item.get("type", "message" if "role" in item else None)
+        normaliser = _ITEM_NORMALISERS.get(kind) if isinstance(kind, str) else None
+        if normaliser is None:
+            raise _invalid(
+                f"{where}.type",
+                f"Invalid value: '{kind}'. Supported values are: "
+                + ", ".join(f"'{t}'" for t in ITEM_TYPES)
+                + ".",
+            )
+        items.append(normaliser(item, where))
+    return items
+
+
+def _check_tools(tools: list[dict[str, Any]] | None) -> None:
+    for index, tool in enumerate(tools or []):
+        where = f"tools[{index}]"
+        if tool.get("type") != "function":
+            raise _invalid(
+                f"{where}.type",
+                f"Invalid value: '{tool.get('type')}'. Supported values are: 'function'.",
+            )
+        _require_str(tool, "name", where)
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _invalid(
+                f"{where}.parameters",
+                "Invalid type: expected a JSON Schema object.",
+                "invalid_type",
+            )
+
+
+def _check_tool_choice(request: CreateResponseRequest) -> None:
+    choice = request.tool_choice
+    if isinstance(choice, FunctionToolChoice):
+        names = {t.get("name") for t in request.tools or []}
+        if choice.name not in names:
+            raise _invalid(
+                "tool_choice",
+                f"Tool choice '{choice.name}' not found in 'tools' parameter.",
+            )
+
+
+def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[dict[str, Any]]]:
+    """Validate a decoded JSON body; return the request and its normalised input items."""
+    if not isinstance(body, dict):
+        raise RequestError(
+            "The request body must be a JSON object.", param=None, code="invalid_json"
+        )
+    try:
+        request = CreateResponseRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _error_from_validation(exc) from None
+    if request.stream_options is not None and not request.stream:
+        raise _invalid(
+            "stream_options",
+            "Invalid value for 'stream_options': only allowed when 'stream' is true.",
+        )
+    if request.text is not None and request.text.format.type == "json_schema":
+        if not request.text.format.name or request.text.format.schema_ is None:
+            raise _invalid("text.format", "A json_schema format needs 'name' and 'schema'.")
+    _check_tools(request.tools)
+    _check_tool_choice(request)
+    return request, normalise_input(request.input)

@@ -1,0 +1,264 @@
+"""One model turn: stream a chat completion and translate its chunks into Responses events.
+
+Chat chunks carry text deltas and tool-call deltas keyed by index; Responses events speak of
+output items (a `message` with one `output_text` part, or `function_call`s), each opened with
+`output_item.added` and closed with `output_item.done`. A turn ends exactly once, with one
+outcome: completed, incomplete (the token limit), or failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import ids
+from app.engine.events import Emitter
+from app.engine.upstream import UpstreamError
+from app.engine.usage import responses_usage
+
+log = logging.getLogger(__name__)
+
+# Chat finish reasons that mean the model was cut short, and how Responses names them.
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+@dataclass
+class TurnResult:
+    outcome: str  # completed | incomplete | failed
+    items: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    usage_missing: bool = False
+    error: dict[str, Any] | None = None
+    incomplete_reason: str | None = None
+
+    @property
+    def function_calls(self) -> list[dict[str, Any]]:
+        return [item for item in self.items if item["type"] == "function_call"]
+
+
+@dataclass
+class _OpenMessage:
+    item: dict[str, Any]
+    output_index: int
+    text: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _OpenCall:
+    item: dict[str, Any]
+    output_index: int
+    arguments: list[str] = field(default_factory=list)
+
+
+class TurnTranslator:
+    """Turns chunks into events; remembers the items it opened so it can close them."""
+
+    def __init__(self, emitter: Emitter, first_output_index: int) -> None:
+        self.emitter = emitter
+        self.next_output_index = first_output_index
+        self.items: list[dict[str, Any]] = []  # finished items, in output order
+        self.message: _OpenMessage | None = None
+        self.calls: dict[int, _OpenCall] = {}  # by the upstream's tool-call index
+        self.chunks_seen = 0
+        self.content_seen = False
+        self.finish_reason: str | None = None
+        self.raw_usage: dict[str, Any] | None = None
+
+    async def on_chunk(self, chunk: dict[str, Any]) -> None:
+        self.chunks_seen += 1
+        if isinstance(chunk.get("usage"), dict):
+            self.raw_usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is not part of the Responses API
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                await self._on_text(delta["content"])
+            for call_delta in delta.get("tool_calls") or []:
+                await self._on_tool_call(call_delta)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    async def _on_text(self, text: str) -> None:
+        self.content_seen = True
+        if self.message is None:
+            await self._close_calls("completed")
+            await self._open_message()
+        assert self.message is not None
+        self.message.text.append(text)
+        await self.emitter.emit(
+            "response.output_text.delta",
+            item_id=self.message.item["id"],
+            output_index=self.message.output_index,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
+
+    async def _open_message(self) -> None:
+        item = {
+            "id": ids.message_id(),
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        self.message = _OpenMessage(item=item, output_index=self._claim_index())
+        await self.emitter.emit(
+            "response.output_item.added", output_index=self.message.output_index, item=item
+        )
+        await self.emitter.emit(
+            "response.content_part.added",
+            item_id=item["id"],
+            output_index=self.message.output_index,
+            content_index=0,
+            part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+        )
+
+    async def _on_tool_call(self, call_delta: dict[str, Any]) -> None:
+        self.content_seen = True
+        index = call_delta.get("index", 0)
+        function = call_delta.get("function") or {}
+        call = self.calls.get(index)
+        if call is None:
+            # Responses shows the text before the calls as its own, finished item.
+            await self._close_message("completed")
+            item = {
+                "id": ids.function_call_id(),
+                "type": "function_call",
+                "status": "in_progress",
+                "arguments": "",
+                "call_id": call_delta.get("id") or ids.new_id("call"),
+                "name": function.get("name") or "",
+            }
+            call = self.calls[index] = _OpenCall(item=item, output_index=self._claim_index())
+            await self.emitter.emit(
+                "response.output_item.added", output_index=call.output_index, item=dict(item)
+            )
+        elif function.get("name") and not call.item["name"]:
+            call.item["name"] = function["name"]
+        if function.get("arguments"):
+            call.arguments.append(function["arguments"])
+            await self.emitter.emit(
+                "response.function_call_arguments.delta",
+                item_id=call.item["id"],
+                output_index=call.output_index,
+                delta=function["arguments"],
+            )
+
+    def _claim_index(self) -> int:
+        index = self.next_output_index
+        self.next_output_index += 1
+        return index
+
+    async def _close_message(self, status: str) -> None:
+        message, self.message = self.message, None
+        if message is None:
+            return
+        text = "".join(message.text)
+        item_id, index = message.item["id"], message.output_index
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        await self.emitter.emit(
+            "response.output_text.done",
+            item_id=item_id,
+            output_index=index,
+            content_index=0,
+            text=text,
+            logprobs=[],
+        )
+        await self.emitter.emit(
+            "response.content_part.done",
+            item_id=item_id,
+            output_index=index,
+            content_index=0,
+            part=part,
+        )
+        done = {**message.item, "status": status, "content": [part]}
+        await self.emitter.emit("response.output_item.done", output_index=index, item=done)
+        self.items.append(done)
+
+    async def _close_calls(self, status: str) -> None:
+        calls, self.calls = self.calls, {}
+        for call in sorted(calls.values(), key=lambda c: c.output_index):
+            arguments = "".join(call.arguments)
+            await self.emitter.emit(
+                "response.function_call_arguments.done",
+                item_id=call.item["id"],
+                output_index=call.output_index,
+                name=call.item["name"],
+                arguments=arguments,
+            )
+            done = {**call.item, "status": status, "arguments": arguments}
+            await self.emitter.emit(
+                "response.output_item.done", output_index=call.output_index, item=done
+            )
+            self.items.append(done)
+
+    async def close_open_items(self, status: str) -> None:
+        """Close what is open with the given item status.
+
+        At most one kind is open at a time: text closes the calls, a call closes the text.
+        """
+        await self._close_message(status)
+        await self._close_calls(status)
+
+    def partial_items(self) -> list[dict[str, Any]]:
+        """What an interrupted turn leaves: finished items, then open ones marked incomplete."""
+        items = list(self.items)
+        if self.message is not None:
+            part = {"type": "output_text", "text": "".join(self.message.text), "annotations": []}
+            items.append({**self.message.item, "status": "incomplete", "content": [part]})
+        for call in sorted(self.calls.values(), key=lambda c: c.output_index):
+            items.append(
+                {**call.item, "status": "incomplete", "arguments": "".join(call.arguments)}
+            )
+        return items
+
+
+async def run_turn(chunks: AsyncIterator[dict[str, Any]], translator: TurnTranslator) -> TurnResult:
+    """Consume a turn's chunk stream to its end and settle its one outcome."""
+    try:
+        async for chunk in chunks:
+            await translator.on_chunk(chunk)
+    except UpstreamError as exc:
+        await translator.close_open_items("incomplete")
+        return TurnResult(
+            outcome="failed",
+            items=translator.items,
+            usage=responses_usage(translator.raw_usage),
+            error={"code": exc.code, "message": exc.message},
+        )
+    return await _settle(translator)
+
+
+async def _settle(translator: TurnTranslator) -> TurnResult:
+    usage = responses_usage(translator.raw_usage)
+    reason = translator.finish_reason
+    if reason is None:
+        await translator.close_open_items("incomplete")
+        message = (
+            "empty upstream stream"
+            if translator.chunks_seen == 0
+            else "stream ended without stop event"
+        )
+        return TurnResult(
+            outcome="failed",
+            items=translator.items,
+            usage=usage,
+            error={"code": "upstream_error", "message": message},
+        )
+    usage_missing = usage is None and translator.content_seen
+    if usage_missing:
+        log.warning("upstream sent no usage; tokens for this turn are not counted")
+    incomplete_reason = INCOMPLETE_REASONS.get(reason)
+    status = "incomplete" if incomplete_reason else "completed"
+    await translator.close_open_items(status)
+    return TurnResult(
+        outcome=status,
+        items=translator.items,
+        usage=usage,
+        usage_missing=usage_missing,
+        incomplete_reason=incomplete_reason,
+    )

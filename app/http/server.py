@@ -1,0 +1,80 @@
+"""The starlette application: routes, error envelopes, and the process's shared resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app import ids
+from app.config import Settings
+from app.engine.errors import RequestError
+from app.engine.loop import ResponseLoop
+from app.engine.service import ResponsesService
+from app.engine.upstream import UpstreamClient
+from app.http import errors
+from app.http.routes import routes
+from app.store.db import create_pool
+from app.store.responses import ResponseStore
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def build_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = create_pool(settings, name="ferry-api")
+        await pool.open(wait=True)
+        upstream = UpstreamClient(settings)
+        instance_id = f"api:{socket.gethostname()}:{os.getpid()}:{ids.new_id('inst')[-8:]}"
+        store = ResponseStore(pool)
+        app.state.settings = settings
+        app.state.service = ResponsesService(
+            store, ResponseLoop(store, upstream, settings), settings, instance_id
+        )
+        app.state.inline_tasks = set()
+        if settings.api_key_set:
+            log.info("API keys required", extra={"keys": len(settings.api_key_set)})
+        else:
+            log.warning("API_KEYS is unset: the API is open to anyone who can reach it")
+        log.info("api ready", extra={"upstream": settings.upstream_base_url})
+        try:
+            yield
+        finally:
+            await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
+            await upstream.aclose()
+            await pool.close()
+
+    return Starlette(
+        routes=[Route("/health", health), *routes],
+        lifespan=lifespan,
+        exception_handlers={
+            RequestError: errors.on_request_error,
+            HTTPException: errors.on_http_exception,
+            Exception: errors.on_unexpected,
+        },
+    )
+
+
+async def _drain(tasks: set[asyncio.Task[object]], timeout_s: float) -> None:
+    """Give inline work a bounded time to finish; cancel the rest (recorded as cancelled)."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(set(tasks), timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)

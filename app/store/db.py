@@ -1,0 +1,31 @@
+"""The process's one Postgres connection pool."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from app.config import Settings
+
+
+async def _configure(conn: AsyncConnection) -> None:
+    # Every statement outside an explicit transaction commits on its own.
+    await conn.set_autocommit(True)
+
+
+def create_pool(settings: Settings, *, name: str = "ferry") -> AsyncConnectionPool:
+    """A pool that is not yet open; `await pool.open(wait=True)` before use."""
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set")
+    return AsyncConnectionPool(
+        conninfo=settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        kwargs={"row_factory": dict_row},
+        configure=_configure,
+        # Replace connections the server closed (e.g. after a Postgres restart).
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name=name,
+    )

@@ -1,0 +1,60 @@
+-- Every query Ferry runs against its own tables, loaded by name (`-- name: x`).
+
+-- name: insert_response
+INSERT INTO responses (id, owner, status, request, model, service_tier, background, stream,
+                       previous_response_id, lease_owner, lease_expires_at)
+VALUES (%(id)s, %(owner)s, %(status)s, %(request)s, %(model)s, %(service_tier)s, %(background)s,
+        %(stream)s, %(previous_response_id)s, %(lease_owner)s,
+        CASE WHEN %(lease_owner)s::text IS NULL THEN NULL
+             ELSE now() + make_interval(secs => %(lease_ttl_s)s) END)
+RETURNING *;
+
+-- name: get_response
+SELECT * FROM responses WHERE id = %(id)s AND owner = %(owner)s;
+
+-- name: get_response_any_owner
+SELECT * FROM responses WHERE id = %(id)s;
+
+-- name: mark_in_progress
+UPDATE responses
+   SET status = 'in_progress', started_at = coalesce(started_at, now()), updated_at = now()
+ WHERE id = %(id)s AND status IN ('queued', 'in_progress')
+RETURNING *;
+
+-- name: renew_lease
+UPDATE responses
+   SET lease_expires_at = now() + make_interval(secs => %(lease_ttl_s)s), updated_at = now()
+ WHERE id = %(id)s AND lease_owner = %(lease_owner)s AND status IN ('queued', 'in_progress');
+
+-- name: finish_response
+-- Only a response still running can end; the first terminal state wins.
+UPDATE responses
+   SET status = %(status)s, output = %(output)s, usage = %(usage)s,
+       usage_missing = %(usage_missing)s, error = %(error)s,
+       incomplete_details = %(incomplete_details)s, completed_at = now(), updated_at = now(),
+       lease_owner = NULL, lease_expires_at = NULL
+ WHERE id = %(id)s AND status IN ('queued', 'in_progress')
+RETURNING *;
+
+-- name: start_step
+INSERT INTO response_steps (response_id, ordinal, kind, status, request)
+VALUES (%(response_id)s, %(ordinal)s, %(kind)s, 'in_progress', %(request)s);
+
+-- name: finish_step
+UPDATE response_steps
+   SET status = %(status)s, result = %(result)s, usage = %(usage)s, error = %(error)s,
+       completed_at = now()
+ WHERE response_id = %(response_id)s AND ordinal = %(ordinal)s;
+
+-- name: list_steps
+SELECT * FROM response_steps WHERE response_id = %(response_id)s ORDER BY ordinal;
+
+-- name: append_events
+INSERT INTO response_events (response_id, sequence_number, type, data)
+SELECT %(response_id)s, e.sequence_number, e.type, e.data
+  FROM jsonb_to_recordset(%(events)s) AS e(sequence_number integer, type text, data jsonb);
+
+-- name: list_events_after
+SELECT sequence_number, type, data FROM response_events
+ WHERE response_id = %(response_id)s AND sequence_number > %(after)s
+ ORDER BY sequence_number;

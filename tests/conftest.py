@@ -1,0 +1,112 @@
+"""Shared fixtures: a fresh Postgres database, the demo upstream, and Ferry's API, all real.
+
+Postgres: TEST_DATABASE_URL when set (used as is); otherwise a fresh database on the
+server at 127.0.0.1:5432 (TEST_DATABASE_ADMIN_URL), dropped afterwards; otherwise an
+embedded Postgres in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from app.config import Settings
+from app.demo.upstream import create_app as create_demo_upstream
+from app.http.server import build_app
+from app.store.embedded import start_embedded_postgres
+from app.store.migrate import apply_migrations
+from tests.servers import serve
+
+ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@contextlib.contextmanager
+def _scratch_database() -> Iterator[str]:
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    name = f"ferry_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        admin = None
+    if admin is None:
+        with tempfile.TemporaryDirectory(prefix="ferry-pg-") as tmp:
+            url, handle = start_embedded_postgres(Path(tmp) / "pgdata", cleanup="delete")
+            try:
+                yield url
+            finally:
+                handle.cleanup()
+        return
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with _scratch_database() as url:
+        asyncio.run(apply_migrations(url))
+        yield url
+
+
+@pytest.fixture(scope="session")
+def upstream_url() -> Iterator[str]:
+    """Base URL of the demo upstream, as UPSTREAM_BASE_URL would be set."""
+    with serve(create_demo_upstream(), ready_path="/models", lifespan="off") as url:
+        yield f"{url}/v1"
+
+
+@pytest.fixture(scope="session")
+def make_settings(database_url: str, upstream_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "upstream_base_url": upstream_url,
+            "db_pool_max_size": 5,
+            "sse_keepalive_s": 0.5,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@contextlib.contextmanager
+def running_api(settings: Settings) -> Iterator[str]:
+    with serve(build_app(settings), ready_path="/health") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
+    """An open (no API keys) Ferry API."""
+    with running_api(make_settings()) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def client(api_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn

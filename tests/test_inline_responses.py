@@ -1,0 +1,231 @@
+"""Inline modes end to end: the openai SDK -> Ferry (uvicorn) -> demo upstream, on Postgres."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.schema import assert_valid_event, assert_valid_response
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+TEXT_EVENT_ORDER = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def collapse(types: list[str]) -> list[str]:
+    """Event types with runs of the same type folded into one (deltas repeat)."""
+    return [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
+
+
+def last_upstream_request(upstream_url: str) -> dict[str, Any]:
+    recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
+    return recorded[-1]
+
+
+def test_blocking_create_returns_the_completed_response(client: openai.OpenAI) -> None:
+    raw = client.responses.with_raw_response.create(model="demo", input="How are you?")
+    assert_valid_response(raw.http_response.json())
+    response = raw.parse()
+
+    assert response.status == "completed"
+    assert response.id.startswith("resp_")
+    assert response.output_text == "Hello! You said: How are you?"
+    assert response.usage is not None
+    assert response.usage.output_tokens == 6
+    assert response.usage.total_tokens == response.usage.input_tokens + 6
+
+
+def test_response_echoes_request_parameters(client: openai.OpenAI) -> None:
+    response = client.responses.with_raw_response.create(
+        model="demo",
+        input="echo",
+        instructions="Be brief.",
+        temperature=0.3,
+        top_p=0.9,
+        max_output_tokens=64,
+        metadata={"team": "ferry"},
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        parallel_tool_calls=False,
+        safety_identifier="user-1",
+        prompt_cache_key="cache-1",
+    )
+    raw = response.http_response.json()
+    assert_valid_response(raw)
+    assert raw["instructions"] == "Be brief."
+    assert raw["temperature"] == 0.3
+    assert raw["top_p"] == 0.9
+    assert raw["max_output_tokens"] == 64
+    assert raw["metadata"] == {"team": "ferry"}
+    assert raw["parallel_tool_calls"] is False
+    assert raw["tools"][0]["name"] == "get_weather"
+    assert raw["safety_identifier"] == "user-1"
+    assert raw["prompt_cache_key"] == "cache-1"
+    assert raw["background"] is False
+    assert raw["store"] is True
+
+
+def test_retrieve_returns_the_stored_response(client: openai.OpenAI) -> None:
+    created = client.responses.create(model="demo", input="remember me")
+    raw = client.responses.with_raw_response.retrieve(created.id)
+    assert_valid_response(raw.http_response.json())
+    fetched = raw.parse()
+
+    assert fetched.id == created.id
+    assert fetched.status == "completed"
+    assert fetched.output_text == created.output_text
+    assert fetched.usage == created.usage
+    assert fetched.completed_at is not None
+
+
+def test_retrieve_unknown_id_is_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.retrieve("resp_does_not_exist")
+    assert info.value.body["param"] == "response_id"  # type: ignore[index]
+
+
+def test_stream_emits_openai_event_order_with_gapless_sequence(client: openai.OpenAI) -> None:
+    with client.responses.create(model="demo", input="stream this please", stream=True) as stream:
+        events = list(stream)
+
+    types = [e.type for e in events]
+    assert collapse(types) == TEXT_EVENT_ORDER
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    for event in events:
+        assert_valid_event(event.to_dict(mode="json"))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == "Hello! You said: stream this please"
+    assert events[0].response.status == "in_progress"
+    final = events[-1].response
+    assert final.status == "completed"
+    assert final.output_text == deltas
+    assert final.usage is not None
+
+    stored = client.responses.retrieve(final.id)
+    assert stored.status == "completed"
+    assert stored.output_text == deltas
+    assert stored.usage == final.usage
+
+
+def test_stream_of_function_call_events(client: openai.OpenAI) -> None:
+    with client.responses.create(
+        model="demo",
+        input='What is the weather? [[call:get_weather {"city": "Paris"}]]',
+        tools=[WEATHER_TOOL],
+        stream=True,
+    ) as stream:
+        events = list(stream)
+
+    assert collapse([e.type for e in events]) == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    for event in events:
+        assert_valid_event(event.to_dict(mode="json"))
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"city": "Paris"}
+    call = events[-1].response.output[0]
+    assert call.type == "function_call"
+    assert call.name == "get_weather"
+    assert call.status == "completed"
+    assert call.call_id.startswith("call_")
+
+
+def test_client_function_call_round_trip(client: openai.OpenAI, upstream_url: str) -> None:
+    first = client.responses.create(
+        model="demo",
+        input='Weather in Oslo? [[call:get_weather {"city": "Oslo"}]]',
+        tools=[WEATHER_TOOL],
+    )
+    assert first.status == "completed"
+    [call] = first.output
+    assert call.type == "function_call"
+    assert json.loads(call.arguments) == {"city": "Oslo"}
+
+    second = client.responses.create(
+        model="demo",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=[WEATHER_TOOL],
+    )
+    assert second.status == "completed"
+    assert second.previous_response_id == first.id
+    assert second.output_text == "Tool results: get_weather=sunny"
+    # The upstream saw the whole chain: user message, assistant tool call, tool result.
+    messages = last_upstream_request(upstream_url)["body"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1]["tool_calls"][0]["id"] == call.call_id
+    assert messages[2]["tool_call_id"] == call.call_id
+
+
+def test_upstream_request_carries_the_mapped_parameters(
+    client: openai.OpenAI, upstream_url: str
+) -> None:
+    client.responses.create(
+        model="demo-model-x",
+        instructions="Answer in French.",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is this?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+                ],
+            }
+        ],
+        temperature=0.5,
+        top_p=0.8,
+        max_output_tokens=100,
+        text={
+            "format": {
+                "type": "json_schema",
+                "name": "answer",
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            }
+        },
+    )
+    body = last_upstream_request(upstream_url)["body"]
+    assert body["model"] == "demo-model-x"
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["temperature"] == 0.5
+    assert body["top_p"] == 0.8
+    assert body["max_tokens"] == 100
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "answer"
+    assert body["messages"][0] == {"role": "system", "content": "Answer in French."}
+    parts = body["messages"][1]["content"]
+    assert parts[0] == {"type": "text", "text": "What is this?"}
+    assert parts[1]["image_url"]["url"] == "data:image/png;base64,AAAA"
+
+
+def test_previous_response_must_exist(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="demo", input="hi", previous_response_id="resp_nope")
+    assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert info.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
