@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -36,6 +37,9 @@ def serve(settings: Settings, *, run_migrations: bool) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         lifespan="on",
     )
+    # uvicorn re-raises the signal that stopped it once shut down; a requested stop exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: sys.exit(0))
     uvicorn.Server(config).run()
 
 

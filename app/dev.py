@@ -42,7 +42,7 @@ def _wait_until_ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
 
 
 def _start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log.info("starting", extra={"process": name})
+    log.info("starting", extra={"child": name})
     return subprocess.Popen([sys.executable, *args], env=env)
 
 

@@ -1,8 +1,8 @@
 """Shared fixtures: a fresh Postgres database, the demo upstream, and Ferry's API, all real.
 
 Postgres: TEST_DATABASE_URL when set (used as is); otherwise a fresh database on the
-server at 127.0.0.1:5432 (TEST_DATABASE_ADMIN_URL), dropped afterwards; otherwise an
-embedded Postgres in a temporary directory.
+server at 127.0.0.1:5432 (or TEST_DATABASE_ADMIN_URL), dropped afterwards; when no server
+answers there, an embedded Postgres in a temporary directory.
 """
 
 from __future__ import annotations
@@ -33,17 +33,12 @@ ADMIN_URL = os.environ.get(
 )
 
 
-@contextlib.contextmanager
-def _scratch_database() -> Iterator[str]:
-    if url := os.environ.get("TEST_DATABASE_URL"):
-        yield url
-        return
-    name = f"ferry_test_{secrets.token_hex(4)}"
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A Postgres server we may create databases on: the local one, else an embedded one."""
     try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+        psycopg.connect(ADMIN_URL, connect_timeout=3).close()
     except psycopg.OperationalError:
-        admin = None
-    if admin is None:
         with tempfile.TemporaryDirectory(prefix="ferry-pg-") as tmp:
             url, handle = start_embedded_postgres(Path(tmp) / "pgdata", cleanup="delete")
             try:
@@ -51,17 +46,29 @@ def _scratch_database() -> Iterator[str]:
             finally:
                 handle.cleanup()
         return
-    with admin:
+    yield ADMIN_URL
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new empty database, dropped afterwards."""
+    name = f"ferry_test_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+            yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    with _scratch_database() as url:
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """The suite's database, migrated: TEST_DATABASE_URL when set, else a scratch one."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        asyncio.run(apply_migrations(url))
+        yield url
+        return
+    with scratch_database(postgres_admin_url) as url:
         asyncio.run(apply_migrations(url))
         yield url
 

@@ -6,7 +6,9 @@ direction of calls stays http -> engine -> store.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from typing import Any
 
 from app import ids
@@ -18,6 +20,8 @@ from app.engine.loop import ResponseLoop
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import response_object
 from app.store.responses import NewResponse, ResponseStore, StoredResponse
+
+log = logging.getLogger(__name__)
 
 
 def owner_of(api_key: str | None) -> str:
@@ -84,7 +88,24 @@ class ResponsesService:
             )
 
     async def run(self, stored: StoredResponse, sink: EventSink) -> StoredResponse:
-        return await self.loop.run(stored, sink)
+        """Run the loop; while it runs, keep renewing the lease this process holds on it."""
+        if stored.lease_owner != self.instance_id:
+            return await self.loop.run(stored, sink)
+        renewer = asyncio.create_task(self._renew_lease(stored.id), name=f"lease {stored.id}")
+        try:
+            return await self.loop.run(stored, sink)
+        finally:
+            renewer.cancel()
+
+    async def _renew_lease(self, response_id: str) -> None:
+        ttl = self.settings.inline_lease_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.store.renew_lease(response_id, self.instance_id, ttl)
+            except Exception:
+                # A missed renewal is retried next period; the lease outlives two misses.
+                log.warning("could not renew the lease", exc_info=True)
 
     async def get(self, owner: str, response_id: str) -> StoredResponse:
         stored = await self.store.get(response_id, owner)

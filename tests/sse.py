@@ -1,0 +1,39 @@
+"""Reading Ferry's SSE frames raw, to check exactly what went over the wire."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+
+def iter_frames(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(event name, decoded data) for each frame; comment lines (keep-alives) are skipped."""
+    name: str | None = None
+    data: list[str] = []
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            continue
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            yield name, json.loads("\n".join(data))
+            name, data = None, []
+
+
+def stream_events(base_url: str, body: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
+    """POST a streaming create and return every event, checking each frame's name."""
+    events = []
+    with httpx.stream(
+        "POST", f"{base_url}/v1/responses", json={**body, "stream": True}, timeout=30, **kwargs
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for name, event in iter_frames(response):
+            assert name == event["type"]
+            events.append(event)
+    return events
