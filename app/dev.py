@@ -27,9 +27,21 @@ DATA_DIR = Path(".ferry")
 READY_TIMEOUT_S = 60.0
 
 
-def _wait_until_ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
+class _StopFlag:
+    """Set by Ctrl-C / SIGTERM; everything dev waits on checks it."""
+
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.set = True
+
+
+def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], stop: _StopFlag) -> bool:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.set:
         if proc.poll() is not None:
             return False
         try:
@@ -68,47 +80,41 @@ def _example(base_url: str, api_key: str | None) -> str:
 
 
 def run_dev(settings: Settings, *, port: int | None) -> int:
+    stop = _StopFlag()
     env = dict(os.environ)
-    pg_handle = None
-    if not settings.database_url:
-        url, pg_handle = start_embedded_postgres(DATA_DIR.resolve() / "pgdata")
-        env["DATABASE_URL"] = url
-        log.info("embedded postgres running", extra={"data_dir": str(DATA_DIR / "pgdata")})
-    asyncio.run(apply_migrations(env["DATABASE_URL"]))
-
     procs: list[subprocess.Popen[bytes]] = []
-    stop = False
-
-    def _on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    pg_handle = None
     try:
+        if not settings.database_url:
+            url, pg_handle = start_embedded_postgres(DATA_DIR.resolve() / "pgdata")
+            env["DATABASE_URL"] = url
+            log.info("embedded postgres running", extra={"data_dir": str(DATA_DIR / "pgdata")})
+        asyncio.run(apply_migrations(env["DATABASE_URL"]))
         if not settings.upstream_base_url:
-            demo = _start(
-                "demo upstream", ["-m", "app.demo", "--port", str(DEMO_UPSTREAM_PORT)], env
-            )
+            demo_args = ["-m", "app.demo", "--port", str(DEMO_UPSTREAM_PORT)]
+            demo = _start("demo upstream", demo_args, env)
             procs.append(demo)
             env["UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{DEMO_UPSTREAM_PORT}/v1"
-            if not _wait_until_ready(f"{env['UPSTREAM_BASE_URL']}/models", demo):
-                log.error("the demo upstream did not start")
-                return 1
+            if not _wait_until_ready(f"{env['UPSTREAM_BASE_URL']}/models", demo, stop):
+                return 0 if stop.set else _failed("the demo upstream did not start")
         procs.append(_start("worker", ["-m", "worker"], env))
         api_port = port or settings.port
         api = _start("api", ["-m", "app", "serve", "--no-migrate", "--port", str(api_port)], env)
         procs.append(api)
         base_url = f"http://{settings.host}:{api_port}"
-        if not _wait_until_ready(f"{base_url}/health", api):
-            log.error("the API did not start")
-            return 1
+        if not _wait_until_ready(f"{base_url}/health", api, stop):
+            return 0 if stop.set else _failed("the API did not start")
         first_key = next(iter(sorted(settings.api_key_set)), None)
         print(_example(base_url, first_key), flush=True)
-        while not stop and all(p.poll() is None for p in procs):
+        while not stop.set and all(p.poll() is None for p in procs):
             time.sleep(0.5)  # supervising children; signals set `stop`
-        return 0 if stop else 1
+        return 0 if stop.set else _failed("a child process exited")
     finally:
         _stop_all(procs)
         if pg_handle is not None:
             pg_handle.cleanup()
+
+
+def _failed(why: str) -> int:
+    log.error(why)
+    return 1

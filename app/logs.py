@@ -15,9 +15,11 @@ from typing import Any
 
 current_response_id: ContextVar[str | None] = ContextVar("current_response_id", default=None)
 
-# Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged
+# (except uvicorn's `color_message`, a terminal-coloured copy of the message).
 _STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
 
 

@@ -535,7 +535,7 @@ class _CompletionTracker:
 async def test_client_disconnect_stops_the_stream() -> None:
     tracker = _CompletionTracker(create_app())
     words = " ".join(f"w{i}" for i in range(40))
-    with serve(tracker) as url:
+    with serve(tracker, ready_path="/models", lifespan="off") as url:
         async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
             # 43 chunks 250 ms apart would take over 10 s if the server kept going.
             payload = user(f"{words} [[delay:250]]", stream=True)

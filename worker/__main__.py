@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 
 from app.config import get_settings
@@ -27,13 +29,23 @@ async def run_worker(concurrency: int) -> None:
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
     try:
         async with job_app.open_async(pool):
-            log.info("worker ready", extra={"concurrency": concurrency, "worker": name})
-            await job_app.run_worker_async(
-                concurrency=concurrency,
-                name=name,
-                install_signal_handlers=True,
-                shutdown_graceful_timeout=settings.worker_shutdown_timeout_s,
+            worker = asyncio.create_task(
+                job_app.run_worker_async(
+                    concurrency=concurrency,
+                    name=name,
+                    # Ours are installed before "worker ready": procrastinate's would come
+                    # later, leaving a window in which SIGTERM kills the process outright.
+                    install_signal_handlers=False,
+                    shutdown_graceful_timeout=settings.worker_shutdown_timeout_s,
+                )
             )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                # procrastinate treats a cancelled run as a graceful stop (bounded above).
+                loop.add_signal_handler(sig, worker.cancel)
+            log.info("worker ready", extra={"concurrency": concurrency, "worker": name})
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
     finally:
         await pool.close()
         log.info("worker stopped", extra={"worker": name})

@@ -6,7 +6,9 @@ import argparse
 
 import uvicorn
 
+from app.config import get_settings
 from app.demo.upstream import create_app
+from app.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, default=8099, help="port to bind (default: %(default)s)"
     )
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    configure_logging(get_settings().log_level)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_config=None)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,11 @@ def _invalid(param: str, message: str, code: str = "invalid_value") -> RequestEr
     return RequestError(message, param=param, code=code)
 
 
+def _unsupported(param: str, value: Any, supported: tuple[str, ...]) -> RequestError:
+    allowed = ", ".join(f"'{v}'" for v in supported)
+    return _invalid(param, f"Invalid value: '{value}'. Supported values are: {allowed}.")
+
+
 def _require_str(item: dict[str, Any], key: str, where: str) -> str:
     value = item.get(key)
     if not isinstance(value, str):
@@ -147,12 +152,7 @@ def _normalise_part(part: Any, where: str) -> dict[str, Any]:
         raise _invalid(where, f"Invalid type for '{where}': expected an object.", "invalid_type")
     kind = part.get("type")
     if kind not in CONTENT_PART_TYPES:
-        raise _invalid(
-            f"{where}.type",
-            f"Invalid value: '{kind}'. Supported values are: "
-            + ", ".join(f"'{t}'" for t in CONTENT_PART_TYPES)
-            + ".",
-        )
+        raise _unsupported(f"{where}.type", kind, CONTENT_PART_TYPES)
     if kind in ("input_text", "output_text"):
         _require_str(part, "text", where)
     elif kind == "refusal":
@@ -168,12 +168,7 @@ def _normalise_part(part: Any, where: str) -> dict[str, Any]:
 def _normalise_message(item: dict[str, Any], where: str) -> dict[str, Any]:
     role = item.get("role")
     if role not in MESSAGE_ROLES:
-        raise _invalid(
-            f"{where}.role",
-            f"Invalid value: '{role}'. Supported values are: "
-            + ", ".join(f"'{r}'" for r in MESSAGE_ROLES)
-            + ".",
-        )
+        raise _unsupported(f"{where}.role", role, MESSAGE_ROLES)
     content = item.get("content")
     if isinstance(content, str):
         parts: list[dict[str, Any]] = [
@@ -248,12 +243,7 @@ def normalise_input(raw: str | list[dict[str, Any]] | None) -> list[dict[str, An
         kind = item.get("type", "message" if "role" in item else None)
         normaliser = _ITEM_NORMALISERS.get(kind) if isinstance(kind, str) else None
         if normaliser is None:
-            raise _invalid(
-                f"{where}.type",
-                f"Invalid value: '{kind}'. Supported values are: "
-                + ", ".join(f"'{t}'" for t in ITEM_TYPES)
-                + ".",
-            )
+            raise _unsupported(f"{where}.type", kind, ITEM_TYPES)
         items.append(normaliser(item, where))
     return items
 
@@ -262,10 +252,7 @@ def _check_tools(tools: list[dict[str, Any]] | None) -> None:
     for index, tool in enumerate(tools or []):
         where = f"tools[{index}]"
         if tool.get("type") != "function":
-            raise _invalid(
-                f"{where}.type",
-                f"Invalid value: '{tool.get('type')}'. Supported values are: 'function'.",
-            )
+            raise _unsupported(f"{where}.type", tool.get("type"), ("function",))
         _require_str(tool, "name", where)
         parameters = tool.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):

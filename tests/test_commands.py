@@ -1,0 +1,497 @@
+"""The real commands as subprocesses: `python -m app migrate | serve | dev`, `python -m worker`.
+
+Each process runs in a session of its own, with its output read by threads; whatever happens,
+the whole process group is killed afterwards, so no test leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psycopg
+import pytest
+
+from app.config import DEMO_UPSTREAM_PORT
+from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP
+from tests.conftest import scratch_database
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPECTED_MIGRATIONS = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
+
+STARTUP_TIMEOUT_S = 30.0
+EXIT_TIMEOUT_S = 20.0
+# `dev` without DATABASE_URL runs initdb for its embedded Postgres first: that takes a while.
+DEV_STARTUP_TIMEOUT_S = 120.0
+DEV_EXIT_TIMEOUT_S = 60.0
+GROUP_EMPTY_TIMEOUT_S = 5.0
+
+UPSTREAM_SECRET = "sk-upstream-secret-123"
+API_KEY = "ferry-test-key-k1-3f9a"
+OPEN_API_WARNING = "API_KEYS is unset"
+
+# Process groups and signal masks are read from /proc.
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_bindable(port: int) -> bool:
+    """Whether a server could listen on `port` now (as uvicorn would: with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:  # e.g. a timeout: not a refusal
+        return False
+    return False
+
+
+def group_members(pgid: int) -> dict[int, str]:
+    """Live (non-zombie) processes in process group `pgid`: pid -> command line."""
+    members: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # exited while we looked
+            continue
+        # Fields after "(comm)": state ppid pgrp ...; comm itself may contain spaces.
+        state, _ppid, pgrp = stat.rpartition(")")[2].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return members
+
+
+def wait_for_group_to_empty(pgid: int) -> dict[int, str]:
+    """Poll (bounded) until nothing is left in the group; return what is left, if anything."""
+    deadline = time.monotonic() + GROUP_EMPTY_TIMEOUT_S
+    while (left := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # processes in another session are exiting; nothing to wait on
+    return left
+
+
+class Command:
+    """A running command whose stdout and stderr lines are collected as they arrive."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._queues: dict[str, queue.Queue[str | None]] = {
+            "stdout": queue.Queue(),
+            "stderr": queue.Queue(),
+        }
+        self.readers = [
+            threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr))
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, name: str, pipe: IO[bytes] | None) -> None:
+        assert pipe is not None
+        try:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.lines[name].append(line)
+                self._queues[name].put(line)
+        except ValueError:  # the pipe was closed under us during cleanup
+            pass
+        finally:
+            self._queues[name].put(None)  # end of output
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self, stream: str = "stderr") -> str:
+        return "\n".join(self.lines[stream])
+
+    def describe(self) -> str:
+        return (
+            f"exit code: {self.popen.poll()}\n--- stdout ---\n{self.output('stdout')}\n"
+            f"--- stderr ---\n{self.output('stderr')}"
+        )
+
+    def wait_for_line(self, pattern: str, *, timeout: float, stream: str = "stderr") -> str:
+        """The next line of `stream` that matches `pattern`; fail after `timeout` seconds."""
+        lines = self._queues[stream]
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no line matching {pattern!r} within {timeout}s\n{self.describe()}")
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                lines.put(None)  # keep the end marker for later waits
+                pytest.fail(
+                    f"{stream} ended without a line matching {pattern!r}\n{self.describe()}"
+                )
+            if re.search(pattern, line):
+                return line
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {timeout}s later\n{self.describe()}")
+        # Output written just before exiting: let the readers drain it (bounded).
+        for reader in self.readers:
+            reader.join(timeout=5.0)
+        return code
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records on stderr (stderr is a pipe, so logs are one JSON a line)."""
+        records = []
+        for line in self.lines["stderr"]:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    def messages(self) -> list[str]:
+        return [str(record.get("msg")) for record in self.records()]
+
+
+@contextlib.contextmanager
+def run_command(*args: str, env: dict[str, str], cwd: Path = PROJECT_ROOT) -> Iterator[Command]:
+    """Start `python <args>` in its own process group; kill whatever is left of it afterwards."""
+    popen = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its children join its group: one kill reaches them all
+    )
+    command = Command(popen)
+    try:
+        yield command
+    finally:
+        # The group id is the leader's pid; it stays reserved while any member lives.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=10.0)
+        for reader in command.readers:
+            reader.join(timeout=5.0)
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def command_env(**overrides: str | None) -> dict[str, str]:
+    """os.environ with overrides; None removes a variable."""
+    env = dict(os.environ)
+    # Settings the developer's shell may hold that would change what the commands do.
+    for name in ("DATABASE_URL", "UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "API_KEYS", "PORT"):
+        env.pop(name, None)
+    env["LOG_LEVEL"] = "INFO"
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def wait_until_healthy(command: Command, base_url: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if command.popen.poll() is not None:
+            pytest.fail(f"exited before it was ready\n{command.describe()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)  # polling a process that is starting up; nothing to wait on instead
+    pytest.fail(f"not healthy within {STARTUP_TIMEOUT_S}s\n{command.describe()}")
+
+
+def output_text(body: dict[str, Any]) -> str:
+    return "".join(
+        part.get("text", "")
+        for item in body.get("output", [])
+        if item.get("type") == "message"
+        for part in item.get("content", [])
+        if part.get("type") == "output_text"
+    )
+
+
+def assert_says_hello(base_url: str, *, api_key: str | None = None) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.post(
+        f"{base_url}/v1/responses",
+        json={"model": "demo", "input": "hi"},
+        headers=headers,
+        timeout=30.0,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed", body
+    assert output_text(body) == "Hello! You said: hi", body
+
+
+def applied_migrations(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
+    return [name for (name,) in rows]
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+def run_migrate(url: str) -> list[str]:
+    """Run `python -m app migrate` to completion; return the names it says it applied."""
+    with run_command("-m", "app", "migrate", env=command_env(DATABASE_URL=url)) as command:
+        code = command.wait_exit(STARTUP_TIMEOUT_S)
+        assert code == 0, command.describe()
+        done = [r for r in command.records() if r.get("msg") == "migrations up to date"]
+        assert len(done) == 1, command.describe()
+        return list(done[0]["applied_now"])
+
+
+def test_migrate_applies_everything_once_then_nothing(
+    postgres_admin_url: str, database_url: str
+) -> None:
+    with scratch_database(postgres_admin_url) as url:
+        assert run_migrate(url) == EXPECTED_MIGRATIONS
+        assert run_migrate(url) == []
+        assert applied_migrations(url) == EXPECTED_MIGRATIONS
+    # The suite's database is migrated already: nothing to do, nothing recorded twice.
+    assert run_migrate(database_url) == []
+    assert applied_migrations(database_url) == EXPECTED_MIGRATIONS
+
+
+def test_migrate_without_database_url_is_a_usage_error() -> None:
+    with run_command("-m", "app", "migrate", env=command_env()) as command:
+        code = command.wait_exit(STARTUP_TIMEOUT_S)
+    assert code == 2, command.describe()
+    assert "DATABASE_URL is not set" in command.output(), command.describe()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_then_stops_cleanly_on_a_signal(
+    database_url: str, upstream_url: str, signum: signal.Signals
+) -> None:
+    port = free_port()
+    env = command_env(
+        DATABASE_URL=database_url,
+        UPSTREAM_BASE_URL=upstream_url,
+        UPSTREAM_API_KEY=UPSTREAM_SECRET,
+    )
+    with run_command("-m", "app", "serve", "--port", str(port), "--no-migrate", env=env) as api:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(api, base_url)
+        assert_says_hello(base_url)
+
+        api.popen.send_signal(signum)
+        assert api.wait_exit(EXIT_TIMEOUT_S) == 0, api.describe()
+
+    records = api.records()
+    assert records, f"expected JSON log lines on stderr\n{api.describe()}"
+    warnings = [r for r in records if r.get("level") == "warning" and OPEN_API_WARNING in r["msg"]]
+    assert len(warnings) == 1, api.describe()
+    assert "api ready" in api.messages(), api.describe()
+    assert not [r for r in records if r.get("level") in ("error", "critical")], api.describe()
+    assert "Traceback" not in api.output(), api.describe()
+    for stream in ("stderr", "stdout"):
+        assert UPSTREAM_SECRET not in api.output(stream), f"the upstream key leaked to {stream}"
+    assert refuses_connections(port)
+
+
+def test_serve_with_api_keys_requires_a_key(database_url: str, upstream_url: str) -> None:
+    port = free_port()
+    env = command_env(DATABASE_URL=database_url, UPSTREAM_BASE_URL=upstream_url, API_KEYS=API_KEY)
+    with run_command("-m", "app", "serve", "--port", str(port), "--no-migrate", env=env) as api:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(api, base_url)
+
+        anonymous = httpx.post(
+            f"{base_url}/v1/responses", json={"model": "demo", "input": "hi"}, timeout=30.0
+        )
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.json()["error"]["code"] == "missing_api_key"
+        assert_says_hello(base_url, api_key=API_KEY)
+
+        api.popen.send_signal(signal.SIGTERM)
+        assert api.wait_exit(EXIT_TIMEOUT_S) == 0, api.describe()
+
+    assert not [m for m in api.messages() if OPEN_API_WARNING in m], api.describe()
+    assert "API keys required" in api.messages(), api.describe()
+    assert API_KEY not in api.output("stderr"), "an API key leaked to the logs"
+
+
+def table_exists(url: str, name: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def test_serve_migrates_unless_told_not_to(postgres_admin_url: str, upstream_url: str) -> None:
+    with scratch_database(postgres_admin_url) as url:
+        env = command_env(DATABASE_URL=url, UPSTREAM_BASE_URL=upstream_url)
+        for flags in (["--no-migrate"], []):
+            port = free_port()
+            with run_command("-m", "app", "serve", "--port", str(port), *flags, env=env) as api:
+                wait_until_healthy(api, f"http://127.0.0.1:{port}")
+                if flags:
+                    assert not table_exists(url, "ferry_migrations"), "migrated despite the flag"
+                else:
+                    assert applied_migrations(url) == EXPECTED_MIGRATIONS
+                api.popen.send_signal(signal.SIGTERM)
+                assert api.wait_exit(EXIT_TIMEOUT_S) == 0, api.describe()
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def test_worker_starts_and_stops_on_sigterm(database_url: str) -> None:
+    env = command_env(DATABASE_URL=database_url)
+    with run_command("-m", "worker", "--concurrency", "2", env=env) as worker:
+        ready = json.loads(worker.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S))
+        assert ready["concurrency"] == 2
+        assert ready["worker"].endswith(f":{worker.pid}")
+        # SIGTERM straight after "ready": the handler is installed before it is said.
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.wait_exit(EXIT_TIMEOUT_S) == 0, worker.describe()
+
+    assert "worker stopped" in worker.messages(), worker.describe()
+    assert "Traceback" not in worker.output(), worker.describe()
+
+
+# --------------------------------------------------------------------------- dev
+
+
+def wait_for_dev(dev: Command, port: int) -> str:
+    line = dev.wait_for_line(r"Ferry is up at ", timeout=DEV_STARTUP_TIMEOUT_S, stream="stdout")
+    match = re.search(r"Ferry is up at (http://\S+)", line)
+    assert match, line
+    assert match.group(1) == f"http://127.0.0.1:{port}", line
+    return match.group(1)
+
+
+def stop_leftover_postgres(pgdata: Path) -> None:
+    """If a test failed with the embedded Postgres still up, stop it (it is in its own session)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return
+    if str(pgdata).encode() not in cmdline:
+        return
+    os.kill(pid, signal.SIGQUIT)  # immediate shutdown: it is a throwaway cluster
+    deadline = time.monotonic() + 10.0
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # another session's process shutting down; nothing to wait on
+
+
+@pytest.mark.parametrize(
+    ("given_database", "given_upstream", "ctrl_c_to_group"),
+    [
+        # Nothing configured: what a first `python -m app dev` does. Ctrl-C as a terminal
+        # sends it, to the whole foreground process group.
+        pytest.param(False, False, True, id="from-nothing"),
+        pytest.param(False, True, True, id="embedded-postgres"),
+        # SIGINT to dev alone (`kill -INT`): dev must stop its children itself.
+        pytest.param(True, False, False, id="demo-upstream"),
+        pytest.param(True, True, False, id="database-and-upstream-given"),
+    ],
+)
+def test_dev_starts_everything_and_stops_everything(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    given_database: bool,
+    given_upstream: bool,
+    ctrl_c_to_group: bool,
+) -> None:
+    if not given_upstream and not port_is_bindable(DEMO_UPSTREAM_PORT):
+        pytest.skip(f"port {DEMO_UPSTREAM_PORT}, where `dev` runs the demo upstream, is in use")
+    port = free_port()
+    pgdata = tmp_path / ".ferry" / "pgdata"
+    env = command_env(
+        DATABASE_URL=request.getfixturevalue("database_url") if given_database else None,
+        UPSTREAM_BASE_URL=request.getfixturevalue("upstream_url") if given_upstream else None,
+        # Imports resolve to this checkout from any working directory.
+        PYTHONPATH=str(PROJECT_ROOT),
+    )
+    expected_children = sorted(
+        [f"-m app serve --no-migrate --port {port}", "-m worker"]
+        + ([] if given_upstream else [f"-m app.demo --port {DEMO_UPSTREAM_PORT}"])
+    )
+    try:
+        with run_command("-m", "app", "dev", "--port", str(port), env=env, cwd=tmp_path) as dev:
+            base_url = wait_for_dev(dev, port)
+            assert_says_hello(base_url)
+
+            children = group_members(dev.pid)
+            children.pop(dev.pid, None)
+            commands = sorted(" ".join(cmd.split()[1:]) for cmd in children.values())
+            assert commands == expected_children, children
+            if given_database:
+                assert not (tmp_path / ".ferry").exists(), "embedded Postgres despite DATABASE_URL"
+            else:
+                assert (pgdata / "PG_VERSION").is_file()
+                assert (pgdata / "postmaster.pid").is_file(), "the embedded Postgres is not up"
+            if not given_upstream:
+                assert not port_is_bindable(DEMO_UPSTREAM_PORT), "no demo upstream listening"
+
+            if ctrl_c_to_group:
+                os.killpg(dev.pid, signal.SIGINT)
+            else:
+                dev.popen.send_signal(signal.SIGINT)
+            assert dev.wait_exit(DEV_EXIT_TIMEOUT_S) == 0, dev.describe()
+
+            left = wait_for_group_to_empty(dev.pid)
+            assert not left, f"left running after dev exited: {left}\n{dev.describe()}"
+            assert refuses_connections(port), "the API still accepts connections"
+            if not given_upstream:
+                assert port_is_bindable(DEMO_UPSTREAM_PORT), "the demo upstream still listens"
+            if not given_database:
+                # Postgres runs in a session of its own: dev must have stopped it itself.
+                assert not (pgdata / "postmaster.pid").exists(), "the embedded Postgres still runs"
+        assert "Traceback" not in dev.output(), dev.describe()
+    finally:
+        stop_leftover_postgres(pgdata)
