@@ -8,8 +8,9 @@ outcome: completed, incomplete (the token limit), or failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,11 +218,18 @@ class TurnTranslator:
         return items
 
 
-async def run_turn(chunks: AsyncIterator[dict[str, Any]], translator: TurnTranslator) -> TurnResult:
-    """Consume a turn's chunk stream to its end and settle its one outcome."""
+async def run_turn(
+    chunks: AsyncGenerator[dict[str, Any]], translator: TurnTranslator
+) -> TurnResult:
+    """Consume a turn's chunk stream to its end and settle its one outcome.
+
+    The stream is closed on the way out, whatever the way: a cancelled turn hangs up on the
+    upstream at once instead of whenever the generator is collected.
+    """
     try:
-        async for chunk in chunks:
-            await translator.on_chunk(chunk)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await translator.on_chunk(chunk)
     except UpstreamError as exc:
         await translator.close_open_items("incomplete")
         return TurnResult(

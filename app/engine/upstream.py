@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -62,7 +62,7 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_chat(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any]]:
         """POST a streaming chat completion and yield each decoded chunk.
 
         Ends normally at `[DONE]` or the end of the body; raises `UpstreamError` for a
