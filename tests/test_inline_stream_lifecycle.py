@@ -24,9 +24,9 @@ def test_idle_stream_sends_comment_keepalives(api_url: str) -> None:
 
 
 def test_client_disconnect_cancels_the_work_and_records_it(
-    api_url: str, db: psycopg.Connection[dict[str, Any]]
+    api_url: str, upstream_url: str, db: psycopg.Connection[dict[str, Any]]
 ) -> None:
-    words = " ".join(f"w{i}" for i in range(30))
+    words = "disconnect-me " + " ".join(f"w{i}" for i in range(30))
     body = {"model": "demo", "input": f"{words} [[delay:300]]", "stream": True}
     response_id = None
     with httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=30) as response:
@@ -54,6 +54,14 @@ def test_client_disconnect_cancels_the_work_and_records_it(
         "SELECT status FROM response_steps WHERE response_id = %s", (response_id,)
     ).fetchone()
     assert step == {"status": "cancelled"}
+
+    # Ferry hung up on the upstream rather than letting it stream on.
+    def upstream_stream_state() -> str | None:
+        recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
+        mine = [r for r in recorded if "disconnect-me" in str(r["body"]["messages"])]
+        return mine[-1]["stream"] if mine and mine[-1]["stream"] != "open" else None
+
+    assert wait_for(upstream_stream_state, timeout_s=5) == "abandoned"
 
 
 def test_inline_lease_is_renewed_while_running_and_released_at_the_end(

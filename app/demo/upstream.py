@@ -491,6 +491,21 @@ async def stream_completion(completion: Completion, include_usage: bool) -> Asyn
     yield b"data: [DONE]\n\n"
 
 
+async def _tracked(chunks: AsyncIterator[bytes], record: JSONObject) -> AsyncIterator[bytes]:
+    """Note on the request's record whether its stream was sent to the end or abandoned.
+
+    Lets tests check that a client's cancellation really hung up on the upstream.
+    """
+    record["stream"] = "open"
+    try:
+        async for chunk in chunks:
+            yield chunk
+        record["stream"] = "finished"
+    finally:
+        if record["stream"] == "open":
+            record["stream"] = "abandoned"
+
+
 async def complete_once(completion: Completion) -> Response:
     """Non-streaming answer; stream-shaped faults map onto a broken JSON response."""
     directives = completion.directives
@@ -538,9 +553,12 @@ async def chat_completions(request: Request) -> Response:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return _invalid_request("Request body is not valid JSON.")
-    request.app.state.recorded_requests.append(
-        {"headers": {"authorization": request.headers.get("authorization")}, "body": body}
-    )
+    record: JSONObject = {
+        "headers": {"authorization": request.headers.get("authorization")},
+        "body": body,
+        "stream": None,
+    }
+    request.app.state.recorded_requests.append(record)
     max_tokens, error = _validate(body)
     if error is not None:
         return error
@@ -572,7 +590,7 @@ async def chat_completions(request: Request) -> Response:
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
     return StreamingResponse(
-        stream_completion(completion, include_usage),
+        _tracked(stream_completion(completion, include_usage), record),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
