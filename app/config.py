@@ -52,6 +52,27 @@ class Settings(BaseSettings):
         gt=0,
         description="Lease on inline work; a lapsed lease marks the running process as dead.",
     )
+    event_flush_interval_s: float = Field(
+        default=0.05,
+        gt=0,
+        description="Longest a background event waits before its batch is written to the log.",
+    )
+    tail_recheck_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A stream tailer re-reads the log at least this often, notification or not.",
+    )
+    flex_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often a held flex request checks its response."
+    )
+    flex_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a flex request is held before a 504 (the work goes on).",
+    )
+    flex_max_queue_depth: int = Field(
+        default=1000, ge=0, description="Flex jobs waiting beyond this many: new ones get 429."
+    )
     worker_concurrency: int = Field(default=4, ge=1)
     worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
 

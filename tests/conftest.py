@@ -26,6 +26,14 @@ from app.demo.upstream import create_app as create_demo_upstream
 from app.http.server import build_app
 from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
+from tests.processes import (
+    STARTUP_TIMEOUT_S,
+    Command,
+    command_env,
+    free_port,
+    run_command,
+    wait_until_healthy,
+)
 from tests.servers import serve
 
 ADMIN_URL = os.environ.get(
@@ -117,3 +125,33 @@ def client(api_url: str) -> openai.OpenAI:
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
+
+
+def service_env(database_url: str, upstream_url: str, **overrides: str) -> dict[str, str]:
+    """Environment for a Ferry process on the test database and the demo upstream."""
+    return command_env(
+        DATABASE_URL=database_url,
+        UPSTREAM_BASE_URL=upstream_url,
+        SSE_KEEPALIVE_S="0.5",
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(database_url: str, upstream_url: str) -> Iterator[Command]:
+    """A real worker process (`python -m worker`) running background and flex jobs."""
+    env = service_env(database_url, upstream_url)
+    with run_command("-m", "worker", "--concurrency", "4", env=env) as process:
+        process.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
+        yield process
+
+
+@pytest.fixture(scope="session")
+def second_api_url(database_url: str, upstream_url: str) -> Iterator[str]:
+    """Another API, as its own process (`python -m app serve`) on the same database."""
+    port = free_port()
+    env = service_env(database_url, upstream_url)
+    with run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=env) as api:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(api, url)
+        yield url

@@ -14,9 +14,14 @@ import signal
 import socket
 
 from app.config import get_settings
+from app.engine.loop import ResponseLoop
+from app.engine.service import ResponsesService
+from app.engine.upstream import UpstreamClient
 from app.logs import configure_logging
 from app.store.db import create_pool
-from app.store.queue import create_job_app
+from app.store.queue import TASK_NAMESPACE, create_job_app
+from app.store.responses import ResponseStore
+from worker.tasks import blueprint
 
 log = logging.getLogger("worker")
 
@@ -26,7 +31,11 @@ async def run_worker(concurrency: int) -> None:
     pool = create_pool(settings, name="ferry-worker")
     await pool.open(wait=True)
     job_app = create_job_app()
+    job_app.add_tasks_from(blueprint, namespace=TASK_NAMESPACE)
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
+    store = ResponseStore(pool)
+    upstream = UpstreamClient(settings)
+    service = ResponsesService(store, ResponseLoop(store, upstream, settings), settings, name)
     try:
         async with job_app.open_async(pool):
             worker = asyncio.create_task(
@@ -37,6 +46,7 @@ async def run_worker(concurrency: int) -> None:
                     # later, leaving a window in which SIGTERM kills the process outright.
                     install_signal_handlers=False,
                     shutdown_graceful_timeout=settings.worker_shutdown_timeout_s,
+                    additional_context={"service": service},
                 )
             )
             loop = asyncio.get_running_loop()
@@ -47,6 +57,7 @@ async def run_worker(concurrency: int) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
     finally:
+        await upstream.aclose()
         await pool.close()
         log.info("worker stopped", extra={"worker": name})
 

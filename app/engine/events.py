@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-TERMINAL_EVENT_TYPES = frozenset(
-    {"response.completed", "response.failed", "response.incomplete", "response.cancelled"}
-)
+TERMINAL_EVENT_BY_STATUS = {
+    "completed": "response.completed",
+    "failed": "response.failed",
+    "incomplete": "response.incomplete",
+    # Not in OpenAI's streaming events; Ferry ends a cancelled background stream with it
+    # (named like OpenAI's `response.cancelled` webhook event).
+    "cancelled": "response.cancelled",
+}
+TERMINAL_EVENT_TYPES = frozenset(TERMINAL_EVENT_BY_STATUS.values())
 # Events after which a batching sink should flush: an item or the response changed state.
 BOUNDARY_EVENT_TYPES = TERMINAL_EVENT_TYPES | {
     "response.created",

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.engine.assembly import assemble_output
 from app.engine.chat_messages import to_chat_messages
 from app.engine.chat_request import chat_completion_body
-from app.engine.events import Emitter, EventSink
+from app.engine.events import TERMINAL_EVENT_BY_STATUS, Emitter, EventSink
 from app.engine.resource import response_object
 from app.engine.turn import TurnResult, TurnTranslator, run_turn
 from app.engine.upstream import UpstreamClient
@@ -54,21 +54,27 @@ class ResponseLoop:
         self.upstream = upstream
         self.settings = settings
 
-    async def run(self, stored: StoredResponse, sink: EventSink) -> StoredResponse:
+    async def run(
+        self, stored: StoredResponse, sink: EventSink, *, next_sequence_number: int = 0
+    ) -> StoredResponse:
         """Run a response to a terminal state and return the final row.
 
+        Events are numbered from `next_sequence_number`: a background stream's log already
+        holds `response.created`, written when the response was accepted.
         Cancelling the task running this (a client gone, a cancel request) ends the response
         `cancelled`, with what was produced so far; any other failure ends it `failed`.
         """
         token = current_response_id.set(stored.id)
-        emitter = Emitter(sink)
+        emitter = Emitter(sink, next_sequence_number)
         state = _RunState()
         try:
             running = await self.store.mark_in_progress(stored.id)
             if running is None:  # it ended (e.g. was cancelled) before the loop started
                 return await self._reload(stored)
-            await emitter.emit("response.created", response=response_object(running, []))
-            await emitter.emit("response.in_progress", response=response_object(running, []))
+            snapshot = response_object(running, [])
+            if emitter.next_sequence_number == 0:
+                await emitter.emit("response.created", response=snapshot)
+            await emitter.emit("response.in_progress", response=snapshot)
             ending = await self._steps(running, emitter, state)
             return await self._finish(running, emitter, state, ending)
         except asyncio.CancelledError:
@@ -105,7 +111,13 @@ class ResponseLoop:
         summary = {k: v for k, v in body.items() if k != "messages"}
         summary["message_count"] = len(messages)
         await self.store.start_step(stored.id, ordinal, "model_call", summary)
-        translator = TurnTranslator(emitter, first_output_index=len(state.output))
+
+        async def record_progress(items: list[dict[str, Any]]) -> None:
+            await self.store.record_step_items(stored.id, ordinal, items)
+
+        translator = TurnTranslator(
+            emitter, first_output_index=len(state.output), on_item_done=record_progress
+        )
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)
         except asyncio.CancelledError:
@@ -175,7 +187,7 @@ class ResponseLoop:
                     "param": None,
                 },
             )
-        await emitter.emit(f"response.{final.status}", response=snapshot)
+        await emitter.emit(TERMINAL_EVENT_BY_STATUS[final.status], response=snapshot)
         return final
 
     async def _finish_cancelled(self, stored: StoredResponse, state: _RunState) -> None:

@@ -1,27 +1,48 @@
-"""What the front end asks of the engine: accept, run, and show responses.
+"""What the front end and the worker ask of the engine: accept, run, show, cancel, delete.
 
-The front end never touches the store directly; it goes through this service, so the
-direction of calls stays http -> engine -> store.
+Neither touches the store directly; they go through this service, so calls go one way:
+http -> engine -> store and worker -> engine -> store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from app import ids
 from app.config import Settings
 from app.engine.assembly import assemble_output
 from app.engine.errors import NotFound, RequestError
+from app.engine.event_log import EventLogSink
 from app.engine.events import EventSink
 from app.engine.loop import ResponseLoop
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import response_object
+from app.engine.sinks import DiscardSink
+from app.engine.tail import tail_events
+from app.engine.usage import add_usage
+from app.logs import current_response_id
+from app.store.notify import EventNotifier
+from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, JobQueue
 from app.store.responses import NewResponse, ResponseStore, StoredResponse
 
 log = logging.getLogger(__name__)
+
+
+class RateLimited(RequestError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+
+
+class Unavailable(RequestError):
+    """The service is up but cannot take the request now (e.g. a held request timed out)."""
+
+    error_type = "server_error"
 
 
 def owner_of(api_key: str | None) -> str:
@@ -40,34 +61,95 @@ def stored_request(request: CreateResponseRequest, items: list[dict[str, Any]]) 
 
 class ResponsesService:
     def __init__(
-        self, store: ResponseStore, loop: ResponseLoop, settings: Settings, instance_id: str
+        self,
+        store: ResponseStore,
+        loop: ResponseLoop,
+        settings: Settings,
+        instance_id: str,
+        *,
+        jobs: JobQueue | None = None,
+        notifier: EventNotifier | None = None,
     ) -> None:
         self.store = store
         self.loop = loop
         self.settings = settings
         # Names this process as the holder of the leases on the inline work it runs.
         self.instance_id = instance_id
+        self.jobs = jobs
+        self.notifier = notifier
+
+    # --- accepting -------------------------------------------------------------------
+
+    def _new_row(
+        self,
+        owner: str,
+        request: CreateResponseRequest,
+        items: list[dict[str, Any]],
+        *,
+        status: str,
+        lease_owner: str | None = None,
+    ) -> NewResponse:
+        return NewResponse(
+            id=ids.response_id(),
+            owner=owner,
+            status=status,
+            request=stored_request(request, items),
+            model=request.model,
+            service_tier=request.service_tier or "auto",
+            background=request.background,
+            stream=request.stream,
+            previous_response_id=request.previous_response_id,
+            lease_owner=lease_owner,
+            lease_ttl_s=self.settings.inline_lease_s,
+        )
 
     async def create_inline(
         self, owner: str, request: CreateResponseRequest, items: list[dict[str, Any]]
     ) -> StoredResponse:
         """Insert the row of a response this process will run now, holding its lease."""
         await self._check_previous(owner, request.previous_response_id)
-        return await self.store.insert(
-            NewResponse(
-                id=ids.response_id(),
-                owner=owner,
-                status="in_progress",
-                request=stored_request(request, items),
-                model=request.model,
-                service_tier=request.service_tier or "auto",
-                background=False,
-                stream=request.stream,
-                previous_response_id=request.previous_response_id,
-                lease_owner=self.instance_id,
-                lease_ttl_s=self.settings.inline_lease_s,
-            )
+        new = self._new_row(
+            owner, request, items, status="in_progress", lease_owner=self.instance_id
         )
+        return await self.store.insert(new)
+
+    async def create_deferred(
+        self, owner: str, request: CreateResponseRequest, items: list[dict[str, Any]]
+    ) -> StoredResponse:
+        """Insert a `queued` row and defer its job in one transaction: neither exists alone.
+
+        A background stream's log starts here with `response.created` and `response.queued`,
+        so a client tailing it sees the response before any worker picks it up.
+        """
+        assert self.jobs is not None
+        await self._check_previous(owner, request.previous_response_id)
+        queue = FLEX_QUEUE if request.service_tier == "flex" else BACKGROUND_QUEUE
+        if queue == FLEX_QUEUE:
+            await self._admit_flex()
+        async with self.store.transaction() as conn:
+            stored = await self.store.insert(
+                self._new_row(owner, request, items, status="queued"), conn
+            )
+            if stored.background and stored.stream:
+                snapshot = response_object(stored, [])
+                opening = [
+                    {"type": "response.created", "sequence_number": 0, "response": snapshot},
+                    {"type": "response.queued", "sequence_number": 1, "response": snapshot},
+                ]
+                await self.store.append_events(stored.id, opening, conn)
+            job_id = await self.jobs.defer_response(stored.id, queue, conn)
+            await self.store.set_job_id(stored.id, job_id, conn)
+        log.info("response queued", extra={"response_id": stored.id, "queue": queue})
+        return dataclasses.replace(stored, job_id=job_id)
+
+    async def _admit_flex(self) -> None:
+        depth = await self.store.queue_depth(FLEX_QUEUE)
+        if depth >= self.settings.flex_max_queue_depth:
+            raise RateLimited(
+                "Resource Unavailable: the flex queue is full. Retry later, or use the "
+                "default service tier.",
+                code="rate_limit_exceeded",
+            )
 
     async def _check_previous(self, owner: str, previous_id: str | None) -> None:
         if previous_id is None:
@@ -87,8 +169,10 @@ class ResponsesService:
                 code="previous_response_not_finished",
             )
 
+    # --- running ---------------------------------------------------------------------
+
     async def run(self, stored: StoredResponse, sink: EventSink) -> StoredResponse:
-        """Run the loop; while it runs, keep renewing the lease this process holds on it."""
+        """Run the loop inline; while it runs, keep renewing the lease this process holds."""
         if stored.lease_owner != self.instance_id:
             return await self.loop.run(stored, sink)
         renewer = asyncio.create_task(self._renew_lease(stored.id), name=f"lease {stored.id}")
@@ -107,6 +191,28 @@ class ResponsesService:
                 # A missed renewal is retried next period; the lease outlives two misses.
                 log.warning("could not renew the lease", exc_info=True)
 
+    async def run_deferred(self, response_id: str) -> None:
+        """Run a queued response in a worker; the event log is its sink when it streams."""
+        token = current_response_id.set(response_id)
+        try:
+            stored = await self.store.get_any_owner(response_id)
+            if stored is None or stored.is_terminal:
+                log.info("nothing to run: response gone or already ended")
+                return
+            if not (stored.background and stored.stream):
+                await self.loop.run(stored, DiscardSink())
+                return
+            sink = EventLogSink(self.store, stored.id, self.settings.event_flush_interval_s)
+            next_number = await self.store.last_sequence_number(stored.id) + 1
+            try:
+                await self.loop.run(stored, sink, next_sequence_number=next_number)
+            finally:
+                await asyncio.shield(sink.aclose())
+        finally:
+            current_response_id.reset(token)
+
+    # --- showing ---------------------------------------------------------------------
+
     async def get(self, owner: str, response_id: str) -> StoredResponse:
         stored = await self.store.get(response_id, owner)
         if stored is None:
@@ -114,9 +220,110 @@ class ResponsesService:
         return stored
 
     async def present(self, stored: StoredResponse) -> dict[str, Any]:
-        """The Response object of a row: its final output, or what its finished steps hold."""
+        """The Response object of a row: its final output, or what its steps hold so far."""
         if stored.is_terminal and stored.output is not None:
             return response_object(stored, stored.output)
         steps = await self.store.steps(stored.id)
-        output = assemble_output(s.result for s in steps if s.status != "in_progress")
-        return response_object(stored, output)
+        return response_object(stored, assemble_output(s.result for s in steps))
+
+    async def wait_until_terminal(
+        self, stored: StoredResponse, timeout_s: float
+    ) -> StoredResponse | None:
+        """Poll the row until it ends; None if it has not ended within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not stored.is_terminal:
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self.settings.flex_poll_interval_s)
+            stored = await self.store.get(stored.id, stored.owner) or stored
+        return stored
+
+    def tail(self, stored: StoredResponse, after: int) -> AsyncIterator[dict[str, Any] | None]:
+        """The response's logged events after `after`, live until its terminal event."""
+        if not (stored.background and stored.stream):
+            raise RequestError(
+                "This response was not created with background=true and stream=true, so it "
+                "has no event stream to resume.",
+                param="stream",
+                code="stream_not_available",
+            )
+        assert self.notifier is not None
+        idle_s = min(self.settings.sse_keepalive_s, self.settings.tail_recheck_s)
+        return tail_events(self.store, self.notifier, stored.id, after=after, idle_s=idle_s)
+
+    async def input_items(
+        self, owner: str, response_id: str, *, limit: int, order: str, after: str | None
+    ) -> dict[str, Any]:
+        """A page of the response's input items (as stored, each with its id)."""
+        stored = await self.get(owner, response_id)
+        items = list(stored.request.get("input") or [])
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            positions = [i for i, item in enumerate(items) if item.get("id") == after]
+            if not positions:
+                raise RequestError(
+                    f"No input item with id '{after}' in response '{response_id}'.",
+                    param="after",
+                    code="invalid_value",
+                )
+            items = items[positions[0] + 1 :]
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+
+    # --- stopping --------------------------------------------------------------------
+
+    async def cancel(self, owner: str, response_id: str) -> dict[str, Any]:
+        """Cancel a background response; idempotent, and a finished one is left as it is."""
+        stored = await self.get(owner, response_id)
+        if not stored.background:
+            raise RequestError(
+                "Cannot cancel a synchronous response.", param="response_id", code=None
+            )
+        if not stored.is_terminal:
+            stored = await self._stop(stored)
+        return await self.present(stored)
+
+    async def delete(self, owner: str, response_id: str) -> None:
+        stored = await self.get(owner, response_id)
+        if not stored.is_terminal:
+            await self._stop(stored)
+        if not await self.store.delete(response_id, owner):
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        log.info("response deleted", extra={"response_id": response_id})
+
+    async def _stop(self, stored: StoredResponse) -> StoredResponse:
+        """End a running response `cancelled` and abort its job, in one transaction.
+
+        The terminal event is appended under the row lock that the worker's flushes also
+        take, so the log ends with it and nothing the worker still sends gets in after.
+        """
+        steps = await self.store.steps(stored.id)
+        output = assemble_output(s.result for s in steps)
+        usage = None
+        for step in steps:
+            usage = add_usage(usage, step.usage)
+        async with self.store.transaction() as conn:
+            final = await self.store.finish(
+                stored.id, status="cancelled", output=output, usage=usage, conn=conn
+            )
+            if final is None:  # it ended on its own meanwhile
+                return await self.get(stored.owner, stored.id)
+            if final.background and final.stream:
+                number = await self.store.last_sequence_number(stored.id, conn) + 1
+                event = {
+                    "type": "response.cancelled",
+                    "sequence_number": number,
+                    "response": response_object(final, output),
+                }
+                await self.store.append_events(stored.id, [event], conn)
+            if final.job_id is not None and self.jobs is not None:
+                await self.jobs.abort(final.job_id, conn)
+        log.info("response cancelled", extra={"response_id": stored.id})
+        return final

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,12 +56,20 @@ class _OpenCall:
 class TurnTranslator:
     """Turns chunks into events; remembers the items it opened so it can close them."""
 
-    def __init__(self, emitter: Emitter, first_output_index: int) -> None:
+    def __init__(
+        self,
+        emitter: Emitter,
+        first_output_index: int,
+        on_item_done: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+    ) -> None:
         self.emitter = emitter
+        # Told the finished items each time one more is done, so progress can be persisted.
+        self.on_item_done = on_item_done
         self.next_output_index = first_output_index
         self.items: list[dict[str, Any]] = []  # finished items, in output order
         self.message: _OpenMessage | None = None
         self.calls: dict[int, _OpenCall] = {}  # by the upstream's tool-call index
+        self.closed_call_indexes: set[int] = set()
         self.chunks_seen = 0
         self.content_seen = False
         self.finish_reason: str | None = None
@@ -123,9 +131,15 @@ class TurnTranslator:
         index = call_delta.get("index", 0)
         function = call_delta.get("function") or {}
         call = self.calls.get(index)
+        if call is None and index in self.closed_call_indexes:
+            # Upstreams stream parallel calls one after another; an interleaved one would
+            # have to reopen an item that was already reported done.
+            raise UpstreamError(f"upstream sent more of tool call {index} after a later one")
         if call is None:
-            # Responses shows the text before the calls as its own, finished item.
+            # Responses shows each item finished before the next begins: the text before
+            # the calls, and every earlier call.
             await self._close_message("completed")
+            await self._close_calls("completed")
             item = {
                 "id": ids.function_call_id(),
                 "type": "function_call",
@@ -178,10 +192,11 @@ class TurnTranslator:
         )
         done = {**message.item, "status": status, "content": [part]}
         await self.emitter.emit("response.output_item.done", output_index=index, item=done)
-        self.items.append(done)
+        await self._item_done(done)
 
     async def _close_calls(self, status: str) -> None:
         calls, self.calls = self.calls, {}
+        self.closed_call_indexes.update(calls)
         for call in sorted(calls.values(), key=lambda c: c.output_index):
             arguments = "".join(call.arguments)
             await self.emitter.emit(
@@ -195,7 +210,12 @@ class TurnTranslator:
             await self.emitter.emit(
                 "response.output_item.done", output_index=call.output_index, item=done
             )
-            self.items.append(done)
+            await self._item_done(done)
+
+    async def _item_done(self, item: dict[str, Any]) -> None:
+        self.items.append(item)
+        if self.on_item_done is not None and item["status"] == "completed":
+            await self.on_item_done(list(self.items))
 
     async def close_open_items(self, status: str) -> None:
         """Close what is open with the given item status.

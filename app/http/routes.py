@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from app.config import Settings
 from app.engine.errors import RequestError
+from app.engine.replay import replay_events
 from app.engine.request import parse_create_request
-from app.engine.service import ResponsesService
+from app.engine.service import ResponsesService, Unavailable
 from app.engine.sinks import DiscardSink, QueueSink
 from app.http.auth import authenticate
 from app.http.body import read_json
+from app.http.query import query_bool, query_choice, query_int
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
 from app.store.responses import StoredResponse
@@ -36,24 +40,84 @@ async def create_response(request: Request) -> Response:
     settings = request.app.state.settings
     body = await read_json(request, settings.max_body_bytes)
     create, items = parse_create_request(body)
-    if create.background or create.service_tier == "flex":
-        raise RequestError(
-            "Background and flex responses are not available on this server yet.",
-            param="background" if create.background else "service_tier",
-            code="unsupported_value",
-        )
     service = _service(request)
+    if create.background and not create.store:
+        raise RequestError(
+            "Background responses must be stored: 'background': true needs 'store': true.",
+            param="background",
+            code="invalid_value",
+        )
+    if create.background:
+        stored = await service.create_deferred(owner, create, items)
+        if create.stream:
+            return _sse(_tail_frames(service, stored, after=-1))
+        return JSONResponse(await service.present(stored))
+    if create.service_tier == "flex":
+        stored = await service.create_deferred(owner, create, items)
+        if create.stream:
+            return _sse(_flex_frames(service, stored, settings))
+        final = await service.wait_until_terminal(stored, settings.flex_timeout_s)
+        if final is None:
+            raise Unavailable(
+                f"Flex response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
+                " it keeps running: retrieve it later with GET /v1/responses/{id}.",
+                code="timeout",
+                status_code=504,
+            )
+        return JSONResponse(await service.present(final))
     stored = await service.create_inline(owner, create, items)
     current_response_id.set(stored.id)
     log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:
-        return StreamingResponse(
-            _stream_inline(request, service, stored),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
+        return _sse(_stream_inline(request, service, stored))
     final = await service.run(stored, DiscardSink())
     return JSONResponse(await service.present(final))
+
+
+def _sse(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _tail_frames(
+    service: ResponsesService, stored: StoredResponse, *, after: int
+) -> AsyncIterator[bytes]:
+    """The persisted log as SSE; leaving does not stop the work, which runs in a worker.
+
+    `service.tail` is called here, before the first byte, so a response without a log
+    is still refused with a 400.
+    """
+    events = service.tail(stored, after)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield KEEPALIVE if event is None else frame(event)
+
+    return frames()
+
+
+async def _flex_frames(
+    service: ResponsesService, stored: StoredResponse, settings: Settings
+) -> AsyncIterator[bytes]:
+    """Respond first, then hold the stream with keep-alives until the flex response ends,
+    and replay it as events. Past FLEX_TIMEOUT_S the stream ends with an `error` event."""
+    yield KEEPALIVE
+    deadline = time.monotonic() + settings.flex_timeout_s
+    while True:
+        wait_s = min(settings.sse_keepalive_s, max(deadline - time.monotonic(), 0))
+        final = await service.wait_until_terminal(stored, wait_s)
+        if final is not None:
+            break
+        if time.monotonic() >= deadline:
+            message = (
+                f"Flex response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
+                " it keeps running: retrieve it later."
+            )
+            error = {"type": "server_error", "code": "timeout", "message": message, "param": None}
+            yield frame({"type": "error", "sequence_number": 0, "error": error})
+            return
+        yield KEEPALIVE
+    for event in replay_events(await service.present(final)):
+        yield frame(event)
 
 
 async def _stream_inline(
@@ -94,10 +158,41 @@ async def get_response(request: Request) -> Response:
     owner = _owner(request)
     service = _service(request)
     stored = await service.get(owner, request.path_params["response_id"])
+    if query_bool(request, "stream", default=False):
+        after = query_int(request, "starting_after", default=-1, low=-1)
+        return _sse(_tail_frames(service, stored, after=after))
     return JSONResponse(await service.present(stored))
+
+
+async def cancel_response(request: Request) -> Response:
+    owner = _owner(request)
+    cancelled = await _service(request).cancel(owner, request.path_params["response_id"])
+    return JSONResponse(cancelled)
+
+
+async def delete_response(request: Request) -> Response:
+    owner = _owner(request)
+    response_id = request.path_params["response_id"]
+    await _service(request).delete(owner, response_id)
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+async def list_input_items(request: Request) -> Response:
+    owner = _owner(request)
+    page = await _service(request).input_items(
+        owner,
+        request.path_params["response_id"],
+        limit=query_int(request, "limit", default=20, low=1, high=100),
+        order=query_choice(request, "order", ("asc", "desc"), default="desc"),
+        after=request.query_params.get("after"),
+    )
+    return JSONResponse(page)
 
 
 routes = [
     Route("/v1/responses", create_response, methods=["POST"]),
     Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
+    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+    Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
+    Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
 ]

@@ -24,6 +24,8 @@ from app.engine.upstream import UpstreamClient
 from app.http import errors
 from app.http.routes import routes
 from app.store.db import create_pool
+from app.store.notify import EventNotifier
+from app.store.queue import JobQueue, create_job_app
 from app.store.responses import ResponseStore
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,18 @@ def build_app(settings: Settings) -> Starlette:
         upstream = UpstreamClient(settings)
         instance_id = f"api:{socket.gethostname()}:{os.getpid()}:{ids.new_id('inst')[-8:]}"
         store = ResponseStore(pool)
+        job_app = create_job_app()
+        await job_app.open_async(pool)
+        notifier = EventNotifier(settings.database_url)
+        await notifier.start()
         app.state.settings = settings
         app.state.service = ResponsesService(
-            store, ResponseLoop(store, upstream, settings), settings, instance_id
+            store,
+            ResponseLoop(store, upstream, settings),
+            settings,
+            instance_id,
+            jobs=JobQueue(job_app),
+            notifier=notifier,
         )
         app.state.inline_tasks = set()
         if settings.api_key_set:
@@ -55,6 +66,8 @@ def build_app(settings: Settings) -> Starlette:
             yield
         finally:
             await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
+            await notifier.stop()
+            await job_app.close_async()
             await upstream.aclose()
             await pool.close()
 

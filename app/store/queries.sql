@@ -13,6 +13,7 @@ RETURNING *;
 SELECT * FROM responses WHERE id = %(id)s AND owner = %(owner)s;
 
 -- name: get_response_any_owner
+-- For the worker, which runs whatever it is given, whoever owns it.
 SELECT * FROM responses WHERE id = %(id)s;
 
 -- name: mark_in_progress
@@ -49,12 +50,48 @@ UPDATE response_steps
 -- name: list_steps
 SELECT * FROM response_steps WHERE response_id = %(response_id)s ORDER BY ordinal;
 
+-- name: lock_response
+-- Serialises writers of one response's event log (the worker's flushes, a cancel).
+SELECT id, status FROM responses WHERE id = %(id)s FOR UPDATE;
+
+-- name: log_is_closed
+-- A log ends with its terminal event; nothing may follow it.
+SELECT EXISTS (
+    SELECT 1 FROM response_events
+     WHERE response_id = %(response_id)s
+       AND type IN ('response.completed', 'response.failed', 'response.incomplete',
+                    'response.cancelled')
+) AS closed;
+
 -- name: append_events
 INSERT INTO response_events (response_id, sequence_number, type, data)
 SELECT %(response_id)s, e.sequence_number, e.type, e.data
-  FROM jsonb_to_recordset(%(events)s) AS e(sequence_number integer, type text, data jsonb);
+  FROM jsonb_to_recordset(%(events)s) AS e(sequence_number integer, type text, data jsonb)
+ON CONFLICT (response_id, sequence_number) DO NOTHING;
+
+-- name: notify_events
+SELECT pg_notify('ferry_events', %(payload)s);
+
+-- name: last_sequence_number
+SELECT coalesce(max(sequence_number), -1) AS last
+  FROM response_events WHERE response_id = %(response_id)s;
+
+-- name: set_job_id
+UPDATE responses SET job_id = %(job_id)s WHERE id = %(id)s;
+
+-- name: delete_response
+DELETE FROM responses WHERE id = %(id)s AND owner = %(owner)s RETURNING id;
+
+-- name: queue_depth
+SELECT count(*) AS depth FROM procrastinate_jobs
+ WHERE queue_name = %(queue)s AND status = 'todo';
 
 -- name: list_events_after
 SELECT sequence_number, type, data FROM response_events
  WHERE response_id = %(response_id)s AND sequence_number > %(after)s
  ORDER BY sequence_number;
+
+-- name: record_step_items
+-- Items a running step has finished so far, so GET can show them before the step ends.
+UPDATE response_steps SET result = %(result)s
+ WHERE response_id = %(response_id)s AND ordinal = %(ordinal)s AND status = 'in_progress';

@@ -1,13 +1,38 @@
-"""The procrastinate application: the job queue, on the process's own connection pool."""
+"""The job queue: procrastinate, on the process's own connection pool.
+
+Background and flex responses are jobs of one task, `ferry:run_response`, on two queues;
+flex jobs have a lower priority, so they run when nothing else waits.
+"""
 
 from __future__ import annotations
 
 import procrastinate
+from psycopg import AsyncConnection
+
+TASK_NAMESPACE = "ferry"
+RUN_RESPONSE = "run_response"
+RUN_RESPONSE_TASK = f"{TASK_NAMESPACE}:{RUN_RESPONSE}"  # as procrastinate names it
+BACKGROUND_QUEUE = "responses"
+FLEX_QUEUE = "flex"
+QUEUE_PRIORITY = {BACKGROUND_QUEUE: 0, FLEX_QUEUE: -10}
 
 
 def create_job_app() -> procrastinate.App:
     """A job app not yet opened; open it with `app.open_async(pool)` to share our pool."""
-    return procrastinate.App(
-        connector=procrastinate.PsycopgConnector(),
-        import_paths=["worker.tasks"],
-    )
+    return procrastinate.App(connector=procrastinate.PsycopgConnector())
+
+
+class JobQueue:
+    def __init__(self, job_app: procrastinate.App) -> None:
+        self.job_app = job_app
+
+    async def defer_response(self, response_id: str, queue: str, conn: AsyncConnection) -> int:
+        """Defer the job that runs a response, inside the caller's transaction."""
+        deferrer = self.job_app.configure_task(
+            RUN_RESPONSE_TASK, queue=queue, priority=QUEUE_PRIORITY[queue], connection=conn
+        )
+        return await deferrer.defer_async(response_id=response_id)
+
+    async def abort(self, job_id: int, conn: AsyncConnection) -> None:
+        """Cancel a waiting job, or ask the worker running it to stop (it is cancelled)."""
+        await self.job_app.job_manager.cancel_job_by_id_async(job_id, abort=True, connection=conn)

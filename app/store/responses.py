@@ -5,6 +5,8 @@ Each method is one committed transaction: the row is the truth at every moment.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +43,7 @@ class StoredResponse:
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    job_id: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -84,30 +87,66 @@ class ResponseStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def insert(self, new: NewResponse, conn: AsyncConnection | None = None) -> StoredResponse:
-        """Insert a response row; on `conn` when given, so it joins the caller's transaction."""
-        params = {**new.__dict__, "request": Jsonb(new.request)}
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside one transaction: pass it as `conn=` to join several writes."""
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
         if conn is not None:
-            return StoredResponse(**await _fetch_one(conn, "insert_response", params))
-        async with self.pool.connection() as own:
-            return StoredResponse(**await _fetch_one(own, "insert_response", params))
+            yield conn
+        else:
+            async with self.pool.connection() as own:
+                yield own
+
+    async def _one(
+        self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
+    ) -> dict[str, Any] | None:
+        async with self._connection(conn) as c, c.cursor(row_factory=dict_row) as cur:
+            await cur.execute(QUERIES[name], params)
+            return await cur.fetchone()
+
+    async def _all(
+        self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
+    ) -> list[dict[str, Any]]:
+        async with self._connection(conn) as c, c.cursor(row_factory=dict_row) as cur:
+            await cur.execute(QUERIES[name], params)
+            return await cur.fetchall()
+
+    async def _execute(
+        self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
+    ) -> None:
+        async with self._connection(conn) as c:
+            await c.execute(QUERIES[name], params)
+
+    async def insert(self, new: NewResponse, conn: AsyncConnection | None = None) -> StoredResponse:
+        row = await self._one(
+            "insert_response", {**new.__dict__, "request": Jsonb(new.request)}, conn
+        )
+        assert row is not None
+        return StoredResponse(**row)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
-        async with self.pool.connection() as conn:
-            row = await _fetch_optional(conn, "get_response", {"id": response_id, "owner": owner})
+        row = await self._one("get_response", {"id": response_id, "owner": owner})
         return StoredResponse(**row) if row else None
 
+    async def get_any_owner(self, response_id: str) -> StoredResponse | None:
+        row = await self._one("get_response_any_owner", {"id": response_id})
+        return StoredResponse(**row) if row else None
+
+    async def set_job_id(self, response_id: str, job_id: int, conn: AsyncConnection) -> None:
+        await self._execute("set_job_id", {"id": response_id, "job_id": job_id}, conn)
+
     async def mark_in_progress(self, response_id: str) -> StoredResponse | None:
-        async with self.pool.connection() as conn:
-            row = await _fetch_optional(conn, "mark_in_progress", {"id": response_id})
+        row = await self._one("mark_in_progress", {"id": response_id})
         return StoredResponse(**row) if row else None
 
     async def renew_lease(self, response_id: str, lease_owner: str, ttl_s: float) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                QUERIES["renew_lease"],
-                {"id": response_id, "lease_owner": lease_owner, "lease_ttl_s": ttl_s},
-            )
+        await self._execute(
+            "renew_lease", {"id": response_id, "lease_owner": lease_owner, "lease_ttl_s": ttl_s}
+        )
 
     async def finish(
         self,
@@ -119,6 +158,7 @@ class ResponseStore:
         usage_missing: bool = False,
         error: dict[str, Any] | None = None,
         incomplete_details: dict[str, Any] | None = None,
+        conn: AsyncConnection | None = None,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended."""
         params = {
@@ -130,23 +170,29 @@ class ResponseStore:
             "error": _json(error),
             "incomplete_details": _json(incomplete_details),
         }
-        async with self.pool.connection() as conn:
-            row = await _fetch_optional(conn, "finish_response", params)
+        row = await self._one("finish_response", params, conn)
         return StoredResponse(**row) if row else None
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        """Delete a response with its steps and events; False if there was none."""
+        return await self._one("delete_response", {"id": response_id, "owner": owner}) is not None
 
     async def start_step(
         self, response_id: str, ordinal: int, kind: str, request: dict[str, Any] | None
     ) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                QUERIES["start_step"],
-                {
-                    "response_id": response_id,
-                    "ordinal": ordinal,
-                    "kind": kind,
-                    "request": _json(request),
-                },
-            )
+        params = {
+            "response_id": response_id,
+            "ordinal": ordinal,
+            "kind": kind,
+            "request": _json(request),
+        }
+        await self._execute("start_step", params)
+
+    async def record_step_items(
+        self, response_id: str, ordinal: int, items: list[dict[str, Any]]
+    ) -> None:
+        params = {"response_id": response_id, "ordinal": ordinal, "result": Jsonb({"items": items})}
+        await self._execute("record_step_items", params)
 
     async def finish_step(
         self,
@@ -158,55 +204,59 @@ class ResponseStore:
         usage: dict[str, Any] | None,
         error: dict[str, Any] | None,
     ) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                QUERIES["finish_step"],
-                {
-                    "response_id": response_id,
-                    "ordinal": ordinal,
-                    "status": status,
-                    "result": Jsonb(result),
-                    "usage": _json(usage),
-                    "error": _json(error),
-                },
-            )
+        params = {
+            "response_id": response_id,
+            "ordinal": ordinal,
+            "status": status,
+            "result": Jsonb(result),
+            "usage": _json(usage),
+            "error": _json(error),
+        }
+        await self._execute("finish_step", params)
 
     async def steps(self, response_id: str) -> list[StoredStep]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(QUERIES["list_steps"], {"response_id": response_id})
-            return [StoredStep(**row) for row in await cur.fetchall()]
+        rows = await self._all("list_steps", {"response_id": response_id})
+        return [StoredStep(**row) for row in rows]
 
-    async def append_events(self, response_id: str, events: list[dict[str, Any]]) -> None:
-        """Append a batch of already-numbered events in one transaction."""
+    async def append_events(
+        self, response_id: str, events: list[dict[str, Any]], conn: AsyncConnection | None = None
+    ) -> bool:
+        """Append numbered events and wake the tailers, unless the log is already closed.
+
+        The response row is locked first, so a worker's flush and a cancel writing the
+        terminal event take turns; events that arrive after the terminal one are dropped.
+        Returns whether the events were written.
+        """
         if not events:
-            return
+            return True
         rows = [
             {"sequence_number": e["sequence_number"], "type": e["type"], "data": e} for e in events
         ]
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                QUERIES["append_events"], {"response_id": response_id, "events": Jsonb(rows)}
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.transaction())
+            if await self._one("lock_response", {"id": response_id}, conn) is None:
+                return False
+            closed = await self._one("log_is_closed", {"response_id": response_id}, conn)
+            if closed and closed["closed"]:
+                return False
+            await self._execute(
+                "append_events", {"response_id": response_id, "events": Jsonb(rows)}, conn
             )
+            payload = f"{response_id}:{events[-1]['sequence_number']}"
+            await self._execute("notify_events", {"payload": payload}, conn)
+        return True
+
+    async def last_sequence_number(
+        self, response_id: str, conn: AsyncConnection | None = None
+    ) -> int:
+        row = await self._one("last_sequence_number", {"response_id": response_id}, conn)
+        return int(row["last"]) if row else -1
 
     async def events_after(self, response_id: str, after: int) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["list_events_after"], {"response_id": response_id, "after": after}
-            )
-            return [row["data"] for row in await cur.fetchall()]
+        rows = await self._all("list_events_after", {"response_id": response_id, "after": after})
+        return [row["data"] for row in rows]
 
-
-async def _fetch_optional(
-    conn: AsyncConnection, name: str, params: dict[str, Any]
-) -> dict[str, Any] | None:
-    # The caller's connection may come from elsewhere (e.g. procrastinate): ask for dicts here.
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(QUERIES[name], params)
-        return await cur.fetchone()
-
-
-async def _fetch_one(conn: AsyncConnection, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    row = await _fetch_optional(conn, name, params)
-    if row is None:
-        raise LookupError(f"query {name} returned no row")
-    return row
+    async def queue_depth(self, queue: str) -> int:
+        row = await self._one("queue_depth", {"queue": queue})
+        return int(row["depth"]) if row else 0

@@ -1,0 +1,104 @@
+"""A finished response told again as the event sequence a live stream would have sent.
+
+Flex streams use it: the work ran in a worker with no one listening, and the client gets
+the same events, in the same order, once the response is done. Text arrives as one delta.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from app.engine.events import TERMINAL_EVENT_BY_STATUS
+
+
+def replay_events(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every event for `response` (a Response object in a terminal state), numbered from 0."""
+    events = list(_unnumbered(response))
+    for number, event in enumerate(events):
+        event["sequence_number"] = number
+    return events
+
+
+def _unnumbered(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    opening = {
+        **copy.deepcopy(response),
+        "status": "in_progress",
+        "output": [],
+        "usage": None,
+        "error": None,
+        "incomplete_details": None,
+        "completed_at": None,
+    }
+    yield {"type": "response.created", "response": opening}
+    yield {"type": "response.in_progress", "response": opening}
+    for index, item in enumerate(response["output"]):
+        yield from _item_events(index, item)
+    if response["status"] == "failed" and response.get("error"):
+        error = response["error"]
+        yield {
+            "type": "error",
+            "error": {
+                "type": "server_error",
+                "code": error.get("code"),
+                "message": error.get("message"),
+                "param": None,
+            },
+        }
+    yield {"type": TERMINAL_EVENT_BY_STATUS[response["status"]], "response": response}
+
+
+def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if item["type"] == "message":
+        yield from _message_events(index, item)
+    elif item["type"] == "function_call":
+        yield from _function_call_events(index, item)
+    else:  # items without streamed content are simply added and done
+        yield {"type": "response.output_item.added", "output_index": index, "item": item}
+        yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
+def _message_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    item_id = item["id"]
+    yield {
+        "type": "response.output_item.added",
+        "output_index": index,
+        "item": {**item, "status": "in_progress", "content": []},
+    }
+    for part_index, part in enumerate(item["content"]):
+        at = {"item_id": item_id, "output_index": index, "content_index": part_index}
+        if part["type"] != "output_text":
+            yield {"type": "response.content_part.added", **at, "part": part}
+            yield {"type": "response.content_part.done", **at, "part": part}
+            continue
+        empty = {**part, "text": ""}
+        yield {"type": "response.content_part.added", **at, "part": empty}
+        if part["text"]:
+            yield {
+                "type": "response.output_text.delta",
+                **at,
+                "delta": part["text"],
+                "logprobs": [],
+            }
+        yield {"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []}
+        yield {"type": "response.content_part.done", **at, "part": part}
+    yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
+def _function_call_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    at = {"item_id": item["id"], "output_index": index}
+    yield {
+        "type": "response.output_item.added",
+        "output_index": index,
+        "item": {**item, "status": "in_progress", "arguments": ""},
+    }
+    if item["arguments"]:
+        yield {"type": "response.function_call_arguments.delta", **at, "delta": item["arguments"]}
+    yield {
+        "type": "response.function_call_arguments.done",
+        **at,
+        "name": item["name"],
+        "arguments": item["arguments"],
+    }
+    yield {"type": "response.output_item.done", "output_index": index, "item": item}

@@ -1,0 +1,57 @@
+"""Following a response's persisted event log: replay from a point, then live, to its end.
+
+Works in any API process: events come from the database, and the process's notifier only
+says when to look again. Every read starts after the last sequence number delivered, so
+nothing is repeated and a missed notification costs at most one re-check interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.engine.events import TERMINAL_EVENT_TYPES
+from app.store.notify import EventNotifier
+from app.store.responses import ResponseStore
+
+
+async def tail_events(
+    store: ResponseStore,
+    notifier: EventNotifier,
+    response_id: str,
+    *,
+    after: int,
+    idle_s: float,
+) -> AsyncIterator[dict[str, Any] | None]:
+    """Yield logged events after `after` until the terminal one; None after each idle spell.
+
+    A None is the caller's cue for a keep-alive. The tail also ends when the response is
+    gone or has ended with nothing more in its log.
+    """
+    last = after
+    with notifier.subscribe(response_id) as woken:
+        while True:
+            woken.clear()  # cleared before reading: a notification during the read is kept
+            for event in await store.events_after(response_id, last):
+                yield event
+                last = event["sequence_number"]
+                if event["type"] in TERMINAL_EVENT_TYPES:
+                    return
+            try:
+                await asyncio.wait_for(woken.wait(), timeout=idle_s)
+                continue
+            except TimeoutError:
+                pass
+            if not await _may_still_grow(store, response_id, last):
+                return
+            yield None
+
+
+async def _may_still_grow(store: ResponseStore, response_id: str, last: int) -> bool:
+    stored = await store.get_any_owner(response_id)
+    if stored is None:
+        return False  # deleted
+    if not stored.is_terminal:
+        return True
+    return bool(await store.events_after(response_id, last))
