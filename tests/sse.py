@@ -11,9 +11,13 @@ import httpx
 
 def iter_frames(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any]]]:
     """(event name, decoded data) for each frame; comment lines (keep-alives) are skipped."""
+    return frames_from_lines(response.iter_lines())
+
+
+def frames_from_lines(lines: Iterator[str]) -> Iterator[tuple[str | None, dict[str, Any]]]:
     name: str | None = None
     data: list[str] = []
-    for line in response.iter_lines():
+    for line in lines:
         if line.startswith(":"):
             continue
         if line.startswith("event:"):

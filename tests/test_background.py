@@ -183,3 +183,16 @@ def test_get_shows_items_finished_so_far(client: openai.OpenAI) -> None:
     assert [item.name for item in partial.output] == ["a"]  # type: ignore[union-attr]
     done = finished(client, queued.id)
     assert [item.name for item in done.output] == ["a", "b"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("after", ["-2", "x"])
+def test_bad_starting_after_is_400(client: openai.OpenAI, api_url: str, after: str) -> None:
+    with client.responses.create(
+        model="demo", input="bad cursor", background=True, stream=True
+    ) as stream:
+        response_id = next(iter(stream)).response.id
+    reply = httpx.get(
+        f"{api_url}/v1/responses/{response_id}", params={"stream": "true", "starting_after": after}
+    )
+    assert reply.status_code == 400
+    assert reply.json()["error"]["param"] == "starting_after"

@@ -229,3 +229,32 @@ def test_previous_response_must_exist(client: openai.OpenAI) -> None:
         client.responses.create(model="demo", input="hi", previous_response_id="resp_nope")
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert info.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+
+
+def test_parallel_calls_are_streamed_one_item_after_another(client: openai.OpenAI) -> None:
+    tools = [
+        WEATHER_TOOL,
+        {"type": "function", "name": "get_time", "parameters": {"type": "object"}},
+    ]
+    with client.responses.create(
+        model="demo",
+        input='[[call:get_weather {"city": "Rome"}]] [[call:get_time]]',
+        tools=tools,  # type: ignore[arg-type]
+        stream=True,
+    ) as stream:
+        events = list(stream)
+
+    boundaries = [
+        (e.type, e.output_index)
+        for e in events
+        if e.type in ("response.output_item.added", "response.output_item.done")
+    ]
+    assert boundaries == [
+        ("response.output_item.added", 0),
+        ("response.output_item.done", 0),
+        ("response.output_item.added", 1),
+        ("response.output_item.done", 1),
+    ]
+    final = events[-1].response
+    assert [item.name for item in final.output] == ["get_weather", "get_time"]  # type: ignore[union-attr]
+    assert len({item.call_id for item in final.output}) == 2  # type: ignore[union-attr]
