@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     flex_max_queue_depth: int = Field(
         default=1000, ge=0, description="Flex jobs waiting beyond this many: new ones get 429."
     )
+    tools_file: str = Field(
+        default="", description="TOML file of server-side HTTP tools; empty: none."
+    )
+    max_model_turns: int = Field(
+        default=10, ge=1, description="Model turns one response may take before `incomplete`."
+    )
+    response_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Wall-clock limit on one response's work; past it, `failed` (timeout).",
+    )
     worker_concurrency: int = Field(default=4, ge=1)
     worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
 

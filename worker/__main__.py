@@ -16,6 +16,8 @@ import socket
 from app.config import get_settings
 from app.engine.loop import ResponseLoop
 from app.engine.service import ResponsesService
+from app.engine.tools.http_tool import HttpToolRunner
+from app.engine.tools.registry import load_tools
 from app.engine.upstream import UpstreamClient
 from app.logs import configure_logging
 from app.store.db import create_pool
@@ -35,7 +37,11 @@ async def run_worker(concurrency: int) -> None:
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
     store = ResponseStore(pool)
     upstream = UpstreamClient(settings)
-    service = ResponsesService(store, ResponseLoop(store, upstream, settings), settings, name)
+    tool_runner = HttpToolRunner()
+    loop = ResponseLoop(
+        store, upstream, settings, tools=load_tools(settings.tools_file), tool_runner=tool_runner
+    )
+    service = ResponsesService(store, loop, settings, name)
     try:
         async with job_app.open_async(pool):
             worker = asyncio.create_task(
@@ -57,6 +63,7 @@ async def run_worker(concurrency: int) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
     finally:
+        await tool_runner.aclose()
         await upstream.aclose()
         await pool.close()
         log.info("worker stopped", extra={"worker": name})

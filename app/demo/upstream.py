@@ -35,6 +35,8 @@ Directives (only read from the most recent ``user`` message)
   a tool-result turn always gets a text answer and agent loops terminate). Repeatable.
   ``tool_choice="required"`` or a named function forces a call with ``{}`` args when there
   is no directive.
+* ``[[then-call:NAME {"json": "args"}]]`` - after every tool result, call NAME again (a
+  model that never stops calling tools; each round has fresh call ids).
 * ``[[status:CODE]]`` - fail the request with HTTP CODE (400-599) and an OpenAI error body.
 * ``[[cut]]`` - stream the first half of the chunks, then end the body (no finish, no
   ``[DONE]``).
@@ -98,6 +100,8 @@ class Directives:
     """The ``[[...]]`` instructions found in a user message."""
 
     calls: list[tuple[str, JSONObject]] = field(default_factory=list)
+    # Calls made again after every tool result: a model that never stops calling tools.
+    then_calls: list[tuple[str, JSONObject]] = field(default_factory=list)
     status: int | None = None
     cut: bool = False
     empty: bool = False
@@ -154,6 +158,10 @@ def parse_directives(bodies: list[str]) -> Directives:
                 call = _parse_call(arg)
                 if call is not None:
                     found.calls.append(call)
+            case "then-call":
+                call = _parse_call(arg)
+                if call is not None:
+                    found.then_calls.append(call)
             case "status":
                 code = _parse_int(arg)
                 if code is not None and 400 <= code <= 599:
@@ -365,6 +373,11 @@ def build_reply(body: JSONObject, directives: Directives, max_tokens: int | None
         visible, _ = split_directives(raw_text)
         return text_reply("Hello! You said: " + visible, max_tokens)
     if role == "tool":
+        names = _tool_names(body.get("tools"))
+        again = [(name, args) for name, args in directives.then_calls if name in names]
+        if again and body.get("tool_choice") != "none":
+            # Seeded with the conversation length: each round gets fresh call ids.
+            return tool_calls_reply(again, f"{message_text(messages[0])}#{len(messages)}")
         return text_reply(tool_results_reply(messages), max_tokens)
     return text_reply("Hello!", max_tokens)
 

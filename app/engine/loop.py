@@ -12,12 +12,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import ids
 from app.config import Settings
 from app.engine.assembly import assemble_output
 from app.engine.chat_messages import to_chat_messages
 from app.engine.chat_request import chat_completion_body
 from app.engine.events import TERMINAL_EVENT_BY_STATUS, Emitter, EventSink
 from app.engine.resource import response_object
+from app.engine.tools.http_tool import HttpToolRunner, tool_error
+from app.engine.tools.registry import ToolRegistry
 from app.engine.turn import TurnResult, TurnTranslator, run_turn
 from app.engine.upstream import UpstreamClient
 from app.engine.usage import add_usage
@@ -35,10 +38,22 @@ class _RunState:
     usage: dict[str, Any] | None = None
     usage_missing: bool = False
     next_ordinal: int = 0
+    tool_calls_run: int = 0
 
     @property
     def output(self) -> list[dict[str, Any]]:
         return assemble_output(self.step_results)
+
+
+def function_call_output(call: dict[str, Any]) -> dict[str, Any]:
+    """The output item answering a function call, before it has run."""
+    return {
+        "id": ids.new_id("fco"),
+        "type": "function_call_output",
+        "call_id": call["call_id"],
+        "output": "",
+        "status": "in_progress",
+    }
 
 
 @dataclass(frozen=True)
@@ -49,10 +64,20 @@ class Ending:
 
 
 class ResponseLoop:
-    def __init__(self, store: ResponseStore, upstream: UpstreamClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ResponseStore,
+        upstream: UpstreamClient,
+        settings: Settings,
+        *,
+        tools: ToolRegistry | None = None,
+        tool_runner: HttpToolRunner | None = None,
+    ) -> None:
         self.store = store
         self.upstream = upstream
         self.settings = settings
+        self.tools = tools or ToolRegistry()
+        self.tool_runner = tool_runner or HttpToolRunner()
 
     async def run(
         self, stored: StoredResponse, sink: EventSink, *, next_sequence_number: int = 0
@@ -88,14 +113,130 @@ class ResponseLoop:
             current_response_id.reset(token)
 
     async def _steps(self, stored: StoredResponse, emitter: Emitter, state: _RunState) -> Ending:
-        items = await self._conversation(stored)
-        messages = to_chat_messages(stored.request.get("instructions"), items)
-        turn = await self._model_turn(stored, emitter, state, messages)
-        if turn.outcome == "failed":
-            return Ending("failed", error=turn.error)
-        if turn.outcome == "incomplete":
-            return Ending("incomplete", incomplete_details={"reason": turn.incomplete_reason})
-        return Ending("completed")
+        """Model turns and server-side tool calls, until an answer, a client call or a limit."""
+        try:
+            async with asyncio.timeout(self.settings.response_timeout_s):
+                return await self._turns(stored, emitter, state)
+        except TimeoutError:
+            message = f"the response took longer than {self.settings.response_timeout_s:g}s"
+            return Ending("failed", error={"code": "timeout", "message": message})
+
+    async def _turns(self, stored: StoredResponse, emitter: Emitter, state: _RunState) -> Ending:
+        conversation = await self._conversation(stored)
+        instructions = stored.request.get("instructions")
+        offered = self.tools.offered_to(stored.request)
+        max_tool_calls = stored.request.get("max_tool_calls")
+        for _ in range(self.settings.max_model_turns):
+            messages = to_chat_messages(instructions, conversation + state.output)
+            turn = await self._model_turn(stored, emitter, state, messages, offered)
+            if turn.outcome == "failed":
+                return Ending("failed", error=turn.error)
+            if turn.outcome == "incomplete":
+                return Ending("incomplete", incomplete_details={"reason": turn.incomplete_reason})
+            calls = turn.function_calls
+            if not calls or not all(self.tools.get(call["name"]) for call in calls):
+                # A text answer, or calls only the client can run (a mixed turn included).
+                return Ending("completed")
+            budget = len(calls)
+            if max_tool_calls is not None:
+                budget = max(0, min(budget, max_tool_calls - state.tool_calls_run))
+            await self._run_tool_calls(stored, emitter, state, calls[:budget], calls[budget:])
+            if budget < len(calls):
+                return Ending("incomplete", incomplete_details={"reason": "max_tool_calls"})
+        return Ending("incomplete", incomplete_details={"reason": "max_turns"})
+
+    async def _run_tool_calls(
+        self,
+        stored: StoredResponse,
+        emitter: Emitter,
+        state: _RunState,
+        calls: list[dict[str, Any]],
+        skipped: list[dict[str, Any]],
+    ) -> None:
+        """Run a turn's server-side calls at once, each a persisted step, outputs in order.
+
+        Calls past `max_tool_calls` are not run; they get an error output all the same, so
+        the conversation stays well-formed for a client that continues it.
+        """
+        first_index = len(state.output)
+        outputs = [function_call_output(call) for call in [*calls, *skipped]]
+        for offset, item in enumerate(outputs):
+            pending = {**item, "status": "in_progress", "output": ""}
+            await emitter.emit(
+                "response.output_item.added", output_index=first_index + offset, item=pending
+            )
+        ordinals = list(range(state.next_ordinal, state.next_ordinal + len(outputs)))
+        state.next_ordinal += len(outputs)
+        finished = await asyncio.gather(
+            *(
+                self._tool_step(stored, ordinal, call, item)
+                for ordinal, call, item in zip(ordinals, calls, outputs, strict=False)
+            ),
+            *(
+                self._skipped_step(stored, ordinal, call, item)
+                for ordinal, call, item in zip(
+                    ordinals[len(calls) :], skipped, outputs[len(calls) :], strict=True
+                )
+            ),
+        )
+        state.tool_calls_run += len(calls)
+        for offset, item in enumerate(finished):
+            state.step_results.append({"items": [item]})
+            await emitter.emit(
+                "response.output_item.done", output_index=first_index + offset, item=item
+            )
+
+    async def _tool_step(
+        self, stored: StoredResponse, ordinal: int, call: dict[str, Any], item: dict[str, Any]
+    ) -> dict[str, Any]:
+        tool = self.tools.get(call["name"])
+        assert tool is not None
+        request = {"call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]}
+        await self.store.start_step(stored.id, ordinal, "tool_call", request)
+        try:
+            output = await self.tool_runner.call(
+                tool, call_id=call["call_id"], arguments=call["arguments"], response_id=stored.id
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self.store.finish_step(
+                    stored.id,
+                    ordinal,
+                    status="cancelled",
+                    result={"items": []},
+                    usage=None,
+                    error=None,
+                )
+            )
+            raise
+        done = {**item, "output": output, "status": "completed"}
+        await self.store.finish_step(
+            stored.id,
+            ordinal,
+            status="completed",
+            result={"items": [done]},
+            usage=None,
+            error=None,
+        )
+        return done
+
+    async def _skipped_step(
+        self, stored: StoredResponse, ordinal: int, call: dict[str, Any], item: dict[str, Any]
+    ) -> dict[str, Any]:
+        limit = stored.request.get("max_tool_calls")
+        output = tool_error(f"not run: the response reached max_tool_calls ({limit})")
+        done = {**item, "output": output, "status": "incomplete"}
+        request = {"call_id": call["call_id"], "name": call["name"], "skipped": True}
+        await self.store.start_step(stored.id, ordinal, "tool_call", request)
+        await self.store.finish_step(
+            stored.id,
+            ordinal,
+            status="cancelled",
+            result={"items": [done]},
+            usage=None,
+            error=None,
+        )
+        return done
 
     async def _model_turn(
         self,
@@ -103,8 +244,9 @@ class ResponseLoop:
         emitter: Emitter,
         state: _RunState,
         messages: list[dict[str, Any]],
+        offered: list[dict[str, Any]],
     ) -> TurnResult:
-        body = chat_completion_body(stored.request, messages)
+        body = chat_completion_body(stored.request, messages, extra_tools=offered)
         ordinal = state.next_ordinal
         state.next_ordinal += 1
         # The step records the call's shape, not the whole conversation again.

@@ -107,7 +107,7 @@ class ResponsesService:
         self, owner: str, request: CreateResponseRequest, items: list[dict[str, Any]]
     ) -> StoredResponse:
         """Insert the row of a response this process will run now, holding its lease."""
-        await self._check_previous(owner, request.previous_response_id)
+        await self._check_references(owner, request)
         new = self._new_row(
             owner, request, items, status="in_progress", lease_owner=self.instance_id
         )
@@ -122,7 +122,7 @@ class ResponsesService:
         so a client tailing it sees the response before any worker picks it up.
         """
         assert self.jobs is not None
-        await self._check_previous(owner, request.previous_response_id)
+        await self._check_references(owner, request)
         queue = FLEX_QUEUE if request.service_tier == "flex" else BACKGROUND_QUEUE
         if queue == FLEX_QUEUE:
             await self._admit_flex()
@@ -150,6 +150,11 @@ class ResponsesService:
                 "default service tier.",
                 code="rate_limit_exceeded",
             )
+
+    async def _check_references(self, owner: str, request: CreateResponseRequest) -> None:
+        """What the request names must exist: its previous response, its tools' names."""
+        self.loop.tools.check_client_tools(request.tools)
+        await self._check_previous(owner, request.previous_response_id)
 
     async def _check_previous(self, owner: str, previous_id: str | None) -> None:
         if previous_id is None:

@@ -20,6 +20,8 @@ from app.config import Settings
 from app.engine.errors import RequestError
 from app.engine.loop import ResponseLoop
 from app.engine.service import ResponsesService
+from app.engine.tools.http_tool import HttpToolRunner
+from app.engine.tools.registry import load_tools
 from app.engine.upstream import UpstreamClient
 from app.http import errors
 from app.http.routes import routes
@@ -47,10 +49,17 @@ def build_app(settings: Settings) -> Starlette:
         await job_app.open_async(pool)
         notifier = EventNotifier(settings.database_url)
         await notifier.start()
+        tool_runner = HttpToolRunner()
         app.state.settings = settings
         app.state.service = ResponsesService(
             store,
-            ResponseLoop(store, upstream, settings),
+            ResponseLoop(
+                store,
+                upstream,
+                settings,
+                tools=load_tools(settings.tools_file),
+                tool_runner=tool_runner,
+            ),
             settings,
             instance_id,
             jobs=JobQueue(job_app),
@@ -68,6 +77,7 @@ def build_app(settings: Settings) -> Starlette:
             await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
             await notifier.stop()
             await job_app.close_async()
+            await tool_runner.aclose()
             await upstream.aclose()
             await pool.close()
 
