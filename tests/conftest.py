@@ -35,6 +35,7 @@ from tests.processes import (
     wait_until_healthy,
 )
 from tests.servers import serve
+from tests.tool_server import ToolServer, tools_toml
 
 ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -88,14 +89,37 @@ def upstream_url() -> Iterator[str]:
         yield f"{url}/v1"
 
 
+# Small enough that the turn-limit tests end quickly.
+TEST_MAX_MODEL_TURNS = 3
+
+
 @pytest.fixture(scope="session")
-def make_settings(database_url: str, upstream_url: str) -> Callable[..., Settings]:
+def tool_server() -> Iterator[ToolServer]:
+    server = ToolServer()
+    with serve(server.app(), ready_path="/tools/ping", lifespan="off", ready_status=405) as url:
+        server.base_url = url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tools_file(tool_server: ToolServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The registered server-side tools; every API and worker in the suite loads them."""
+    os.environ["FERRY_TEST_TOOL_TOKEN"] = "tool-secret"  # referenced from the file
+    path = tmp_path_factory.mktemp("tools") / "tools.toml"
+    path.write_text(tools_toml(tool_server.base_url))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def make_settings(database_url: str, upstream_url: str, tools_file: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,
             "upstream_base_url": upstream_url,
             "db_pool_max_size": 5,
             "sse_keepalive_s": 0.5,
+            "tools_file": tools_file,
+            "max_model_turns": TEST_MAX_MODEL_TURNS,
         }
         values.update(overrides)
         return Settings(**values)
@@ -127,30 +151,31 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         yield conn
 
 
-def service_env(database_url: str, upstream_url: str, **overrides: str) -> dict[str, str]:
-    """Environment for a Ferry process on the test database and the demo upstream."""
+def service_env(database_url: str, upstream_url: str, tools_file: str) -> dict[str, str]:
+    """Environment for a Ferry process on the test database, demo upstream and tools."""
     return command_env(
         DATABASE_URL=database_url,
         UPSTREAM_BASE_URL=upstream_url,
         SSE_KEEPALIVE_S="0.5",
-        **overrides,
+        TOOLS_FILE=tools_file,
+        MAX_MODEL_TURNS=str(TEST_MAX_MODEL_TURNS),
     )
 
 
 @pytest.fixture(scope="session")
-def worker(database_url: str, upstream_url: str) -> Iterator[Command]:
+def worker(database_url: str, upstream_url: str, tools_file: str) -> Iterator[Command]:
     """A real worker process (`python -m worker`) running background and flex jobs."""
-    env = service_env(database_url, upstream_url)
+    env = service_env(database_url, upstream_url, tools_file)
     with run_command("-m", "worker", "--concurrency", "4", env=env) as process:
         process.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
         yield process
 
 
 @pytest.fixture(scope="session")
-def second_api_url(database_url: str, upstream_url: str) -> Iterator[str]:
+def second_api_url(database_url: str, upstream_url: str, tools_file: str) -> Iterator[str]:
     """Another API, as its own process (`python -m app serve`) on the same database."""
     port = free_port()
-    env = service_env(database_url, upstream_url)
+    env = service_env(database_url, upstream_url, tools_file)
     with run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=env) as api:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(api, url)

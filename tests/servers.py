@@ -15,7 +15,9 @@ STARTUP_TIMEOUT_S = 30.0
 
 
 @contextlib.contextmanager
-def serve(app: ASGIApp, *, ready_path: str, lifespan: str = "on") -> Iterator[str]:
+def serve(
+    app: ASGIApp, *, ready_path: str, lifespan: str = "on", ready_status: int = 200
+) -> Iterator[str]:
     """Run `app` under uvicorn in a thread; yield its base URL.
 
     Binding and listening before uvicorn starts means the port is known up front and early
@@ -33,7 +35,7 @@ def serve(app: ASGIApp, *, ready_path: str, lifespan: str = "on") -> Iterator[st
     thread.start()
     try:
         ready = httpx.get(f"{base_url}{ready_path}", timeout=STARTUP_TIMEOUT_S)
-        assert ready.status_code == 200, ready.text
+        assert ready.status_code == ready_status, ready.text
         yield base_url
     finally:
         server.should_exit = True

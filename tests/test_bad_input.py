@@ -40,6 +40,15 @@ def count_responses(db: psycopg.Connection[dict[str, Any]]) -> int:
         ({"model": "demo", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
         ({"model": "demo", "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
         ({"model": "demo", "input": "hi", "no_such_parameter": 1}, "no_such_parameter"),
+        # A registered server-side tool's name is not free for a client tool.
+        (
+            {
+                "model": "demo",
+                "input": "hi",
+                "tools": [{"type": "function", "name": "lookup_weather"}],
+            },
+            "tools[0].name",
+        ),
     ],
 )
 def test_invalid_request_is_rejected_with_param(

@@ -1,0 +1,207 @@
+"""The multi-step tool loop, the same in every mode: blocking, inline SSE, background poll,
+background stream and flex. The demo upstream calls tools when asked with [[call:...]], a
+real HTTP tool server answers, and a real worker runs the deferred modes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import openai
+import psycopg
+import pytest
+
+from tests.conftest import TEST_MAX_MODEL_TURNS
+from tests.tool_server import ToolServer
+from tests.waiting import wait_for
+
+MODES = ["blocking", "inline_sse", "background_poll", "background_stream", "flex"]
+CLIENT_TOOL = {"type": "function", "name": "client_fn", "parameters": {"type": "object"}}
+
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.parametrize("mode", MODES)]
+
+
+def create(client: openai.OpenAI, mode: str, **params: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Create a response in `mode`, wait for its end; (final Response as JSON, events)."""
+    params.setdefault("model", "demo")
+    events: list[dict[str, Any]] = []
+    if mode in ("inline_sse", "background_stream"):
+        with client.responses.create(
+            stream=True, background=mode == "background_stream", **params
+        ) as stream:
+            events = [event.to_dict(mode="json") for event in stream]
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        response_id = events[0]["response"]["id"]
+    elif mode == "background_poll":
+        response_id = client.responses.create(background=True, **params).id
+    elif mode == "flex":
+        response_id = client.responses.create(service_tier="flex", **params).id
+    else:
+        response_id = client.responses.create(**params).id
+
+    def ended() -> dict[str, Any] | None:
+        raw = client.responses.with_raw_response.retrieve(response_id).http_response.json()
+        return raw if raw["status"] not in ("queued", "in_progress") else None
+
+    final = wait_for(ended, timeout_s=30, what=f"{response_id} to end")
+    if events:
+        assert events[-1]["response"]["output"] == final["output"]
+    return final, events
+
+
+def unique(text: str) -> str:
+    """Prompts differ per test, so the demo's deterministic call ids do too."""
+    return f"{text} ({secrets.token_hex(4)})"
+
+
+def types(output: list[dict[str, Any]]) -> list[str]:
+    return [item["type"] for item in output]
+
+
+def text_of(output: list[dict[str, Any]]) -> str:
+    return "".join(
+        part["text"] for item in output if item["type"] == "message" for part in item["content"]
+    )
+
+
+def assert_each_call_seen_once(server: ToolServer, final: dict[str, Any]) -> None:
+    calls = [item for item in final["output"] if item["type"] == "function_call"]
+    seen = server.calls_for(final["id"])
+    assert sorted(c.idempotency_key for c in seen) == sorted(c["call_id"] for c in calls)
+
+
+def test_two_turn_server_tool_loop(
+    client: openai.OpenAI,
+    tool_server: ToolServer,
+    db: psycopg.Connection[dict[str, Any]],
+    mode: str,
+) -> None:
+    final, events = create(
+        client, mode, input=unique('Weather? [[call:lookup_weather {"city": "Oslo"}]]')
+    )
+
+    assert final["status"] == "completed"
+    assert types(final["output"]) == ["function_call", "function_call_output", "message"]
+    call, result, _ = final["output"]
+    assert result["call_id"] == call["call_id"]
+    assert json.loads(result["output"]) == {"city": "Oslo", "temp_c": 21}
+    assert text_of(final["output"]) == f"Tool results: lookup_weather={result['output']}"
+    assert_each_call_seen_once(tool_server, final)
+    [seen] = tool_server.calls_for(final["id"])
+    assert seen.arguments == {"city": "Oslo"}
+
+    # Usage is the sum over both model turns.
+    turns = db.execute(
+        "SELECT usage FROM response_steps WHERE response_id = %s AND kind = 'model_call'"
+        " ORDER BY ordinal",
+        (final["id"],),
+    ).fetchall()
+    assert len(turns) == 2
+    assert final["usage"]["output_tokens"] == sum(t["usage"]["output_tokens"] for t in turns)
+    assert final["usage"]["input_tokens"] == sum(t["usage"]["input_tokens"] for t in turns)
+    if events:
+        added = [e["item"]["type"] for e in events if e["type"] == "response.output_item.added"]
+        done = [e["item"]["type"] for e in events if e["type"] == "response.output_item.done"]
+        assert added == done == ["function_call", "function_call_output", "message"]
+
+
+def test_parallel_server_tool_turn(
+    client: openai.OpenAI, tool_server: ToolServer, mode: str
+) -> None:
+    final, _ = create(
+        client,
+        mode,
+        input=unique('[[call:lookup_weather {"city": "Rome"}]] [[call:current_time]]'),
+    )
+    assert final["status"] == "completed"
+    assert types(final["output"]) == [
+        "function_call",
+        "function_call",
+        "function_call_output",
+        "function_call_output",
+        "message",
+    ]
+    calls, outputs = final["output"][:2], final["output"][2:4]
+    assert [o["call_id"] for o in outputs] == [c["call_id"] for c in calls]
+    assert outputs[1]["output"] == "12:00"
+    assert_each_call_seen_once(tool_server, final)
+
+
+def test_client_function_call_round_trip(client: openai.OpenAI, mode: str) -> None:
+    first, _ = create(
+        client, mode, input=unique('[[call:client_fn {"n": 1}]]'), tools=[CLIENT_TOOL]
+    )
+    assert first["status"] == "completed"
+    [call] = first["output"]
+    assert call["type"] == "function_call"
+    assert call["name"] == "client_fn"
+
+    second, _ = create(
+        client,
+        mode,
+        previous_response_id=first["id"],
+        input=[{"type": "function_call_output", "call_id": call["call_id"], "output": "42"}],
+        tools=[CLIENT_TOOL],
+    )
+    assert second["status"] == "completed"
+    assert text_of(second["output"]) == "Tool results: client_fn=42"
+
+
+def test_mixed_turn_goes_back_to_the_client(
+    client: openai.OpenAI, tool_server: ToolServer, mode: str
+) -> None:
+    final, _ = create(
+        client,
+        mode,
+        input=unique("[[call:lookup_weather]] [[call:client_fn]]"),
+        tools=[CLIENT_TOOL],
+    )
+    assert final["status"] == "completed"
+    assert [item["name"] for item in final["output"]] == ["lookup_weather", "client_fn"]
+    assert tool_server.calls_for(final["id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "error"),
+    [("broken_tool", "returned HTTP 500: kaput"), ("slow_tool", "timed out after 0.3s")],
+)
+def test_failing_tool_is_an_error_the_model_sees(
+    client: openai.OpenAI, tool_server: ToolServer, mode: str, tool: str, error: str
+) -> None:
+    final, _ = create(client, mode, input=unique(f"[[call:{tool}]]"))
+    assert final["status"] == "completed"
+    output = json.loads(final["output"][1]["output"])
+    assert error in output["error"]
+    assert error in text_of(final["output"])
+    assert_each_call_seen_once(tool_server, final)
+
+
+def test_max_tool_calls_ends_incomplete(
+    client: openai.OpenAI, tool_server: ToolServer, mode: str
+) -> None:
+    final, _ = create(
+        client,
+        mode,
+        input=unique("[[call:current_time]] [[call:lookup_weather]]"),
+        max_tool_calls=1,
+    )
+    assert final["status"] == "incomplete"
+    assert final["incomplete_details"] == {"reason": "max_tool_calls"}
+    [seen] = tool_server.calls_for(final["id"])
+    assert seen.tool == "time"
+    outputs = [item for item in final["output"] if item["type"] == "function_call_output"]
+    assert outputs[0]["output"] == "12:00"
+    assert "max_tool_calls" in outputs[1]["output"]
+
+
+def test_turn_limit_ends_incomplete(
+    client: openai.OpenAI, tool_server: ToolServer, mode: str
+) -> None:
+    final, _ = create(
+        client, mode, input=unique("[[call:current_time]] [[then-call:current_time]]")
+    )
+    assert final["status"] == "incomplete"
+    assert final["incomplete_details"] == {"reason": "max_turns"}
+    assert len(tool_server.calls_for(final["id"])) == TEST_MAX_MODEL_TURNS
+    assert_each_call_seen_once(tool_server, final)
