@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Wall-clock limit on one response's work; past it, `failed` (timeout).",
     )
+    mcp_allowed_urls: str = Field(
+        default="",
+        description="Comma-separated URL prefixes MCP servers may have; empty: MCP disabled.",
+    )
+    mcp_timeout_s: float = Field(
+        default=60.0, gt=0, description="Bound on one MCP request (listing tools or a call)."
+    )
     worker_concurrency: int = Field(default=4, ge=1)
     worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
@@ -91,6 +98,10 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def mcp_allowed_prefixes(self) -> list[str]:
+        return [p.strip() for p in self.mcp_allowed_urls.split(",") if p.strip()]
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -335,7 +335,6 @@ def test_function_call_output_becomes_tool_message(output: Any, content: str) ->
     "item",
     [
         {"type": "reasoning", "id": "rs_1", "summary": []},
-        {"type": "mcp_call", "id": "mcp_1", "name": "x", "arguments": "{}", "server_label": "s"},
         {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "s", "tools": []},
         {"type": "item_reference", "id": "msg_1"},
     ],
@@ -644,3 +643,42 @@ def test_body_does_not_mutate_request() -> None:
     chat_completion_body(request, MESSAGES, [{"type": "function", "name": "x"}])
 
     assert request == before
+
+
+def test_mcp_call_becomes_a_call_and_its_result() -> None:
+    done = {
+        "type": "mcp_call",
+        "id": "mcp_1",
+        "server_label": "s",
+        "name": "add",
+        "arguments": '{"a": 1}',
+        "output": "2",
+        "error": None,
+    }
+    failed = {**done, "id": "mcp_2", "output": None, "error": "boom"}
+    assert to_chat_messages(None, [done, failed]) == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "mcp_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 1}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "mcp_1", "content": "2"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "mcp_2",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 1}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "mcp_2", "content": '{"error": "boom"}'},
+    ]

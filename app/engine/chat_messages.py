@@ -7,6 +7,7 @@ fresh dict.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,15 @@ def _append_function_call_output(messages: list[ChatMessage], item: dict[str, An
     )
 
 
+def _append_mcp_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+    # One Responses item holds both the call and its result; chat needs both messages.
+    call = {"call_id": item["id"], "name": item["name"], "arguments": item.get("arguments", "")}
+    _append_function_call(messages, call)
+    error = item.get("error")
+    content = json.dumps({"error": error}) if error is not None else item.get("output") or ""
+    messages.append({"role": "tool", "tool_call_id": item["id"], "content": content})
+
+
 def tool_output_text(output: str | list[dict[str, Any]] | None) -> str:
     """Chat tool messages take text only, so non-text output parts (images, files) drop."""
     if output is None:
@@ -136,4 +146,5 @@ _ITEM_HANDLERS: dict[str, ItemHandler] = {
     "message": _append_message,
     "function_call": _append_function_call,
     "function_call_output": _append_function_call_output,
+    "mcp_call": _append_mcp_call,
 }

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
-from app import ids
 from app.config import Settings
-from app.engine.assembly import assemble_output
 from app.engine.chat_messages import to_chat_messages
 from app.engine.chat_request import chat_completion_body
 from app.engine.events import TERMINAL_EVENT_BY_STATUS, Emitter, EventSink
 from app.engine.resource import response_object
-from app.engine.tools.http_tool import HttpToolRunner, tool_error
+from app.engine.run_state import Ending, RunState
+from app.engine.tool_steps import McpOffer, ToolSteps
+from app.engine.tools.http_tool import HttpToolRunner
+from app.engine.tools.mcp import mcp_servers
 from app.engine.tools.registry import ToolRegistry
 from app.engine.turn import TurnResult, TurnTranslator, run_turn
 from app.engine.upstream import UpstreamClient
@@ -28,39 +28,6 @@ from app.logs import current_response_id
 from app.store.responses import ResponseStore, StoredResponse
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _RunState:
-    """What the loop accumulates across the steps of one response."""
-
-    step_results: list[dict[str, Any]] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    usage_missing: bool = False
-    next_ordinal: int = 0
-    tool_calls_run: int = 0
-
-    @property
-    def output(self) -> list[dict[str, Any]]:
-        return assemble_output(self.step_results)
-
-
-def function_call_output(call: dict[str, Any]) -> dict[str, Any]:
-    """The output item answering a function call, before it has run."""
-    return {
-        "id": ids.new_id("fco"),
-        "type": "function_call_output",
-        "call_id": call["call_id"],
-        "output": "",
-        "status": "in_progress",
-    }
-
-
-@dataclass(frozen=True)
-class Ending:
-    status: str
-    error: dict[str, Any] | None = None
-    incomplete_details: dict[str, Any] | None = None
 
 
 class ResponseLoop:
@@ -77,7 +44,9 @@ class ResponseLoop:
         self.upstream = upstream
         self.settings = settings
         self.tools = tools or ToolRegistry()
-        self.tool_runner = tool_runner or HttpToolRunner()
+        self.tool_steps = ToolSteps(
+            store, self.tools, tool_runner or HttpToolRunner(), mcp_timeout_s=settings.mcp_timeout_s
+        )
 
     async def run(
         self, stored: StoredResponse, sink: EventSink, *, next_sequence_number: int = 0
@@ -91,7 +60,7 @@ class ResponseLoop:
         """
         token = current_response_id.set(stored.id)
         emitter = Emitter(sink, next_sequence_number)
-        state = _RunState()
+        state = RunState()
         try:
             running = await self.store.mark_in_progress(stored.id)
             if running is None:  # it ended (e.g. was cancelled) before the loop started
@@ -112,7 +81,7 @@ class ResponseLoop:
         finally:
             current_response_id.reset(token)
 
-    async def _steps(self, stored: StoredResponse, emitter: Emitter, state: _RunState) -> Ending:
+    async def _steps(self, stored: StoredResponse, emitter: Emitter, state: RunState) -> Ending:
         """Model turns and server-side tool calls, until an answer, a client call or a limit."""
         try:
             async with asyncio.timeout(self.settings.response_timeout_s):
@@ -121,134 +90,73 @@ class ResponseLoop:
             message = f"the response took longer than {self.settings.response_timeout_s:g}s"
             return Ending("failed", error={"code": "timeout", "message": message})
 
-    async def _turns(self, stored: StoredResponse, emitter: Emitter, state: _RunState) -> Ending:
+    async def _turns(self, stored: StoredResponse, emitter: Emitter, state: RunState) -> Ending:
+        request = stored.request
         conversation = await self._conversation(stored)
-        instructions = stored.request.get("instructions")
-        offered = self.tools.offered_to(stored.request)
-        max_tool_calls = stored.request.get("max_tool_calls")
+        servers = mcp_servers(request)
+        mcp_offer: McpOffer = {}
+        if servers:
+            listed = await self.tool_steps.list_mcp_tools(stored, emitter, state, servers)
+            if isinstance(listed, str):
+                return Ending("failed", error={"code": "mcp_error", "message": listed})
+            mcp_offer = listed
+        offered = self.tools.offered_to(request)
+        if request.get("tool_choice") != "none":
+            offered += [function for _, function in mcp_offer.values()]
+        mcp_labels = {name: label for name, (label, _) in mcp_offer.items()}
+        by_label = {server.label: server for server in servers}
+        max_tool_calls = request.get("max_tool_calls")
         for _ in range(self.settings.max_model_turns):
-            messages = to_chat_messages(instructions, conversation + state.output)
-            turn = await self._model_turn(stored, emitter, state, messages, offered)
+            messages = to_chat_messages(request.get("instructions"), conversation + state.output)
+            turn = await self._model_turn(stored, emitter, state, messages, offered, mcp_labels)
             if turn.outcome == "failed":
                 return Ending("failed", error=turn.error)
             if turn.outcome == "incomplete":
                 return Ending("incomplete", incomplete_details={"reason": turn.incomplete_reason})
-            calls = turn.function_calls
-            if not calls or not all(self.tools.get(call["name"]) for call in calls):
-                # A text answer, or calls only the client can run (a mixed turn included).
+            calls = turn.calls
+            if not calls:
+                return Ending("completed")
+            if not all(self.tool_steps.is_server_side(call) for call in calls):
+                # A turn with a client call goes back to the client whole; MCP calls in it
+                # cannot, so they are closed unrun.
+                unrun = [call for call in calls if call["type"] == "mcp_call"]
+                await self.tool_steps.run_calls(
+                    stored,
+                    emitter,
+                    state,
+                    by_label,
+                    run=[],
+                    skip=unrun,
+                    skip_reason="not run: the model also called client tools in this turn",
+                )
                 return Ending("completed")
             budget = len(calls)
             if max_tool_calls is not None:
                 budget = max(0, min(budget, max_tool_calls - state.tool_calls_run))
-            await self._run_tool_calls(stored, emitter, state, calls[:budget], calls[budget:])
+            await self.tool_steps.run_calls(
+                stored,
+                emitter,
+                state,
+                by_label,
+                run=calls[:budget],
+                skip=calls[budget:],
+                skip_reason=f"not run: the response reached max_tool_calls ({max_tool_calls})",
+            )
             if budget < len(calls):
                 return Ending("incomplete", incomplete_details={"reason": "max_tool_calls"})
         return Ending("incomplete", incomplete_details={"reason": "max_turns"})
-
-    async def _run_tool_calls(
-        self,
-        stored: StoredResponse,
-        emitter: Emitter,
-        state: _RunState,
-        calls: list[dict[str, Any]],
-        skipped: list[dict[str, Any]],
-    ) -> None:
-        """Run a turn's server-side calls at once, each a persisted step, outputs in order.
-
-        Calls past `max_tool_calls` are not run; they get an error output all the same, so
-        the conversation stays well-formed for a client that continues it.
-        """
-        first_index = len(state.output)
-        outputs = [function_call_output(call) for call in [*calls, *skipped]]
-        for offset, item in enumerate(outputs):
-            pending = {**item, "status": "in_progress", "output": ""}
-            await emitter.emit(
-                "response.output_item.added", output_index=first_index + offset, item=pending
-            )
-        ordinals = list(range(state.next_ordinal, state.next_ordinal + len(outputs)))
-        state.next_ordinal += len(outputs)
-        finished = await asyncio.gather(
-            *(
-                self._tool_step(stored, ordinal, call, item)
-                for ordinal, call, item in zip(ordinals, calls, outputs, strict=False)
-            ),
-            *(
-                self._skipped_step(stored, ordinal, call, item)
-                for ordinal, call, item in zip(
-                    ordinals[len(calls) :], skipped, outputs[len(calls) :], strict=True
-                )
-            ),
-        )
-        state.tool_calls_run += len(calls)
-        for offset, item in enumerate(finished):
-            state.step_results.append({"items": [item]})
-            await emitter.emit(
-                "response.output_item.done", output_index=first_index + offset, item=item
-            )
-
-    async def _tool_step(
-        self, stored: StoredResponse, ordinal: int, call: dict[str, Any], item: dict[str, Any]
-    ) -> dict[str, Any]:
-        tool = self.tools.get(call["name"])
-        assert tool is not None
-        request = {"call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]}
-        await self.store.start_step(stored.id, ordinal, "tool_call", request)
-        try:
-            output = await self.tool_runner.call(
-                tool, call_id=call["call_id"], arguments=call["arguments"], response_id=stored.id
-            )
-        except asyncio.CancelledError:
-            await asyncio.shield(
-                self.store.finish_step(
-                    stored.id,
-                    ordinal,
-                    status="cancelled",
-                    result={"items": []},
-                    usage=None,
-                    error=None,
-                )
-            )
-            raise
-        done = {**item, "output": output, "status": "completed"}
-        await self.store.finish_step(
-            stored.id,
-            ordinal,
-            status="completed",
-            result={"items": [done]},
-            usage=None,
-            error=None,
-        )
-        return done
-
-    async def _skipped_step(
-        self, stored: StoredResponse, ordinal: int, call: dict[str, Any], item: dict[str, Any]
-    ) -> dict[str, Any]:
-        limit = stored.request.get("max_tool_calls")
-        output = tool_error(f"not run: the response reached max_tool_calls ({limit})")
-        done = {**item, "output": output, "status": "incomplete"}
-        request = {"call_id": call["call_id"], "name": call["name"], "skipped": True}
-        await self.store.start_step(stored.id, ordinal, "tool_call", request)
-        await self.store.finish_step(
-            stored.id,
-            ordinal,
-            status="cancelled",
-            result={"items": [done]},
-            usage=None,
-            error=None,
-        )
-        return done
 
     async def _model_turn(
         self,
         stored: StoredResponse,
         emitter: Emitter,
-        state: _RunState,
+        state: RunState,
         messages: list[dict[str, Any]],
         offered: list[dict[str, Any]],
+        mcp_labels: dict[str, str],
     ) -> TurnResult:
         body = chat_completion_body(stored.request, messages, extra_tools=offered)
-        ordinal = state.next_ordinal
-        state.next_ordinal += 1
+        [ordinal] = state.claim_ordinals(1)
         # The step records the call's shape, not the whole conversation again.
         summary = {k: v for k, v in body.items() if k != "messages"}
         summary["message_count"] = len(messages)
@@ -258,7 +166,10 @@ class ResponseLoop:
             await self.store.record_step_items(stored.id, ordinal, items)
 
         translator = TurnTranslator(
-            emitter, first_output_index=len(state.output), on_item_done=record_progress
+            emitter,
+            first_output_index=len(state.output),
+            on_item_done=record_progress,
+            mcp_tools=mcp_labels,
         )
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)
@@ -303,7 +214,7 @@ class ResponseLoop:
         return items
 
     async def _finish(
-        self, stored: StoredResponse, emitter: Emitter, state: _RunState, ending: Ending
+        self, stored: StoredResponse, emitter: Emitter, state: RunState, ending: Ending
     ) -> StoredResponse:
         output = state.output
         final = await self.store.finish(
@@ -332,7 +243,7 @@ class ResponseLoop:
         await emitter.emit(TERMINAL_EVENT_BY_STATUS[final.status], response=snapshot)
         return final
 
-    async def _finish_cancelled(self, stored: StoredResponse, state: _RunState) -> None:
+    async def _finish_cancelled(self, stored: StoredResponse, state: RunState) -> None:
         await self.store.finish(
             stored.id,
             status="cancelled",

@@ -248,19 +248,77 @@ def normalise_input(raw: str | list[dict[str, Any]] | None) -> list[dict[str, An
     return items
 
 
+def _check_function_tool(tool: dict[str, Any], where: str) -> None:
+    _require_str(tool, "name", where)
+    parameters = tool.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise _invalid(
+            f"{where}.parameters", "Invalid type: expected a JSON Schema object.", "invalid_type"
+        )
+
+
+def _check_mcp_tool(tool: dict[str, Any], where: str) -> None:
+    label = _require_str(tool, "server_label", where)
+    if not label or not all(c.isalnum() or c in "_-" for c in label):
+        raise _invalid(f"{where}.server_label", "Use letters, digits, '_' and '-' only.")
+    url = _require_str(tool, "server_url", where)
+    if not url.startswith(("http://", "https://")):
+        raise _invalid(f"{where}.server_url", "The MCP server URL must be http(s).")
+    if tool.get("require_approval") != "never":
+        # OpenAI's default is "always"; approvals need a round trip Ferry does not offer yet.
+        raise _invalid(
+            f"{where}.require_approval",
+            "Only 'require_approval': 'never' is supported (approvals are not supported yet).",
+            "unsupported_value",
+        )
+    allowed = tool.get("allowed_tools")
+    if isinstance(allowed, dict):
+        allowed = allowed.get("tool_names")
+    if allowed is not None and not (
+        isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)
+    ):
+        raise _invalid(f"{where}.allowed_tools", "Expected a list of tool names.", "invalid_type")
+    headers = tool.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+    ):
+        raise _invalid(f"{where}.headers", "Expected an object of strings.", "invalid_type")
+    unknown = set(tool) - MCP_TOOL_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise RequestError(
+            f"Unknown parameter: '{where}.{name}'.",
+            param=f"{where}.{name}",
+            code="unknown_parameter",
+        )
+
+
+MCP_TOOL_FIELDS = frozenset(
+    {
+        "type",
+        "server_label",
+        "server_url",
+        "allowed_tools",
+        "headers",
+        "require_approval",
+        "server_description",
+    }
+)
+_TOOL_CHECKS = {"function": _check_function_tool, "mcp": _check_mcp_tool}
+
+
 def _check_tools(tools: list[dict[str, Any]] | None) -> None:
+    labels: set[str] = set()
     for index, tool in enumerate(tools or []):
         where = f"tools[{index}]"
-        if tool.get("type") != "function":
-            raise _unsupported(f"{where}.type", tool.get("type"), ("function",))
-        _require_str(tool, "name", where)
-        parameters = tool.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise _invalid(
-                f"{where}.parameters",
-                "Invalid type: expected a JSON Schema object.",
-                "invalid_type",
-            )
+        check = _TOOL_CHECKS.get(tool.get("type"))  # type: ignore[arg-type]
+        if check is None:
+            raise _unsupported(f"{where}.type", tool.get("type"), tuple(_TOOL_CHECKS))
+        check(tool, where)
+        if tool["type"] == "mcp":
+            if tool["server_label"] in labels:
+                raise _invalid(f"{where}.server_label", "Each MCP server needs its own label.")
+            labels.add(tool["server_label"])
 
 
 def _check_tool_choice(request: CreateResponseRequest) -> None:

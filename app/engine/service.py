@@ -25,6 +25,7 @@ from app.engine.request import CreateResponseRequest
 from app.engine.resource import response_object
 from app.engine.sinks import DiscardSink
 from app.engine.tail import tail_events
+from app.engine.tools.mcp import check_mcp_urls
 from app.engine.usage import add_usage
 from app.logs import current_response_id
 from app.store.notify import EventNotifier
@@ -154,6 +155,7 @@ class ResponsesService:
     async def _check_references(self, owner: str, request: CreateResponseRequest) -> None:
         """What the request names must exist: its previous response, its tools' names."""
         self.loop.tools.check_client_tools(request.tools)
+        check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
         await self._check_previous(owner, request.previous_response_id)
 
     async def _check_previous(self, owner: str, previous_id: str | None) -> None:

@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
+# (delta, done) event types for the arguments of each kind of call item.
+_ARGUMENT_EVENTS = {
+    "function_call": (
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+    ),
+    "mcp_call": ("response.mcp_call_arguments.delta", "response.mcp_call_arguments.done"),
+}
+
+
 @dataclass
 class TurnResult:
     outcome: str  # completed | incomplete | failed
@@ -35,8 +45,9 @@ class TurnResult:
     incomplete_reason: str | None = None
 
     @property
-    def function_calls(self) -> list[dict[str, Any]]:
-        return [item for item in self.items if item["type"] == "function_call"]
+    def calls(self) -> list[dict[str, Any]]:
+        """The tool calls the model made: `function_call` and `mcp_call` items, in order."""
+        return [item for item in self.items if item["type"] in ("function_call", "mcp_call")]
 
 
 @dataclass
@@ -61,8 +72,11 @@ class TurnTranslator:
         emitter: Emitter,
         first_output_index: int,
         on_item_done: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        mcp_tools: dict[str, str] | None = None,
     ) -> None:
         self.emitter = emitter
+        # Names of MCP tools offered, with their server's label: their calls are `mcp_call`s.
+        self.mcp_tools = mcp_tools or {}
         # Told the finished items each time one more is done, so progress can be persisted.
         self.on_item_done = on_item_done
         self.next_output_index = first_output_index
@@ -140,14 +154,7 @@ class TurnTranslator:
             # the calls, and every earlier call.
             await self._close_message("completed")
             await self._close_calls("completed")
-            item = {
-                "id": ids.function_call_id(),
-                "type": "function_call",
-                "status": "in_progress",
-                "arguments": "",
-                "call_id": call_delta.get("id") or ids.new_id("call"),
-                "name": function.get("name") or "",
-            }
+            item = self._new_call_item(call_delta.get("id"), function.get("name") or "")
             call = self.calls[index] = _OpenCall(item=item, output_index=self._claim_index())
             await self.emitter.emit(
                 "response.output_item.added", output_index=call.output_index, item=dict(item)
@@ -157,11 +164,32 @@ class TurnTranslator:
         if function.get("arguments"):
             call.arguments.append(function["arguments"])
             await self.emitter.emit(
-                "response.function_call_arguments.delta",
+                _ARGUMENT_EVENTS[call.item["type"]][0],
                 item_id=call.item["id"],
                 output_index=call.output_index,
                 delta=function["arguments"],
             )
+
+    def _new_call_item(self, call_id: str | None, name: str) -> dict[str, Any]:
+        if name in self.mcp_tools:
+            return {
+                "id": ids.new_id("mcp"),
+                "type": "mcp_call",
+                "status": "in_progress",
+                "server_label": self.mcp_tools[name],
+                "name": name,
+                "arguments": "",
+                "output": None,
+                "error": None,
+            }
+        return {
+            "id": ids.function_call_id(),
+            "type": "function_call",
+            "status": "in_progress",
+            "arguments": "",
+            "call_id": call_id or ids.new_id("call"),
+            "name": name,
+        }
 
     def _claim_index(self) -> int:
         index = self.next_output_index
@@ -200,12 +228,16 @@ class TurnTranslator:
         for call in sorted(calls.values(), key=lambda c: c.output_index):
             arguments = "".join(call.arguments)
             await self.emitter.emit(
-                "response.function_call_arguments.done",
+                _ARGUMENT_EVENTS[call.item["type"]][1],
                 item_id=call.item["id"],
                 output_index=call.output_index,
                 name=call.item["name"],
                 arguments=arguments,
             )
+            if call.item["type"] == "mcp_call" and status == "completed":
+                # Not done yet: the loop runs the call and completes the item in place.
+                self.items.append({**call.item, "arguments": arguments})
+                continue
             done = {**call.item, "status": status, "arguments": arguments}
             await self.emitter.emit(
                 "response.output_item.done", output_index=call.output_index, item=done

@@ -1,0 +1,242 @@
+"""Server-side tool work as persisted steps: HTTP tool calls, MCP tool listing and calls.
+
+Every call is a `tool_call` step written when it starts and when it ends, and its output
+item is emitted the way OpenAI streams it: a registered function's call is followed by a
+`function_call_output` item; an `mcp_call` item, opened by the model turn, is completed in
+place with the server's output or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app import ids
+from app.engine.events import Emitter
+from app.engine.run_state import RunState
+from app.engine.tools.http_tool import HttpToolRunner, tool_error
+from app.engine.tools.mcp import McpServer, list_tools_item, offered_functions
+from app.engine.tools.mcp_client import McpError, call_mcp_tool, list_mcp_tools
+from app.engine.tools.registry import ToolRegistry
+from app.store.responses import ResponseStore, StoredResponse
+
+#: name -> (server label, function tool offered to the model)
+McpOffer = dict[str, tuple[str, dict[str, Any]]]
+
+
+def function_call_output(call: dict[str, Any]) -> dict[str, Any]:
+    """The output item answering a function call, before it has run."""
+    return {
+        "id": ids.new_id("fco"),
+        "type": "function_call_output",
+        "call_id": call["call_id"],
+        "output": "",
+        "status": "in_progress",
+    }
+
+
+@dataclass
+class _Pending:
+    call: dict[str, Any]
+    item: dict[str, Any]  # what the step produces: a new output item, or the mcp_call itself
+    output_index: int
+    announced_here: bool  # a function_call_output is new; an mcp_call was announced by the turn
+
+
+class ToolSteps:
+    def __init__(
+        self,
+        store: ResponseStore,
+        registry: ToolRegistry,
+        http: HttpToolRunner,
+        *,
+        mcp_timeout_s: float,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.http = http
+        self.mcp_timeout_s = mcp_timeout_s
+
+    def is_server_side(self, call: dict[str, Any]) -> bool:
+        return call["type"] == "mcp_call" or self.registry.get(call["name"]) is not None
+
+    # --- MCP tool listing ------------------------------------------------------------
+
+    async def list_mcp_tools(
+        self,
+        stored: StoredResponse,
+        emitter: Emitter,
+        state: RunState,
+        servers: list[McpServer],
+    ) -> McpOffer | str:
+        """List each server's tools as an `mcp_list_tools` step; an error message on failure."""
+        items = []
+        for server, ordinal in zip(servers, state.claim_ordinals(len(servers)), strict=True):
+            index = len(state.output)
+            placeholder = list_tools_item(server, [], None)
+            request = {"mcp_list_tools": server.label, "server_url": server.url}
+            await self.store.start_step(stored.id, ordinal, "tool_call", request)
+            await emitter.emit("response.output_item.added", output_index=index, item=placeholder)
+            await emitter.emit(
+                "response.mcp_list_tools.in_progress", item_id=placeholder["id"], output_index=index
+            )
+            try:
+                tools = await list_mcp_tools(
+                    server.url, server.headers, timeout_s=self.mcp_timeout_s
+                )
+                error = None
+            except McpError as exc:
+                tools, error = [], str(exc)
+            item = {**list_tools_item(server, tools, error), "id": placeholder["id"]}
+            status = "completed" if error is None else "failed"
+            await self.store.finish_step(
+                stored.id,
+                ordinal,
+                status=status,
+                result={"items": [item]},
+                usage=None,
+                error=None if error is None else {"code": "mcp_error", "message": error},
+            )
+            state.step_results.append({"items": [item]})
+            await emitter.emit(
+                f"response.mcp_list_tools.{status}", item_id=item["id"], output_index=index
+            )
+            await emitter.emit("response.output_item.done", output_index=index, item=item)
+            if error is not None:
+                return f"could not list the tools of MCP server '{server.label}': {error}"
+            items.append(item)
+        return offered_functions(items)
+
+    # --- calls -----------------------------------------------------------------------
+
+    async def run_calls(
+        self,
+        stored: StoredResponse,
+        emitter: Emitter,
+        state: RunState,
+        servers: dict[str, McpServer],
+        *,
+        run: list[dict[str, Any]],
+        skip: list[dict[str, Any]],
+        skip_reason: str,
+    ) -> None:
+        """Run `run` at once, each a step; close `skip` unrun with `skip_reason`, in order."""
+        pending = self._announceable([*run, *skip], state)
+        for p in pending:
+            if p.announced_here:
+                await emitter.emit(
+                    "response.output_item.added", output_index=p.output_index, item=p.item
+                )
+            else:
+                await emitter.emit(
+                    "response.mcp_call.in_progress",
+                    item_id=p.item["id"],
+                    output_index=p.output_index,
+                )
+        ordinals = state.claim_ordinals(len(pending))
+        finished = await asyncio.gather(
+            *(
+                self._call_step(stored, ordinal, p, servers)
+                for ordinal, p in zip(ordinals, pending[: len(run)], strict=False)
+            ),
+            *(
+                self._skipped_step(stored, ordinal, p, skip_reason)
+                for ordinal, p in zip(ordinals[len(run) :], pending[len(run) :], strict=True)
+            ),
+        )
+        state.tool_calls_run += len(run)
+        for p, done in zip(pending, finished, strict=True):
+            state.step_results.append({"items": [done]})
+            if not p.announced_here:
+                outcome = "completed" if done["error"] is None else "failed"
+                await emitter.emit(
+                    f"response.mcp_call.{outcome}", item_id=done["id"], output_index=p.output_index
+                )
+            await emitter.emit("response.output_item.done", output_index=p.output_index, item=done)
+
+    def _announceable(self, calls: list[dict[str, Any]], state: RunState) -> list[_Pending]:
+        output = state.output
+        positions = {item["id"]: index for index, item in enumerate(output)}
+        next_index = len(output)
+        pending = []
+        for call in calls:
+            if call["type"] == "mcp_call":
+                pending.append(_Pending(call, call, positions[call["id"]], announced_here=False))
+            else:
+                item = function_call_output(call)
+                pending.append(_Pending(call, item, next_index, announced_here=True))
+                next_index += 1
+        return pending
+
+    async def _call_step(
+        self, stored: StoredResponse, ordinal: int, p: _Pending, servers: dict[str, McpServer]
+    ) -> dict[str, Any]:
+        call = p.call
+        request = {"type": call["type"], "name": call["name"], "arguments": call["arguments"]}
+        request["call_id"] = call.get("call_id") or call["id"]
+        await self.store.start_step(stored.id, ordinal, "tool_call", request)
+        try:
+            if call["type"] == "mcp_call":
+                done = await self._call_mcp(servers[call["server_label"]], call)
+            else:
+                done = {
+                    **p.item,
+                    "status": "completed",
+                    "output": await self._call_http(stored, call),
+                }
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish(stored, ordinal, "cancelled", None))
+            raise
+        await self._finish(stored, ordinal, "completed", done)
+        return done
+
+    async def _call_http(self, stored: StoredResponse, call: dict[str, Any]) -> str:
+        tool = self.registry.get(call["name"])
+        assert tool is not None
+        return await self.http.call(
+            tool, call_id=call["call_id"], arguments=call["arguments"], response_id=stored.id
+        )
+
+    async def _call_mcp(self, server: McpServer, call: dict[str, Any]) -> dict[str, Any]:
+        output: str | None = None
+        try:
+            arguments = json.loads(call["arguments"] or "{}")
+            if not isinstance(arguments, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            error: str | None = "arguments must be a JSON object"
+        else:
+            try:
+                output, error = await call_mcp_tool(
+                    server.url,
+                    server.headers,
+                    call["name"],
+                    arguments,
+                    timeout_s=self.mcp_timeout_s,
+                )
+            except McpError as exc:
+                error = str(exc)
+        status = "completed" if error is None else "failed"
+        return {**call, "output": output, "error": error, "status": status}
+
+    async def _skipped_step(
+        self, stored: StoredResponse, ordinal: int, p: _Pending, reason: str
+    ) -> dict[str, Any]:
+        if p.call["type"] == "mcp_call":
+            done = {**p.call, "error": reason, "status": "incomplete"}
+        else:
+            done = {**p.item, "output": tool_error(reason), "status": "incomplete"}
+        request = {"type": p.call["type"], "name": p.call["name"], "skipped": reason}
+        await self.store.start_step(stored.id, ordinal, "tool_call", request)
+        await self._finish(stored, ordinal, "cancelled", done)
+        return done
+
+    async def _finish(
+        self, stored: StoredResponse, ordinal: int, status: str, item: dict[str, Any] | None
+    ) -> None:
+        result = {"items": [item] if item is not None else []}
+        await self.store.finish_step(
+            stored.id, ordinal, status=status, result=result, usage=None, error=None
+        )
