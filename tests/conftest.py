@@ -26,6 +26,7 @@ from app.demo.upstream import create_app as create_demo_upstream
 from app.http.server import build_app
 from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
+from tests.mcp_server import McpTestServer, run_mcp_server
 from tests.processes import (
     STARTUP_TIMEOUT_S,
     Command,
@@ -111,7 +112,22 @@ def tools_file(tool_server: ToolServer, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def make_settings(database_url: str, upstream_url: str, tools_file: str) -> Callable[..., Settings]:
+def mcp_server() -> Iterator[McpTestServer]:
+    """A real MCP server (streamable HTTP); every API and worker may use it."""
+    with run_mcp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mcp_allowed(mcp_server: McpTestServer) -> str:
+    """MCP_ALLOWED_URLS for the suite: the test MCP server only."""
+    return mcp_server.url.rsplit("/", 1)[0] + "/"
+
+
+@pytest.fixture(scope="session")
+def make_settings(
+    database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
+) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,
@@ -120,6 +136,7 @@ def make_settings(database_url: str, upstream_url: str, tools_file: str) -> Call
             "sse_keepalive_s": 0.5,
             "tools_file": tools_file,
             "max_model_turns": TEST_MAX_MODEL_TURNS,
+            "mcp_allowed_urls": mcp_allowed,
         }
         values.update(overrides)
         return Settings(**values)
@@ -151,7 +168,10 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         yield conn
 
 
-def service_env(database_url: str, upstream_url: str, tools_file: str) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def service_env(
+    database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
+) -> dict[str, str]:
     """Environment for a Ferry process on the test database, demo upstream and tools."""
     return command_env(
         DATABASE_URL=database_url,
@@ -159,23 +179,24 @@ def service_env(database_url: str, upstream_url: str, tools_file: str) -> dict[s
         SSE_KEEPALIVE_S="0.5",
         TOOLS_FILE=tools_file,
         MAX_MODEL_TURNS=str(TEST_MAX_MODEL_TURNS),
+        MCP_ALLOWED_URLS=mcp_allowed,
     )
 
 
 @pytest.fixture(scope="session")
-def worker(database_url: str, upstream_url: str, tools_file: str) -> Iterator[Command]:
+def worker(service_env: dict[str, str]) -> Iterator[Command]:
     """A real worker process (`python -m worker`) running background and flex jobs."""
-    env = service_env(database_url, upstream_url, tools_file)
+    env = service_env
     with run_command("-m", "worker", "--concurrency", "4", env=env) as process:
         process.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
         yield process
 
 
 @pytest.fixture(scope="session")
-def second_api_url(database_url: str, upstream_url: str, tools_file: str) -> Iterator[str]:
+def second_api_url(service_env: dict[str, str]) -> Iterator[str]:
     """Another API, as its own process (`python -m app serve`) on the same database."""
     port = free_port()
-    env = service_env(database_url, upstream_url, tools_file)
+    env = service_env
     with run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=env) as api:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(api, url)

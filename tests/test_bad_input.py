@@ -9,6 +9,14 @@ import openai
 import psycopg
 import pytest
 
+# A well-formed MCP tool; the test API allows only the suite's own MCP server.
+MCP = {
+    "type": "mcp",
+    "server_label": "calc",
+    "server_url": "http://127.0.0.1:9/mcp",
+    "require_approval": "never",
+}
+
 
 def count_responses(db: psycopg.Connection[dict[str, Any]]) -> int:
     row = db.execute("SELECT count(*) AS n FROM responses").fetchone()
@@ -40,6 +48,20 @@ def count_responses(db: psycopg.Connection[dict[str, Any]]) -> int:
         ({"model": "demo", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
         ({"model": "demo", "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
         ({"model": "demo", "input": "hi", "no_such_parameter": 1}, "no_such_parameter"),
+        (
+            {
+                "model": "demo",
+                "input": "hi",
+                "tools": [MCP | {"server_url": "http://elsewhere.test/mcp"}],
+            },
+            "tools[0].server_url",
+        ),
+        (
+            {"model": "demo", "input": "hi", "tools": [MCP | {"require_approval": "always"}]},
+            "tools[0].require_approval",
+        ),
+        ({"model": "demo", "input": "hi", "tools": [MCP, MCP]}, "tools[1].server_label"),
+        ({"model": "demo", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         # A registered server-side tool's name is not free for a client tool.
         (
             {

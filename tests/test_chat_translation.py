@@ -655,7 +655,15 @@ def test_mcp_call_becomes_a_call_and_its_result() -> None:
         "output": "2",
         "error": None,
     }
-    failed = {**done, "id": "mcp_2", "output": None, "error": "boom"}
+    failed = {
+        **done,
+        "id": "mcp_2",
+        "output": None,
+        "error": {
+            "type": "mcp_tool_execution_error",
+            "content": [{"type": "text", "text": "boom"}],
+        },
+    }
     assert to_chat_messages(None, [done, failed]) == [
         {
             "role": "assistant",

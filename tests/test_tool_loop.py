@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import TEST_MAX_MODEL_TURNS
+from tests.mcp_server import McpTestServer
 from tests.tool_server import ToolServer
 from tests.waiting import wait_for
 
@@ -205,3 +206,63 @@ def test_turn_limit_ends_incomplete(
     assert final["incomplete_details"] == {"reason": "max_turns"}
     assert len(tool_server.calls_for(final["id"])) == TEST_MAX_MODEL_TURNS
     assert_each_call_seen_once(tool_server, final)
+
+
+def mcp_tool(server: McpTestServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "mcp",
+        "server_label": "calc",
+        "server_url": server.url,
+        "require_approval": "never",
+        **extra,
+    }
+
+
+def test_mcp_round_trip(client: openai.OpenAI, mcp_server: McpTestServer, mode: str) -> None:
+    a, b = secrets.randbelow(1000), secrets.randbelow(1000)
+    final, events = create(
+        client,
+        mode,
+        input=unique(f'[[call:add {{"a": {a}, "b": {b}}}]]'),
+        tools=[mcp_tool(mcp_server, allowed_tools=["add", "echo"])],
+    )
+    assert final["status"] == "completed"
+    assert types(final["output"]) == ["mcp_list_tools", "mcp_call", "message"]
+    listed, call, _ = final["output"]
+    assert listed["server_label"] == "calc"
+    assert sorted(t["name"] for t in listed["tools"]) == ["add", "echo"]
+    assert call["name"] == "add"
+    assert json.loads(call["arguments"]) == {"a": a, "b": b}
+    assert call["output"] == str(a + b)
+    assert call["error"] is None
+    assert call["status"] == "completed"
+    assert text_of(final["output"]) == f"Tool results: add={a + b}"
+    assert len(mcp_server.calls_matching("add", {"a": a, "b": b})) == 1
+    if events:
+        kinds = [e["type"] for e in events]
+        for expected in (
+            "response.mcp_list_tools.in_progress",
+            "response.mcp_list_tools.completed",
+            "response.mcp_call_arguments.done",
+            "response.mcp_call.in_progress",
+            "response.mcp_call.completed",
+        ):
+            assert expected in kinds
+        done = [e for e in events if e["type"] == "response.output_item.done"]
+        assert [e["output_index"] for e in done] == [0, 1, 2]
+
+
+def test_mcp_tool_error_is_seen_by_the_model(
+    client: openai.OpenAI, mcp_server: McpTestServer, mode: str
+) -> None:
+    final, _ = create(
+        client,
+        mode,
+        input=unique('[[call:fail {"reason": "out of paper"}]]'),
+        tools=[mcp_tool(mcp_server)],
+    )
+    call = final["output"][1]
+    assert call["status"] == "failed"
+    assert call["error"]["type"] == "mcp_tool_execution_error"
+    assert "out of paper" in call["error"]["content"][0]["text"]
+    assert "out of paper" in text_of(final["output"])

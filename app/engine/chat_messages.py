@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from app.engine.tools.mcp_errors import error_text as mcp_error_text
+
 ChatMessage = dict[str, Any]
 ItemHandler = Callable[[list[ChatMessage], dict[str, Any]], None]
 
@@ -128,7 +130,10 @@ def _append_mcp_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
     call = {"call_id": item["id"], "name": item["name"], "arguments": item.get("arguments", "")}
     _append_function_call(messages, call)
     error = item.get("error")
-    content = json.dumps({"error": error}) if error is not None else item.get("output") or ""
+    if error is not None:
+        content = json.dumps({"error": mcp_error_text(error)})
+    else:
+        content = item.get("output") or ""
     messages.append({"role": "tool", "tool_call_id": item["id"], "content": content})
 
 

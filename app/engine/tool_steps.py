@@ -19,6 +19,7 @@ from app.engine.run_state import RunState
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
 from app.engine.tools.mcp import McpServer, list_tools_item, offered_functions
 from app.engine.tools.mcp_client import McpError, call_mcp_tool, list_mcp_tools
+from app.engine.tools.mcp_errors import INVALID_PARAMS, execution_error, protocol_error
 from app.engine.tools.registry import ToolRegistry
 from app.store.responses import ResponseStore, StoredResponse
 
@@ -201,23 +202,25 @@ class ToolSteps:
 
     async def _call_mcp(self, server: McpServer, call: dict[str, Any]) -> dict[str, Any]:
         output: str | None = None
+        error: dict[str, Any] | None = None
         try:
             arguments = json.loads(call["arguments"] or "{}")
             if not isinstance(arguments, dict):
                 raise ValueError("not an object")
         except ValueError:
-            error: str | None = "arguments must be a JSON object"
+            error = protocol_error("arguments must be a JSON object", INVALID_PARAMS)
         else:
             try:
-                output, error = await call_mcp_tool(
+                output, failure = await call_mcp_tool(
                     server.url,
                     server.headers,
                     call["name"],
                     arguments,
                     timeout_s=self.mcp_timeout_s,
                 )
+                error = execution_error(failure) if failure is not None else None
             except McpError as exc:
-                error = str(exc)
+                error = protocol_error(str(exc))
         status = "completed" if error is None else "failed"
         return {**call, "output": output, "error": error, "status": status}
 
@@ -225,7 +228,7 @@ class ToolSteps:
         self, stored: StoredResponse, ordinal: int, p: _Pending, reason: str
     ) -> dict[str, Any]:
         if p.call["type"] == "mcp_call":
-            done = {**p.call, "error": reason, "status": "incomplete"}
+            done = {**p.call, "error": protocol_error(reason), "status": "incomplete"}
         else:
             done = {**p.item, "output": tool_error(reason), "status": "incomplete"}
         request = {"type": p.call["type"], "name": p.call["name"], "skipped": reason}
