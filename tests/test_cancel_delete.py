@@ -160,3 +160,13 @@ def test_delete_of_a_running_response_stops_it_first(
     assert upstream_ended(upstream_url, "delete-running") == "abandoned"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(queued.id)
+
+
+def test_previous_response_must_have_ended(idle_api: tuple[str, str]) -> None:
+    api, _ = idle_api
+    sdk = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+    queued = sdk.responses.create(model="demo", input="still queued", background=True)
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.responses.create(model="demo", input="next", previous_response_id=queued.id)
+    assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert info.value.body["code"] == "previous_response_not_finished"  # type: ignore[index]

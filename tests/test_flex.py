@@ -15,7 +15,7 @@ import pytest
 from app.config import Settings
 from tests.conftest import running_api
 from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import frames_from_lines
+from tests.sse import frames_from_lines, iter_frames
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -110,3 +110,31 @@ def test_flex_timeout_is_504_and_the_response_keeps_running(
 
     done = wait_for(completed, timeout_s=20, what="the flex response to complete")
     assert done.output_text == "Hello! You said: slow flex a b c d"
+
+
+def test_flex_stream_replays_a_multi_step_response_as_get_shows_it(
+    api_url: str, client: openai.OpenAI
+) -> None:
+    body = {
+        "model": "demo",
+        "input": "[[call:current_time]] flex tools",
+        "service_tier": "flex",
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=30) as response:
+        events = [event for _, event in iter_frames(response)]
+
+    done_items = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    final = events[-1]["response"]
+    assert [item["type"] for item in done_items] == [
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    stored = client.responses.with_raw_response.retrieve(final["id"]).http_response.json()
+    assert done_items == final["output"] == stored["output"]
+    assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [
+        0,
+        1,
+        2,
+    ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from app.config import Settings
+from tests.conftest import running_api
 from tests.schema import assert_valid_event, assert_valid_response
 
 WEATHER_TOOL = {
@@ -258,3 +261,14 @@ def test_parallel_calls_are_streamed_one_item_after_another(client: openai.OpenA
     final = events[-1].response
     assert [item.name for item in final.output] == ["get_weather", "get_time"]  # type: ignore[union-attr]
     assert len({item.call_id for item in final.output}) == 2  # type: ignore[union-attr]
+
+
+def test_wall_clock_limit_fails_the_response_with_timeout(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with running_api(make_settings(response_timeout_s=0.5)) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        response = sdk.responses.create(model="demo", input="a b c d e f [[delay:200]]")
+    assert response.status == "failed"
+    assert response.error is not None
+    assert response.error.code == "timeout"

@@ -266,3 +266,20 @@ def test_mcp_tool_error_is_seen_by_the_model(
     assert call["error"]["type"] == "mcp_tool_execution_error"
     assert "out of paper" in call["error"]["content"][0]["text"]
     assert "out of paper" in text_of(final["output"])
+
+
+def test_every_step_is_persisted(
+    client: openai.OpenAI, db: psycopg.Connection[dict[str, Any]], mode: str
+) -> None:
+    final, _ = create(client, mode, input=unique("[[call:current_time]] [[call:lookup_weather]]"))
+    steps = db.execute(
+        "SELECT kind, status, completed_at IS NOT NULL AS ended FROM response_steps"
+        " WHERE response_id = %s ORDER BY ordinal",
+        (final["id"],),
+    ).fetchall()
+    assert [(s["kind"], s["status"], s["ended"]) for s in steps] == [
+        ("model_call", "completed", True),
+        ("tool_call", "completed", True),
+        ("tool_call", "completed", True),
+        ("model_call", "completed", True),
+    ]

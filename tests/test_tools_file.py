@@ -76,3 +76,11 @@ def test_bad_files_are_refused_with_a_clear_reason(tmp_path: Path, text: str, me
     with pytest.raises(ToolsFileError) as info:
         load_tools(write(tmp_path, text))
     assert message in str(info.value)
+
+
+def test_the_example_file_in_the_readme_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEATHER_TOKEN", "t")
+    example = Path(__file__).resolve().parents[1] / "examples" / "tools.toml"
+    registry = load_tools(example)
+    assert set(registry.tools) == {"get_weather", "send_invoice"}
+    assert registry.tools["send_invoice"].retry_safe is False
