@@ -8,6 +8,19 @@ from typing import Any
 
 import httpx
 
+# The events of a one-message text response, in OpenAI's order (deltas folded into one).
+TEXT_EVENT_ORDER = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
 
 def iter_frames(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any]]]:
     """(event name, decoded data) for each frame; comment lines (keep-alives) are skipped."""

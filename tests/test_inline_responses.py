@@ -13,6 +13,7 @@ import pytest
 from app.config import Settings
 from tests.conftest import running_api
 from tests.schema import assert_valid_event, assert_valid_response
+from tests.sse import TEXT_EVENT_ORDER
 
 WEATHER_TOOL = {
     "type": "function",
@@ -20,18 +21,6 @@ WEATHER_TOOL = {
     "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
-
-TEXT_EVENT_ORDER = [
-    "response.created",
-    "response.in_progress",
-    "response.output_item.added",
-    "response.content_part.added",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.completed",
-]
 
 
 def collapse(types: list[str]) -> list[str]:
