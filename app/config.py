@@ -91,6 +91,38 @@ class Settings(BaseSettings):
     mcp_timeout_s: float = Field(
         default=60.0, gt=0, description="Bound on one MCP request (listing tools or a call)."
     )
+    upstream_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Tries of a model turn before its first token (connection errors, "
+        "408, 429, 5xx), with exponential backoff and jitter.",
+    )
+    upstream_backoff_base_s: float = Field(
+        default=0.5, gt=0, description="First retry delay; doubles with each retry."
+    )
+    upstream_backoff_max_s: float = Field(
+        default=20.0, gt=0, description="Longest wait between tries, Retry-After included."
+    )
+    idempotency_ttl_s: float = Field(
+        default=86400.0, gt=0, description="How long an Idempotency-Key on create is honoured."
+    )
+    max_queued_background: int = Field(
+        default=10000, ge=0, description="Queued background responses, all keys; then 429."
+    )
+    max_queued_per_key: int = Field(
+        default=1000, ge=0, description="Queued background responses per API key; then 429."
+    )
+    max_inline_per_process: int = Field(
+        default=256, ge=0, description="Inline responses one API process runs at once; then 429."
+    )
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Terminal responses older than this are deleted."
+    )
+    event_retention_hours: float = Field(
+        default=168.0,
+        gt=0,
+        description="Event logs of terminal responses older than this are deleted.",
+    )
     worker_concurrency: int = Field(default=4, ge=1)
     worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
