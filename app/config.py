@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     )
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
+    db_pool_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest wait for a database connection; then 503."
+    )
 
     upstream_base_url: str = Field(
         default="",

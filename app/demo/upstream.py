@@ -38,6 +38,12 @@ Directives (only read from the most recent ``user`` message)
 * ``[[then-call:NAME {"json": "args"}]]`` - after every tool result, call NAME again (a
   model that never stops calling tools; each round has fresh call ids).
 * ``[[status:CODE]]`` - fail the request with HTTP CODE (400-599) and an OpenAI error body.
+* ``[[fail-first:N:CODE]]`` - fail the first N requests whose last user message has the same
+  visible text (directives removed) with HTTP CODE (400-599, default 503) and an OpenAI error
+  body; later ones are answered normally. Counted per app, so a client's retries can be
+  exercised end to end.
+* ``[[retry-after:S]]`` - with ``fail-first``: send ``Retry-After: S`` (seconds, decimals
+  allowed) on those failures.
 * ``[[cut]]`` - stream the first half of the chunks, then end the body (no finish, no
   ``[DONE]``).
 * ``[[empty]]`` - 200 with an empty body.
@@ -103,6 +109,9 @@ class Directives:
     # Calls made again after every tool result: a model that never stops calling tools.
     then_calls: list[tuple[str, JSONObject]] = field(default_factory=list)
     status: int | None = None
+    # (N, CODE): fail the first N requests with the same visible text with HTTP CODE.
+    fail_first: tuple[int, int] | None = None
+    retry_after: str | None = None
     cut: bool = False
     empty: bool = False
     mid_error: bool = False
@@ -166,6 +175,10 @@ def parse_directives(bodies: list[str]) -> Directives:
                 code = _parse_int(arg)
                 if code is not None and 400 <= code <= 599:
                     found.status = code
+            case "fail-first":
+                found.fail_first = _parse_fail_first(arg) or found.fail_first
+            case "retry-after":
+                found.retry_after = _parse_seconds(arg) or found.retry_after
             case "delay":
                 delay = _parse_int(arg)
                 if delay is not None and delay >= 0:
@@ -207,6 +220,26 @@ def _parse_int(text: str) -> int | None:
         return int(text.strip())
     except ValueError:
         return None
+
+
+def _parse_fail_first(arg: str) -> tuple[int, int] | None:
+    """``N`` or ``N:CODE`` as (N, CODE); None when malformed."""
+    count_text, _, code_text = arg.partition(":")
+    count = _parse_int(count_text)
+    code = _parse_int(code_text) if code_text.strip() else 503
+    if count is None or count < 0 or code is None or not 400 <= code <= 599:
+        return None
+    return count, code
+
+
+def _parse_seconds(arg: str) -> str | None:
+    """A non-negative number of seconds, kept as written so it is sent back verbatim."""
+    text = arg.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return text if 0 <= seconds < float("inf") else None
 
 
 # --------------------------------------------------------------------------- messages
@@ -403,10 +436,13 @@ def build_usage(prompt_tokens: int, completion_tokens: int, directives: Directiv
 # --------------------------------------------------------------------------- HTTP
 
 
-def _error_response(status_code: int, message: str, error_type: str) -> JSONResponse:
+def _error_response(
+    status_code: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         {"error": {"message": message, "type": error_type, "param": None, "code": None}},
         status_code=status_code,
+        headers=headers,
     )
 
 
@@ -560,6 +596,21 @@ def _last_user_message(messages: list[JSONObject]) -> JSONObject | None:
     return next((m for m in reversed(messages) if m.get("role") == "user"), None)
 
 
+def _failing_first(request: Request, text: str, directives: Directives) -> JSONResponse | None:
+    """The error for a ``fail-first`` request still within its first N, else None."""
+    if directives.fail_first is None:
+        return None
+    limit, code = directives.fail_first
+    failures: dict[str, int] = request.app.state.fail_first_counts
+    # Keyed by the visible text, so the same prompt sent again (a retry) is counted together.
+    seen = failures.get(text, 0)
+    if seen >= limit:
+        return None
+    failures[text] = seen + 1
+    headers = {"Retry-After": directives.retry_after} if directives.retry_after else None
+    return _error_response(code, f"demo upstream error {code}", "server_error", headers)
+
+
 async def chat_completions(request: Request) -> Response:
     raw = await request.body()
     try:
@@ -578,8 +629,11 @@ async def chat_completions(request: Request) -> Response:
 
     messages: list[JSONObject] = body["messages"]
     last_user = _last_user_message(messages)
-    directive_bodies = split_directives(message_text(last_user))[1] if last_user else []
+    visible, directive_bodies = split_directives(message_text(last_user)) if last_user else ("", [])
     directives = parse_directives(directive_bodies)
+    failure = _failing_first(request, visible, directives)
+    if failure is not None:
+        return failure
     if directives.status is not None:
         return _error_response(
             directives.status, f"demo upstream error {directives.status}", "server_error"
@@ -650,4 +704,6 @@ def create_app() -> Starlette:
     )
     # Per app rather than module-global, so parallel test servers don't see each other.
     app.state.recorded_requests = deque(maxlen=MAX_RECORDED_REQUESTS)
+    # `fail-first` failures sent so far, by the visible text of the last user message.
+    app.state.fail_first_counts = {}
     return app

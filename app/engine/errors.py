@@ -16,11 +16,13 @@ class RequestError(Exception):
         param: str | None = None,
         code: str | None = None,
         status_code: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers or {}
         if status_code is not None:
             self.status_code = status_code
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from app import ids
@@ -38,6 +40,27 @@ log = logging.getLogger(__name__)
 class RateLimited(RequestError):
     status_code = 429
     error_type = "rate_limit_exceeded"
+
+
+class Conflict(RequestError):
+    status_code = 409
+
+
+class KeyTaken(Exception):
+    """Another request claimed the same Idempotency-Key first; reattach to its response."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    digest: str  # of the request body: the same key with another body is a conflict
+
+    @classmethod
+    def of(cls, key: str | None, body: Any) -> Idempotency | None:
+        if not key:
+            return None
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return cls(key=key, digest=hashlib.sha256(canonical.encode()).hexdigest())
 
 
 class Unavailable(RequestError):
@@ -78,6 +101,7 @@ class ResponsesService:
         self.instance_id = instance_id
         self.jobs = jobs
         self.notifier = notifier
+        self.inline_running = 0  # admission control: inline responses this process runs
 
     # --- accepting -------------------------------------------------------------------
 
@@ -105,17 +129,77 @@ class ResponsesService:
         )
 
     async def create_inline(
-        self, owner: str, request: CreateResponseRequest, items: list[dict[str, Any]]
+        self,
+        owner: str,
+        request: CreateResponseRequest,
+        items: list[dict[str, Any]],
+        idempotency: Idempotency | None = None,
     ) -> StoredResponse:
-        """Insert the row of a response this process will run now, holding its lease."""
+        """Insert the row of a response this process will run now, holding its lease.
+
+        Reserves one of this process's inline slots; `run` gives it back.
+        """
+        if self.inline_running >= self.settings.max_inline_per_process:
+            raise RateLimited(
+                "Too many responses are running on this server; retry shortly.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
         await self._check_references(owner, request)
         new = self._new_row(
             owner, request, items, status="in_progress", lease_owner=self.instance_id
         )
-        return await self.store.insert(new)
+        async with self.store.transaction() as conn:
+            stored = await self.store.insert(new, conn)
+            await self._claim(owner, idempotency, stored.id, conn)
+        self.inline_running += 1
+        return stored
+
+    async def _claim(
+        self, owner: str, idempotency: Idempotency | None, response_id: str, conn: Any
+    ) -> None:
+        if idempotency is None:
+            return
+        claimed = await self.store.claim_idempotency_key(
+            owner,
+            idempotency.key,
+            idempotency.digest,
+            response_id,
+            self.settings.idempotency_ttl_s,
+            conn,
+        )
+        if not claimed:
+            raise KeyTaken  # rolls the insert back: the first request's response stands
+
+    async def find_by_idempotency(
+        self, owner: str, idempotency: Idempotency | None
+    ) -> StoredResponse | None:
+        """The response an earlier create with this key made, if the key is still live.
+
+        The same key with a different body is a 409: it names another request.
+        """
+        if idempotency is None:
+            return None
+        found = await self.store.find_idempotency_key(
+            owner, idempotency.key, self.settings.idempotency_ttl_s
+        )
+        if found is None:
+            return None
+        digest, response_id = found
+        if digest != idempotency.digest:
+            raise Conflict(
+                "This Idempotency-Key was already used with a different request body.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        return await self.store.get(response_id, owner)
 
     async def create_deferred(
-        self, owner: str, request: CreateResponseRequest, items: list[dict[str, Any]]
+        self,
+        owner: str,
+        request: CreateResponseRequest,
+        items: list[dict[str, Any]],
+        idempotency: Idempotency | None = None,
     ) -> StoredResponse:
         """Insert a `queued` row and defer its job in one transaction: neither exists alone.
 
@@ -127,10 +211,13 @@ class ResponsesService:
         queue = FLEX_QUEUE if request.service_tier == "flex" else BACKGROUND_QUEUE
         if queue == FLEX_QUEUE:
             await self._admit_flex()
+        else:
+            await self._admit_background(owner)
         async with self.store.transaction() as conn:
             stored = await self.store.insert(
                 self._new_row(owner, request, items, status="queued"), conn
             )
+            await self._claim(owner, idempotency, stored.id, conn)
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
                 opening = [
@@ -142,6 +229,15 @@ class ResponsesService:
             await self.store.set_job_id(stored.id, job_id, conn)
         log.info("response queued", extra={"response_id": stored.id, "queue": queue})
         return dataclasses.replace(stored, job_id=job_id)
+
+    async def _admit_background(self, owner: str) -> None:
+        total, mine = await self.store.count_queued_background(owner)
+        if total >= self.settings.max_queued_background or mine >= self.settings.max_queued_per_key:
+            raise RateLimited(
+                "Too many background responses are queued; retry later.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "5"},
+            )
 
     async def _admit_flex(self) -> None:
         depth = await self.store.queue_depth(FLEX_QUEUE)
@@ -187,6 +283,7 @@ class ResponsesService:
             return await self.loop.run(stored, sink)
         finally:
             renewer.cancel()
+            self.inline_running -= 1
 
     async def _renew_lease(self, response_id: str) -> None:
         ttl = self.settings.inline_lease_s

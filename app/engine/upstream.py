@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import math
+import random
+import time
 from collections.abc import AsyncGenerator
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -12,6 +19,13 @@ import httpx
 from app.config import Settings
 
 log = logging.getLogger(__name__)
+
+# Statuses that say "not now" rather than "not this request": worth another try (all 5xx too).
+_RETRYABLE_STATUSES = frozenset({408, 429})
+# Transport errors that no retry can fix: a malformed URL or a request httpx refuses to send.
+_PERMANENT_TRANSPORT_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+# Bounds the backoff exponent so a huge `upstream_max_attempts` cannot overflow a float.
+_MAX_BACKOFF_EXPONENT = 32
 
 
 class UpstreamError(Exception):
@@ -44,6 +58,9 @@ def _error_message(body: bytes, status_code: int) -> str:
 class UpstreamClient:
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.upstream_base_url
+        self._max_attempts = settings.upstream_max_attempts
+        self._backoff_base_s = settings.upstream_backoff_base_s
+        self._backoff_max_s = settings.upstream_backoff_max_s
         headers = {"Accept": "text/event-stream"}
         if settings.upstream_api_key:
             headers["Authorization"] = f"Bearer {settings.upstream_api_key}"
@@ -67,16 +84,41 @@ class UpstreamClient:
 
         Ends normally at `[DONE]` or the end of the body; raises `UpstreamError` for a
         non-2xx status, an error object inside the stream, or a transport failure.
+
+        A failure before the first chunk (connection error, 408, 429, 5xx) is retried, up to
+        `upstream_max_attempts` tries in all. After a chunk has been yielded it never is: the
+        caller has already shown those tokens, and a second try could not continue them.
         """
         url = f"{self.base_url}/chat/completions"
+        attempt = 1
+        while True:
+            yielded = False
+            try:
+                # aclosing: when our caller hangs up mid-stream, the try's request is closed
+                # at once, not whenever the abandoned inner generator gets collected.
+                async with contextlib.aclosing(self._stream_once(url, body)) as chunks:
+                    async for chunk in chunks:
+                        yielded = True
+                        yield chunk
+                return
+            except _RetryableError as exc:
+                if yielded or attempt >= self._max_attempts:
+                    raise _final_error(exc, attempt, yielded) from exc
+                delay = self._retry_delay(attempt, exc.retry_after)
+                _log_retry(exc, attempt, delay)
+                await asyncio.sleep(delay)
+            except UpstreamError as exc:
+                if yielded or attempt == 1:
+                    raise
+                raise _final_error(exc, attempt, yielded) from exc
+            attempt += 1
+
+    async def _stream_once(self, url: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any]]:
+        """One try: the chunks of one upstream request; `_RetryableError` if worth another."""
         try:
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
-                    raw = await response.aread()
-                    raise UpstreamError(
-                        _error_message(raw, response.status_code),
-                        status_code=response.status_code,
-                    )
+                    raise await _status_error(response)
                 async for line in response.aiter_lines():
                     chunk = _decode_sse_line(line)
                     if chunk is None:
@@ -89,11 +131,94 @@ class UpstreamClient:
                         raise UpstreamError(f"upstream error mid-stream: {message}")
                     yield chunk
         except httpx.TimeoutException as exc:
-            raise UpstreamError(
+            raise _RetryableError(
                 f"upstream timed out ({type(exc).__name__})", code="upstream_timeout"
             ) from exc
+        except _PERMANENT_TRANSPORT_ERRORS as exc:
+            raise UpstreamError(f"upstream connection failed: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise _RetryableError(f"upstream connection failed: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed: {exc!r}") from exc
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait after failed try number `attempt`, never past the configured cap."""
+        if retry_after is not None:
+            # The upstream said when it will be ready; trust it, but only up to the cap.
+            return min(retry_after, self._backoff_max_s)
+        exponent = min(attempt - 1, _MAX_BACKOFF_EXPONENT)
+        ceiling = min(self._backoff_base_s * 2**exponent, self._backoff_max_s)
+        # Full jitter: many turns failing together must not all come back at the same moment.
+        return random.uniform(0, ceiling)
+
+
+class _RetryableError(UpstreamError):
+    """A failure another try may not repeat; `retry_after` is the upstream's own hint."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str = "upstream_error",
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, status_code=status_code, code=code)
+        self.retry_after = retry_after
+
+
+async def _status_error(response: httpx.Response) -> UpstreamError:
+    """The error for a non-2xx response: retryable for 408, 429 and 5xx, final otherwise."""
+    raw = await response.aread()
+    status = response.status_code
+    message = _error_message(raw, status)
+    if status in _RETRYABLE_STATUSES or status >= 500:
+        retry_after = _parse_retry_after(response.headers.get("retry-after"))
+        return _RetryableError(message, status_code=status, retry_after=retry_after)
+    return UpstreamError(message, status_code=status)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delay-seconds or an HTTP date); None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # HTTP dates are GMT even when marked "-0000"
+        seconds = when.timestamp() - time.time()
+    # "nan" and "inf" parse as floats too; neither is a delay.
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _final_error(exc: UpstreamError, attempts: int, yielded: bool) -> UpstreamError:
+    """The error to raise: a plain `UpstreamError`, saying how many tries it took if several."""
+    message = exc.message
+    if attempts > 1 and not yielded:
+        message = f"{message} (after {attempts} attempts)"
+    return UpstreamError(message, status_code=exc.status_code, code=exc.code)
+
+
+def _log_retry(exc: UpstreamError, attempt: int, delay: float) -> None:
+    # The error class, not the message or headers: those may echo request details.
+    cause = exc.__cause__
+    log.warning(
+        "upstream try failed before the first token; retrying",
+        extra={
+            "attempt": attempt,
+            "status": exc.status_code,
+            "error": type(cause).__name__ if cause is not None else None,
+            "delay_s": round(delay, 3),
+        },
+    )
 
 
 _DONE: dict[str, Any] = {}

@@ -50,7 +50,24 @@ def error_response(
 async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
     return error_response(
-        exc.status_code, exc.message, error_type=exc.error_type, param=exc.param, code=exc.code
+        exc.status_code,
+        exc.message,
+        error_type=exc.error_type,
+        param=exc.param,
+        code=exc.code,
+        headers=exc.headers,
+    )
+
+
+async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Postgres is down or restarting: say so at once, so clients retry, rather than hang.
+    log.warning("database unavailable", extra={"error": type(exc).__name__})
+    return error_response(
+        503,
+        "The database is unavailable; retry shortly.",
+        error_type="server_error",
+        code="database_unavailable",
+        headers={"Retry-After": "2"},
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -14,8 +15,8 @@ from starlette.routing import Route
 from app.config import Settings
 from app.engine.errors import RequestError
 from app.engine.replay import replay_events
-from app.engine.request import parse_create_request
-from app.engine.service import ResponsesService, Unavailable
+from app.engine.request import CreateResponseRequest, parse_create_request
+from app.engine.service import Idempotency, KeyTaken, ResponsesService, Unavailable
 from app.engine.sinks import DiscardSink, QueueSink
 from app.http.auth import authenticate
 from app.http.body import read_json
@@ -40,37 +41,68 @@ async def create_response(request: Request) -> Response:
     settings = request.app.state.settings
     body = await read_json(request, settings.max_body_bytes)
     create, items = parse_create_request(body)
-    service = _service(request)
     if create.background and not create.store:
         raise RequestError(
             "Background responses must be stored: 'background': true needs 'store': true.",
             param="background",
             code="invalid_value",
         )
-    if create.background:
-        stored = await service.create_deferred(owner, create, items)
-        if create.stream:
-            return _sse(_tail_frames(service, stored, after=-1))
-        return JSONResponse(await service.present(stored))
-    if create.service_tier == "flex":
-        stored = await service.create_deferred(owner, create, items)
-        if create.stream:
-            return _sse(_flex_frames(service, stored, settings))
-        final = await service.wait_until_terminal(stored, settings.flex_timeout_s)
-        if final is None:
-            raise Unavailable(
-                f"Flex response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
-                " it keeps running: retrieve it later with GET /v1/responses/{id}.",
-                code="timeout",
-                status_code=504,
-            )
-        return JSONResponse(await service.present(final))
-    stored = await service.create_inline(owner, create, items)
+    service = _service(request)
+    idempotency = Idempotency.of(request.headers.get("idempotency-key"), body)
+    earlier = await service.find_by_idempotency(owner, idempotency)
+    if earlier is None:
+        try:
+            return await _create(request, service, owner, create, items, idempotency)
+        except KeyTaken:  # a concurrent twin claimed the key first: answer with its response
+            earlier = await service.find_by_idempotency(owner, idempotency)
+            assert earlier is not None
+    log.info("idempotent retry", extra={"response_id": earlier.id})
+    return await _answer_with(service, earlier, stream=create.stream, settings=settings)
+
+
+async def _create(
+    request: Request,
+    service: ResponsesService,
+    owner: str,
+    create: CreateResponseRequest,
+    items: list[dict[str, Any]],
+    idempotency: Idempotency | None,
+) -> Response:
+    settings: Settings = request.app.state.settings
+    if create.background or create.service_tier == "flex":
+        stored = await service.create_deferred(owner, create, items, idempotency)
+        return await _answer_with(service, stored, stream=create.stream, settings=settings)
+    stored = await service.create_inline(owner, create, items, idempotency)
     current_response_id.set(stored.id)
     log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:
         return _sse(_stream_inline(request, service, stored))
     final = await service.run(stored, DiscardSink())
+    return JSONResponse(await service.present(final))
+
+
+async def _answer_with(
+    service: ResponsesService, stored: StoredResponse, *, stream: bool, settings: Settings
+) -> Response:
+    """Answer with a response running elsewhere (a worker, or the first of two twins).
+
+    A background response answers at once (its log, or its current state); any other is
+    waited for — respond-first with keep-alives when streaming — and then told whole.
+    """
+    if stored.background:
+        if stream and stored.stream:
+            return _sse(_tail_frames(service, stored, after=-1))
+        return JSONResponse(await service.present(stored))
+    if stream:
+        return _sse(_held_frames(service, stored, settings))
+    final = await service.wait_until_terminal(stored, settings.flex_timeout_s)
+    if final is None:
+        raise Unavailable(
+            f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
+            " it keeps running: retrieve it later with GET /v1/responses/{id}.",
+            code="timeout",
+            status_code=504,
+        )
     return JSONResponse(await service.present(final))
 
 
@@ -95,11 +127,11 @@ def _tail_frames(
     return frames()
 
 
-async def _flex_frames(
+async def _held_frames(
     service: ResponsesService, stored: StoredResponse, settings: Settings
 ) -> AsyncIterator[bytes]:
-    """Respond first, then hold the stream with keep-alives until the flex response ends,
-    and replay it as events. Past FLEX_TIMEOUT_S the stream ends with an `error` event."""
+    """Respond first, then hold the stream with keep-alives until the response ends, and
+    replay it as events. Past FLEX_TIMEOUT_S the stream ends with an `error` event."""
     yield KEEPALIVE
     deadline = time.monotonic() + settings.flex_timeout_s
     while True:
@@ -109,7 +141,7 @@ async def _flex_frames(
             break
         if time.monotonic() >= deadline:
             message = (
-                f"Flex response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
+                f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
                 " it keeps running: retrieve it later."
             )
             error = {"type": "server_error", "code": "timeout", "message": message, "param": None}

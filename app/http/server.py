@@ -9,6 +9,8 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -86,6 +88,8 @@ def build_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,
+            psycopg.OperationalError: errors.on_database_unavailable,
+            PoolTimeout: errors.on_database_unavailable,
             HTTPException: errors.on_http_exception,
             Exception: errors.on_unexpected,
         },

@@ -23,6 +23,8 @@ def create_pool(settings: Settings, *, name: str = "ferry") -> AsyncConnectionPo
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         kwargs={"row_factory": dict_row},
+        # Waiting for a connection is bounded: during an outage, requests fail fast (503).
+        timeout=settings.db_pool_timeout_s,
         configure=_configure,
         # Replace connections the server closed (e.g. after a Postgres restart).
         check=AsyncConnectionPool.check_connection,

@@ -95,3 +95,23 @@ SELECT sequence_number, type, data FROM response_events
 -- Items a running step has finished so far, so GET can show them before the step ends.
 UPDATE response_steps SET result = %(result)s
  WHERE response_id = %(response_id)s AND ordinal = %(ordinal)s AND status = 'in_progress';
+
+-- name: find_idempotency_key
+SELECT request_digest, response_id FROM idempotency_keys
+ WHERE owner = %(owner)s AND key = %(key)s
+   AND created_at > now() - make_interval(secs => %(ttl_s)s);
+
+-- name: claim_idempotency_key
+-- Claims the key for a new response, taking over an expired claim; no row: it is taken.
+INSERT INTO idempotency_keys (owner, key, request_digest, response_id)
+VALUES (%(owner)s, %(key)s, %(digest)s, %(response_id)s)
+ON CONFLICT (owner, key) DO UPDATE
+   SET request_digest = excluded.request_digest, response_id = excluded.response_id,
+       created_at = now()
+ WHERE idempotency_keys.created_at <= now() - make_interval(secs => %(ttl_s)s)
+RETURNING key;
+
+-- name: count_queued_background
+SELECT count(*) FILTER (WHERE true) AS total,
+       count(*) FILTER (WHERE owner = %(owner)s) AS mine
+  FROM responses WHERE status = 'queued' AND background;

@@ -257,6 +257,38 @@ class ResponseStore:
         rows = await self._all("list_events_after", {"response_id": response_id, "after": after})
         return [row["data"] for row in rows]
 
+    async def find_idempotency_key(
+        self, owner: str, key: str, ttl_s: float
+    ) -> tuple[str, str] | None:
+        """(request digest, response id) of a live claim on the key, if any."""
+        row = await self._one("find_idempotency_key", {"owner": owner, "key": key, "ttl_s": ttl_s})
+        return (row["request_digest"], row["response_id"]) if row else None
+
+    async def claim_idempotency_key(
+        self,
+        owner: str,
+        key: str,
+        digest: str,
+        response_id: str,
+        ttl_s: float,
+        conn: AsyncConnection,
+    ) -> bool:
+        """Claim the key for `response_id` in the caller's transaction; False if taken."""
+        params = {
+            "owner": owner,
+            "key": key,
+            "digest": digest,
+            "response_id": response_id,
+            "ttl_s": ttl_s,
+        }
+        return await self._one("claim_idempotency_key", params, conn) is not None
+
+    async def count_queued_background(self, owner: str) -> tuple[int, int]:
+        """Queued background responses: (all, this owner's)."""
+        row = await self._one("count_queued_background", {"owner": owner})
+        assert row is not None
+        return int(row["total"]), int(row["mine"])
+
     async def queue_depth(self, queue: str) -> int:
         row = await self._one("queue_depth", {"queue": queue})
         return int(row["depth"]) if row else 0
