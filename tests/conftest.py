@@ -137,6 +137,7 @@ def make_settings(
             "tools_file": tools_file,
             "max_model_turns": TEST_MAX_MODEL_TURNS,
             "mcp_allowed_urls": mcp_allowed,
+            "upstream_backoff_base_s": 0.05,
         }
         values.update(overrides)
         return Settings(**values)
@@ -180,6 +181,7 @@ def service_env(
         TOOLS_FILE=tools_file,
         MAX_MODEL_TURNS=str(TEST_MAX_MODEL_TURNS),
         MCP_ALLOWED_URLS=mcp_allowed,
+        UPSTREAM_BACKOFF_BASE_S="0.05",
     )
 
 

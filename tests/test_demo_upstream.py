@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import queue
+import secrets
 import socket
 import subprocess
 import sys
@@ -658,3 +659,31 @@ def test_module_entry_point_serves() -> None:
         process.wait(timeout=10)
         reader.join(timeout=10)  # the pipe hits EOF once the process is gone
         stderr.close()
+
+
+# --------------------------------------------------------------------------- fail-first
+
+
+async def test_fail_first_fails_the_same_text_n_times_then_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    marker = secrets.token_hex(8)
+    failing = user(f"flaky {marker} [[fail-first:2:429]] [[retry-after:1.5]]", stream=True)
+    # Directives are not part of the key: the same visible text counts as the same prompt.
+    moved = user(f"[[retry-after:1.5]] flaky [[fail-first:2:429]] {marker}", stream=True)
+
+    first = await client.post("/chat/completions", json=failing)
+    second = await client.post("/chat/completions", json=moved)
+    third, payloads = await stream(client, failing)
+    default_code = await client.post(
+        "/chat/completions", json=user(f"other {marker} [[fail-first:1]]")
+    )
+
+    for response in (first, second):
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "1.5"
+        assert response.json()["error"]["message"] == "demo upstream error 429"
+    assert third.status_code == 200
+    assert content_of(chunks_of(payloads)) == f"Hello! You said: flaky {marker}"
+    assert default_code.status_code == 503
+    assert "retry-after" not in default_code.headers

@@ -24,8 +24,9 @@ def types_of(events: list[dict[str, Any]]) -> list[str]:
 @pytest.mark.parametrize(
     ("directive", "message"),
     [
-        ("[[status:500]]", "upstream returned 500: demo upstream error 500"),
-        ("[[status:429]]", "upstream returned 429: demo upstream error 429"),
+        # Retryable statuses: the default 3 tries, all failing.
+        ("[[status:500]]", "upstream returned 500: demo upstream error 500 (after 3 attempts)"),
+        ("[[status:429]]", "upstream returned 429: demo upstream error 429 (after 3 attempts)"),
         ("[[cut]]", "stream ended without stop event"),
         ("[[empty]]", "empty upstream stream"),
         ("[[mid-error]]", "upstream error mid-stream: demo upstream failed mid-stream"),
@@ -79,7 +80,9 @@ def test_upstream_error_status_streams_error_then_failed(api_url: str) -> None:
         "error",
         "response.failed",
     ]
-    assert events[2]["error"]["message"] == "upstream returned 503: demo upstream error 503"
+    assert events[2]["error"]["message"] == (
+        "upstream returned 503: demo upstream error 503 (after 3 attempts)"
+    )
     assert events[3]["response"]["error"]["code"] == "upstream_error"
 
 

@@ -33,6 +33,7 @@ from app.logs import current_response_id
 from app.store.notify import EventNotifier
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, JobQueue
 from app.store.responses import NewResponse, ResponseStore, StoredResponse
+from app.store.retention import RetentionReport, apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +381,16 @@ class ResponsesService:
             "last_id": page[-1]["id"] if page else None,
             "has_more": len(items) > limit,
         }
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    async def apply_retention(self) -> RetentionReport:
+        """Delete what has outlived RETENTION_DAYS / EVENT_RETENTION_HOURS; nothing running."""
+        return await apply_retention(
+            self.store.pool,
+            response_age_s=self.settings.retention_days * 86400,
+            event_age_s=self.settings.event_retention_hours * 3600,
+        )
 
     # --- stopping --------------------------------------------------------------------
 

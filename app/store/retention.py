@@ -75,9 +75,7 @@ async def apply_retention(
     responses = await _delete_in_batches(
         pool, "delete_expired_responses", response_age_s, batch_size
     )
-    event_logs = await _delete_in_batches(
-        pool, "trim_expired_event_logs", event_age_s, batch_size
-    )
+    event_logs = await _delete_in_batches(pool, "trim_expired_event_logs", event_age_s, batch_size)
     jobs = await _delete_in_batches(pool, "delete_expired_jobs", response_age_s, batch_size)
     report = RetentionReport(
         responses_deleted=responses, event_logs_trimmed=event_logs, jobs_deleted=jobs
