@@ -16,14 +16,13 @@ from app.engine.chat_messages import to_chat_messages
 from app.engine.chat_request import chat_completion_body
 from app.engine.events import TERMINAL_EVENT_BY_STATUS, Emitter, EventSink
 from app.engine.resource import response_object
-from app.engine.run_state import Ending, RunState
-from app.engine.tool_steps import McpOffer, ToolSteps
+from app.engine.run_state import ABANDONED, Ending, RunState, TurnRecord, call_key
+from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
-from app.engine.tools.mcp import mcp_servers
+from app.engine.tools.mcp import mcp_servers, offered_functions
 from app.engine.tools.registry import ToolRegistry
-from app.engine.turn import TurnResult, TurnTranslator, run_turn
+from app.engine.turn import TurnTranslator, run_turn
 from app.engine.upstream import UpstreamClient
-from app.engine.usage import add_usage
 from app.logs import current_response_id
 from app.store.responses import ResponseStore, StoredResponse
 
@@ -49,14 +48,23 @@ class ResponseLoop:
         )
 
     async def run(
-        self, stored: StoredResponse, sink: EventSink, *, next_sequence_number: int = 0
+        self,
+        stored: StoredResponse,
+        sink: EventSink,
+        *,
+        next_sequence_number: int = 0,
+        resume: bool = False,
+        hand_back_on_cancel: bool = False,
     ) -> StoredResponse:
         """Run a response to a terminal state and return the final row.
 
         Events are numbered from `next_sequence_number`: a background stream's log already
         holds `response.created`, written when the response was accepted.
-        Cancelling the task running this (a client gone, a cancel request) ends the response
-        `cancelled`, with what was produced so far; any other failure ends it `failed`.
+        With `resume`, the steps already persisted are taken as done and the loop carries on
+        after the last finished one; steps cut off mid-way are redone.
+        Cancelling the task running this ends the response `cancelled` (a client gone, a
+        cancel request) — unless `hand_back_on_cancel`, when the response is left running
+        for another attempt (a worker shutting down). Any other failure ends it `failed`.
         """
         token = current_response_id.set(stored.id)
         emitter = Emitter(sink, next_sequence_number)
@@ -65,14 +73,17 @@ class ResponseLoop:
             running = await self.store.mark_in_progress(stored.id)
             if running is None:  # it ended (e.g. was cancelled) before the loop started
                 return await self._reload(stored)
-            snapshot = response_object(running, [])
+            if resume:
+                state = await self._restore(running)
+            snapshot = response_object(running, state.output)
             if emitter.next_sequence_number == 0:
                 await emitter.emit("response.created", response=snapshot)
             await emitter.emit("response.in_progress", response=snapshot)
             ending = await self._steps(running, emitter, state)
             return await self._finish(running, emitter, state, ending)
         except asyncio.CancelledError:
-            await asyncio.shield(self._finish_cancelled(stored, state))
+            if not hand_back_on_cancel:
+                await asyncio.shield(self._finish_cancelled(stored, state))
             raise
         except Exception:
             log.exception("response loop crashed")
@@ -80,6 +91,25 @@ class ResponseLoop:
             return await asyncio.shield(self._finish(stored, emitter, state, ending))
         finally:
             current_response_id.reset(token)
+
+    async def _restore(self, stored: StoredResponse) -> RunState:
+        """The state the persisted steps leave; steps cut off mid-way are marked abandoned."""
+        state, cut = RunState.from_steps(await self.store.steps(stored.id))
+        for step in cut:
+            await self.store.finish_step(
+                stored.id,
+                step.ordinal,
+                status="cancelled",
+                result={"items": []},
+                usage=None,
+                error=ABANDONED,
+            )
+        if cut or state.model_turns:
+            log.info(
+                "resuming",
+                extra={"steps_done": state.next_ordinal - len(cut), "steps_cut": len(cut)},
+            )
+        return state
 
     async def _steps(self, stored: StoredResponse, emitter: Emitter, state: RunState) -> Ending:
         """Model turns and server-side tool calls, until an answer, a client call or a limit."""
@@ -91,35 +121,42 @@ class ResponseLoop:
             return Ending("failed", error={"code": "timeout", "message": message})
 
     async def _turns(self, stored: StoredResponse, emitter: Emitter, state: RunState) -> Ending:
+        """Model turns and their server-side calls, carrying on from whatever `state` holds."""
         request = stored.request
         conversation = await self._conversation(stored)
         servers = mcp_servers(request)
-        mcp_offer: McpOffer = {}
-        if servers:
-            listed = await self.tool_steps.list_mcp_tools(stored, emitter, state, servers)
-            if isinstance(listed, str):
-                return Ending("failed", error={"code": "mcp_error", "message": listed})
-            mcp_offer = listed
+        unlisted = [server for server in servers if server.label not in state.mcp_listed]
+        if unlisted:
+            failure = await self.tool_steps.list_mcp_tools(stored, emitter, state, unlisted)
+            if failure is not None:
+                return Ending("failed", error={"code": "mcp_error", "message": failure})
+        mcp_offer = offered_functions([state.mcp_listed[server.label] for server in servers])
         offered = self.tools.offered_to(request)
         if request.get("tool_choice") != "none":
             offered += [function for _, function in mcp_offer.values()]
         mcp_labels = {name: label for name, (label, _) in mcp_offer.items()}
         by_label = {server.label: server for server in servers}
         max_tool_calls = request.get("max_tool_calls")
-        for _ in range(self.settings.max_model_turns):
-            messages = to_chat_messages(request.get("instructions"), conversation + state.output)
-            turn = await self._model_turn(stored, emitter, state, messages, offered, mcp_labels)
-            if turn.outcome == "failed":
-                return Ending("failed", error=turn.error)
-            if turn.outcome == "incomplete":
-                return Ending("incomplete", incomplete_details={"reason": turn.incomplete_reason})
-            calls = turn.calls
-            if not calls:
-                return Ending("completed")
-            if not all(self.tool_steps.is_server_side(call) for call in calls):
+        while True:
+            turn = state.last_turn
+            answered = turn is not None and all(call_key(c) in state.answered for c in turn.calls)
+            if turn is None or (turn.calls and answered):
+                if turn is not None and any(call_key(c) in state.skipped for c in turn.calls):
+                    return Ending("incomplete", incomplete_details={"reason": "max_tool_calls"})
+                if state.model_turns >= self.settings.max_model_turns:
+                    return Ending("incomplete", incomplete_details={"reason": "max_turns"})
+                messages = to_chat_messages(
+                    request.get("instructions"), conversation + state.output
+                )
+                turn = await self._model_turn(stored, emitter, state, messages, offered, mcp_labels)
+            ending = turn.ending()
+            if ending is not None:
+                return ending
+            pending = [call for call in turn.calls if call_key(call) not in state.answered]
+            if not all(self.tool_steps.is_server_side(call) for call in turn.calls):
                 # A turn with a client call goes back to the client whole; MCP calls in it
                 # cannot, so they are closed unrun.
-                unrun = [call for call in calls if call["type"] == "mcp_call"]
+                unrun = [call for call in pending if call["type"] == "mcp_call"]
                 await self.tool_steps.run_calls(
                     stored,
                     emitter,
@@ -130,7 +167,14 @@ class ResponseLoop:
                     skip_reason="not run: the model also called client tools in this turn",
                 )
                 return Ending("completed")
-            budget = len(calls)
+            for call in pending:
+                if call_key(call) in state.interrupted and not self.tool_steps.retry_safe(call):
+                    message = (
+                        f"the call to tool '{call['name']}' was cut off and the tool is not "
+                        "safe to retry"
+                    )
+                    return Ending("failed", error={"code": "step_abandoned", "message": message})
+            budget = len(pending)
             if max_tool_calls is not None:
                 budget = max(0, min(budget, max_tool_calls - state.tool_calls_run))
             await self.tool_steps.run_calls(
@@ -138,13 +182,10 @@ class ResponseLoop:
                 emitter,
                 state,
                 by_label,
-                run=calls[:budget],
-                skip=calls[budget:],
+                run=pending[:budget],
+                skip=pending[budget:],
                 skip_reason=f"not run: the response reached max_tool_calls ({max_tool_calls})",
             )
-            if budget < len(calls):
-                return Ending("incomplete", incomplete_details={"reason": "max_tool_calls"})
-        return Ending("incomplete", incomplete_details={"reason": "max_turns"})
 
     async def _model_turn(
         self,
@@ -154,7 +195,7 @@ class ResponseLoop:
         messages: list[dict[str, Any]],
         offered: list[dict[str, Any]],
         mcp_labels: dict[str, str],
-    ) -> TurnResult:
+    ) -> TurnRecord:
         body = chat_completion_body(stored.request, messages, extra_tools=offered)
         [ordinal] = state.claim_ordinals(1)
         # The step records the call's shape, not the whole conversation again.
@@ -174,18 +215,27 @@ class ResponseLoop:
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)
         except asyncio.CancelledError:
+            # Cut off: its partial items stay in this run's output (a cancelled response
+            # shows them), but a later attempt redoes the whole turn.
             partial = {"items": translator.partial_items()}
             state.step_results.append(partial)
             await asyncio.shield(
                 self.store.finish_step(
-                    stored.id, ordinal, status="cancelled", result=partial, usage=None, error=None
+                    stored.id,
+                    ordinal,
+                    status="cancelled",
+                    result=partial,
+                    usage=None,
+                    error=ABANDONED,
                 )
             )
             raise
-        step_result = {"items": result.items, "usage_missing": result.usage_missing}
+        step_result = {
+            "items": result.items,
+            "usage_missing": result.usage_missing,
+            "incomplete_reason": result.incomplete_reason,
+        }
         state.step_results.append(step_result)
-        state.usage = add_usage(state.usage, result.usage)
-        state.usage_missing = state.usage_missing or result.usage_missing
         await self.store.finish_step(
             stored.id,
             ordinal,
@@ -194,7 +244,14 @@ class ResponseLoop:
             usage=result.usage,
             error=result.error,
         )
-        return result
+        turn = TurnRecord(
+            outcome=result.outcome,
+            calls=result.calls,
+            error=result.error,
+            incomplete_reason=result.incomplete_reason,
+        )
+        state.record_turn(turn, result.usage, result.usage_missing)
+        return turn
 
     async def _conversation(self, stored: StoredResponse) -> list[dict[str, Any]]:
         """The previous responses' input and output, oldest first, then this input."""

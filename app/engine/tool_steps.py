@@ -15,16 +15,13 @@ from typing import Any
 
 from app import ids
 from app.engine.events import Emitter
-from app.engine.run_state import RunState
+from app.engine.run_state import ABANDONED, RunState, call_key
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
-from app.engine.tools.mcp import McpServer, list_tools_item, offered_functions
+from app.engine.tools.mcp import McpServer, list_tools_item
 from app.engine.tools.mcp_client import McpError, call_mcp_tool, list_mcp_tools
 from app.engine.tools.mcp_errors import INVALID_PARAMS, execution_error, protocol_error
 from app.engine.tools.registry import ToolRegistry
 from app.store.responses import ResponseStore, StoredResponse
-
-#: name -> (server label, function tool offered to the model)
-McpOffer = dict[str, tuple[str, dict[str, Any]]]
 
 
 def function_call_output(call: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +60,17 @@ class ToolSteps:
     def is_server_side(self, call: dict[str, Any]) -> bool:
         return call["type"] == "mcp_call" or self.registry.get(call["name"]) is not None
 
+    def retry_safe(self, call: dict[str, Any]) -> bool:
+        """Whether a call cut off mid-way may be made again (with the same Idempotency-Key).
+
+        MCP calls are redone: MCP has no idempotency key to offer, and a server whose tool
+        must not run twice should not be exposed through an automatic loop.
+        """
+        if call["type"] == "mcp_call":
+            return True
+        tool = self.registry.get(call["name"])
+        return tool is not None and tool.retry_safe
+
     # --- MCP tool listing ------------------------------------------------------------
 
     async def list_mcp_tools(
@@ -71,9 +79,8 @@ class ToolSteps:
         emitter: Emitter,
         state: RunState,
         servers: list[McpServer],
-    ) -> McpOffer | str:
+    ) -> str | None:
         """List each server's tools as an `mcp_list_tools` step; an error message on failure."""
-        items = []
         for server, ordinal in zip(servers, state.claim_ordinals(len(servers)), strict=True):
             index = len(state.output)
             placeholder = list_tools_item(server, [], None)
@@ -107,8 +114,8 @@ class ToolSteps:
             await emitter.emit("response.output_item.done", output_index=index, item=item)
             if error is not None:
                 return f"could not list the tools of MCP server '{server.label}': {error}"
-            items.append(item)
-        return offered_functions(items)
+            state.mcp_listed[server.label] = item
+        return None
 
     # --- calls -----------------------------------------------------------------------
 
@@ -148,8 +155,10 @@ class ToolSteps:
             ),
         )
         state.tool_calls_run += len(run)
+        state.skipped.update(call_key(p.call) for p in pending[len(run) :])
         for p, done in zip(pending, finished, strict=True):
             state.step_results.append({"items": [done]})
+            state.answered.add(call_key(p.call))
             if not p.announced_here:
                 outcome = "completed" if done["error"] is None else "failed"
                 await emitter.emit(
@@ -176,7 +185,7 @@ class ToolSteps:
     ) -> dict[str, Any]:
         call = p.call
         request = {"type": call["type"], "name": call["name"], "arguments": call["arguments"]}
-        request["call_id"] = call.get("call_id") or call["id"]
+        request["call_id"] = call_key(call)
         await self.store.start_step(stored.id, ordinal, "tool_call", request)
         try:
             if call["type"] == "mcp_call":
@@ -188,7 +197,7 @@ class ToolSteps:
                     "output": await self._call_http(stored, call),
                 }
         except asyncio.CancelledError:
-            await asyncio.shield(self._finish(stored, ordinal, "cancelled", None))
+            await asyncio.shield(self._finish(stored, ordinal, "cancelled", None, ABANDONED))
             raise
         await self._finish(stored, ordinal, "completed", done)
         return done
@@ -231,15 +240,25 @@ class ToolSteps:
             done = {**p.call, "error": protocol_error(reason), "status": "incomplete"}
         else:
             done = {**p.item, "output": tool_error(reason), "status": "incomplete"}
-        request = {"type": p.call["type"], "name": p.call["name"], "skipped": reason}
+        request = {
+            "type": p.call["type"],
+            "name": p.call["name"],
+            "call_id": call_key(p.call),
+            "skipped": reason,
+        }
         await self.store.start_step(stored.id, ordinal, "tool_call", request)
         await self._finish(stored, ordinal, "cancelled", done)
         return done
 
     async def _finish(
-        self, stored: StoredResponse, ordinal: int, status: str, item: dict[str, Any] | None
+        self,
+        stored: StoredResponse,
+        ordinal: int,
+        status: str,
+        item: dict[str, Any] | None,
+        error: dict[str, Any] | None = None,
     ) -> None:
         result = {"items": [item] if item is not None else []}
         await self.store.finish_step(
-            stored.id, ordinal, status=status, result=result, usage=None, error=None
+            stored.id, ordinal, status=status, result=result, usage=None, error=error
         )
