@@ -126,6 +126,28 @@ class Settings(BaseSettings):
         gt=0,
         description="Event logs of terminal responses older than this are deleted.",
     )
+    worker_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often a worker records that it is alive."
+    )
+    stall_threshold_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker silent this long is dead: its jobs are retried elsewhere.",
+    )
+    recovery_interval_s: int = Field(
+        default=5,
+        ge=1,
+        le=59,
+        description="Seconds between recovery sweeps (stalled jobs, lapsed inline leases).",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Tries of one response's job; then the response fails."
+    )
+    max_run_time_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="A job running longer than this is stopped and its response failed.",
+    )
     worker_concurrency: int = Field(default=4, ge=1)
     worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
 

@@ -365,9 +365,10 @@ def test_rejects_ages_and_batch_sizes_that_would_misbehave(scratch_url: str, con
     assert ids(conn, "SELECT id FROM responses") == {"recent_completed"}
 
 
-def test_the_worker_schedules_retention_hourly() -> None:
-    from worker.tasks import blueprint
+def test_the_worker_schedules_retention_hourly_and_recovery_often() -> None:
+    from app.config import Settings
+    from worker.tasks import build_blueprint
 
-    [schedule] = [p for p in blueprint.periodic_registry.periodic_tasks.values()]
-    assert schedule.task.name == "apply_retention"
-    assert schedule.cron == "17 * * * *"
+    blueprint = build_blueprint(Settings(recovery_interval_s=3))
+    schedules = {p.task.name: p.cron for p in blueprint.periodic_registry.periodic_tasks.values()}
+    assert schedules == {"apply_retention": "17 * * * *", "recover": "* * * * * */3"}

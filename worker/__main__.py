@@ -21,9 +21,9 @@ from app.engine.tools.registry import load_tools
 from app.engine.upstream import UpstreamClient
 from app.logs import configure_logging
 from app.store.db import create_pool
-from app.store.queue import TASK_NAMESPACE, create_job_app
+from app.store.queue import TASK_NAMESPACE, JobQueue, create_job_app
 from app.store.responses import ResponseStore
-from worker.tasks import blueprint
+from worker.tasks import build_blueprint
 
 log = logging.getLogger("worker")
 
@@ -33,7 +33,7 @@ async def run_worker(concurrency: int) -> None:
     pool = create_pool(settings, name="ferry-worker")
     await pool.open(wait=True)
     job_app = create_job_app()
-    job_app.add_tasks_from(blueprint, namespace=TASK_NAMESPACE)
+    job_app.add_tasks_from(build_blueprint(settings), namespace=TASK_NAMESPACE)
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
     store = ResponseStore(pool)
     upstream = UpstreamClient(settings)
@@ -41,7 +41,7 @@ async def run_worker(concurrency: int) -> None:
     loop = ResponseLoop(
         store, upstream, settings, tools=load_tools(settings.tools_file), tool_runner=tool_runner
     )
-    service = ResponsesService(store, loop, settings, name)
+    service = ResponsesService(store, loop, settings, name, jobs=JobQueue(job_app))
     try:
         async with job_app.open_async(pool):
             worker = asyncio.create_task(
@@ -53,6 +53,8 @@ async def run_worker(concurrency: int) -> None:
                     install_signal_handlers=False,
                     shutdown_graceful_timeout=settings.worker_shutdown_timeout_s,
                     additional_context={"service": service},
+                    update_heartbeat_interval=settings.worker_heartbeat_s,
+                    stalled_worker_timeout=settings.stall_threshold_s,
                 )
             )
             loop = asyncio.get_running_loop()

@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import procrastinate
 from procrastinate import JobContext
 
+from app.config import Settings
 from app.engine.service import ResponsesService
 from app.store.queue import RUN_RESPONSE
 
-blueprint = procrastinate.Blueprint()
+log = logging.getLogger(__name__)
 
 
-@blueprint.task(name=RUN_RESPONSE, pass_context=True)
 async def run_response(context: JobContext, response_id: str) -> None:
-    """Run a background or flex response. A cancel aborts the job, cancelling this task."""
+    """Run (or resume) a background, flex or handed-over response.
+
+    A cancel aborts the job, cancelling this task; so does a worker shutdown past its grace
+    period, after which the job is retried (the response resumes on another worker).
+    """
     service: ResponsesService = context.additional_context["service"]
     await service.run_deferred(response_id)
 
 
-@blueprint.periodic(cron="17 * * * *", periodic_id="retention")
-@blueprint.task(name="apply_retention", pass_context=True, queueing_lock="ferry-retention")
+async def recover(context: JobContext, timestamp: int) -> None:
+    """Retry the jobs of dead workers; hand inline work of dead API processes to workers."""
+    service: ResponsesService = context.additional_context["service"]
+    report = await service.recover()
+    if any(report.values()):
+        log.info("recovery sweep", extra=report)
+
+
 async def apply_retention(context: JobContext, timestamp: int) -> None:
     """Hourly: delete old terminal responses, old event logs and finished jobs."""
     service: ResponsesService = context.additional_context["service"]
     await service.apply_retention()
+
+
+def build_blueprint(settings: Settings) -> procrastinate.Blueprint:
+    """The worker's tasks; schedules and retry limits come from the settings."""
+    blueprint = procrastinate.Blueprint()
+    blueprint.task(
+        name=RUN_RESPONSE,
+        pass_context=True,
+        # Retried when cancelled by a shutdown; a dead worker's job is retried by `recover`.
+        retry=procrastinate.RetryStrategy(
+            max_attempts=settings.max_attempts, retry_exceptions=[asyncio.CancelledError]
+        ),
+    )(run_response)
+    every = settings.recovery_interval_s
+    blueprint.periodic(cron=f"* * * * * */{every}", periodic_id="recovery")(
+        blueprint.task(name="recover", pass_context=True, queueing_lock="ferry-recovery")(recover)
+    )
+    blueprint.periodic(cron="17 * * * *", periodic_id="retention")(
+        blueprint.task(name="apply_retention", pass_context=True, queueing_lock="ferry-retention")(
+            apply_retention
+        )
+    )
+    return blueprint

@@ -28,6 +28,9 @@ from app.store.responses import ResponseStore, StoredResponse
 
 log = logging.getLogger(__name__)
 
+# Cancel a run with this message to leave its response running for another process.
+HAND_BACK = "hand back"
+
 
 class ResponseLoop:
     def __init__(
@@ -81,8 +84,8 @@ class ResponseLoop:
             await emitter.emit("response.in_progress", response=snapshot)
             ending = await self._steps(running, emitter, state)
             return await self._finish(running, emitter, state, ending)
-        except asyncio.CancelledError:
-            if not hand_back_on_cancel:
+        except asyncio.CancelledError as cancelled:
+            if not (hand_back_on_cancel or HAND_BACK in cancelled.args):
                 await asyncio.shield(self._finish_cancelled(stored, state))
             raise
         except Exception:

@@ -19,19 +19,21 @@ from typing import Any
 from app import ids
 from app.config import Settings
 from app.engine.assembly import assemble_output
+from app.engine.cut_items import cut_off_items
 from app.engine.errors import NotFound, RequestError
 from app.engine.event_log import EventLogSink
-from app.engine.events import EventSink
-from app.engine.loop import ResponseLoop
+from app.engine.events import TERMINAL_EVENT_BY_STATUS, EventSink
+from app.engine.loop import HAND_BACK, ResponseLoop
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import response_object
+from app.engine.run_state import ABANDONED
 from app.engine.sinks import DiscardSink
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.usage import add_usage
 from app.logs import current_response_id
 from app.store.notify import EventNotifier
-from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, JobQueue
+from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, RUN_RESPONSE_TASK, JobQueue
 from app.store.responses import NewResponse, ResponseStore, StoredResponse
 from app.store.retention import RetentionReport, apply_retention
 
@@ -279,42 +281,75 @@ class ResponsesService:
         """Run the loop inline; while it runs, keep renewing the lease this process holds."""
         if stored.lease_owner != self.instance_id:
             return await self.loop.run(stored, sink)
-        renewer = asyncio.create_task(self._renew_lease(stored.id), name=f"lease {stored.id}")
+        running = asyncio.current_task()
+        assert running is not None
+        renewer = asyncio.create_task(
+            self._renew_lease(stored.id, running), name=f"lease {stored.id}"
+        )
         try:
             return await self.loop.run(stored, sink)
         finally:
             renewer.cancel()
             self.inline_running -= 1
 
-    async def _renew_lease(self, response_id: str) -> None:
+    async def _renew_lease(self, response_id: str, running: asyncio.Task[Any]) -> None:
         ttl = self.settings.inline_lease_s
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                await self.store.renew_lease(response_id, self.instance_id, ttl)
+                held = await self.store.renew_lease(response_id, self.instance_id, ttl)
             except Exception:
                 # A missed renewal is retried next period; the lease outlives two misses.
                 log.warning("could not renew the lease", exc_info=True)
+                continue
+            if not held:
+                # It lapsed and a worker took the response over: two runs must not race.
+                log.warning("lost the lease; stopping the inline run")
+                running.cancel(HAND_BACK)
+                return
 
     async def run_deferred(self, response_id: str) -> None:
-        """Run a queued response in a worker; the event log is its sink when it streams."""
+        """Run (or resume) a response in a worker; its event log is the sink when it streams.
+
+        Whatever earlier attempts finished is kept: the loop carries on after the last
+        finished step. A cancellation (the worker shutting down) hands the response back
+        for another attempt instead of ending it.
+        """
         token = current_response_id.set(response_id)
         try:
             stored = await self.store.get_any_owner(response_id)
             if stored is None or stored.is_terminal:
                 log.info("nothing to run: response gone or already ended")
                 return
+            options = {"resume": True, "hand_back_on_cancel": True}
             if not (stored.background and stored.stream):
-                await self.loop.run(stored, DiscardSink())
+                await self.loop.run(stored, DiscardSink(), **options)
                 return
             sink = EventLogSink(self.store, stored.id, self.settings.event_flush_interval_s)
-            next_number = await self.store.last_sequence_number(stored.id) + 1
             try:
-                await self.loop.run(stored, sink, next_sequence_number=next_number)
+                next_number = await self._close_cut_items(stored.id, sink)
+                await self.loop.run(stored, sink, next_sequence_number=next_number, **options)
             finally:
                 await asyncio.shield(sink.aclose())
         finally:
             current_response_id.reset(token)
+
+    async def _close_cut_items(self, response_id: str, sink: EventLogSink) -> int:
+        """Close the items an earlier attempt left open in the log; the next number to use."""
+        logged = await self.store.events_after(response_id, -1)
+        next_number = logged[-1]["sequence_number"] + 1 if logged else 0
+        for index, item in cut_off_items(logged):
+            await sink.send(
+                {
+                    "type": "response.output_item.done",
+                    "sequence_number": next_number,
+                    "output_index": index,
+                    "item": item,
+                }
+            )
+            next_number += 1
+        await sink.flush()
+        return next_number
 
     # --- showing ---------------------------------------------------------------------
 
@@ -413,32 +448,101 @@ class ResponsesService:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         log.info("response deleted", extra={"response_id": response_id})
 
-    async def _stop(self, stored: StoredResponse) -> StoredResponse:
-        """End a running response `cancelled` and abort its job, in one transaction.
+    async def _stop(
+        self,
+        stored: StoredResponse,
+        *,
+        status: str = "cancelled",
+        error: dict[str, Any] | None = None,
+        abort_job: bool = True,
+    ) -> StoredResponse:
+        """End a running response from outside its loop (`cancelled`, or `failed` by the
+        recovery sweep) and abort its job, in one transaction.
 
         The terminal event is appended under the row lock that the worker's flushes also
         take, so the log ends with it and nothing the worker still sends gets in after.
         """
         steps = await self.store.steps(stored.id)
-        output = assemble_output(s.result for s in steps)
+        output = assemble_output(s.result for s in steps if s.error != ABANDONED)
         usage = None
         for step in steps:
             usage = add_usage(usage, step.usage)
         async with self.store.transaction() as conn:
             final = await self.store.finish(
-                stored.id, status="cancelled", output=output, usage=usage, conn=conn
+                stored.id, status=status, output=output, usage=usage, error=error, conn=conn
             )
             if final is None:  # it ended on its own meanwhile
-                return await self.get(stored.owner, stored.id)
+                return await self.store.get_any_owner(stored.id) or stored
             if final.background and final.stream:
                 number = await self.store.last_sequence_number(stored.id, conn) + 1
-                event = {
-                    "type": "response.cancelled",
-                    "sequence_number": number,
-                    "response": response_object(final, output),
-                }
-                await self.store.append_events(stored.id, [event], conn)
-            if final.job_id is not None and self.jobs is not None:
+                events = []
+                if error is not None:
+                    events.append(
+                        {
+                            "type": "error",
+                            "sequence_number": number,
+                            "error": {**error, "type": "server_error", "param": None},
+                        }
+                    )
+                    number += 1
+                events.append(
+                    {
+                        "type": TERMINAL_EVENT_BY_STATUS[status],
+                        "sequence_number": number,
+                        "response": response_object(final, output),
+                    }
+                )
+                await self.store.append_events(stored.id, events, conn)
+            if abort_job and final.job_id is not None and self.jobs is not None:
                 await self.jobs.abort(final.job_id, conn)
-        log.info("response cancelled", extra={"response_id": stored.id})
+        log.info("response ended from outside", extra={"response_id": stored.id, "status": status})
         return final
+
+    # --- recovery --------------------------------------------------------------------
+
+    async def recover(self) -> dict[str, int]:
+        """One sweep: retry the jobs of dead workers, stop overrunning jobs, and hand inline
+        responses whose API process died over to a worker. Run by a periodic task."""
+        assert self.jobs is not None
+        report = {"retried": 0, "gave_up": 0, "overran": 0, "handed_over": 0}
+        for job in await self.jobs.stalled_response_jobs(self.settings.stall_threshold_s):
+            response_id = str(job.task_kwargs["response_id"])
+            if job.attempts + 1 >= self.settings.max_attempts:
+                await self._fail(
+                    response_id, "max_attempts", f"gave up after {job.attempts + 1} attempts"
+                )
+                report["gave_up"] += 1
+            # Retried even when given up on: the attempt finds the response ended and stops,
+            # and the job leaves `doing`.
+            await self.jobs.retry(job)
+            report["retried"] += 1
+            log.warning("retrying the job of a dead worker", extra={"response_id": response_id})
+        for job_id, response_id in await self.store.overrunning_jobs(
+            RUN_RESPONSE_TASK, self.settings.max_run_time_s
+        ):
+            message = f"the response ran longer than {self.settings.max_run_time_s:g}s"
+            await self._fail(response_id, "timeout", message)
+            report["overran"] += 1
+            log.warning(
+                "stopped an overrunning job", extra={"response_id": response_id, "job_id": job_id}
+            )
+        for response_id in await self.store.lapsed_inline_leases():
+            if await self._hand_over(response_id):
+                report["handed_over"] += 1
+        return report
+
+    async def _fail(self, response_id: str, code: str, message: str) -> None:
+        stored = await self.store.get_any_owner(response_id)
+        if stored is not None and not stored.is_terminal:
+            await self._stop(stored, status="failed", error={"code": code, "message": message})
+
+    async def _hand_over(self, response_id: str) -> bool:
+        """Give an inline response whose API process died to a worker, to resume it."""
+        assert self.jobs is not None
+        async with self.store.transaction() as conn:
+            if not await self.store.take_over_lease(response_id, conn):
+                return False
+            job_id = await self.jobs.defer_response(response_id, BACKGROUND_QUEUE, conn)
+            await self.store.set_job_id(response_id, job_id, conn)
+        log.warning("inline response handed over to a worker", extra={"response_id": response_id})
+        return True

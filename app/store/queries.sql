@@ -25,7 +25,8 @@ RETURNING *;
 -- name: renew_lease
 UPDATE responses
    SET lease_expires_at = now() + make_interval(secs => %(lease_ttl_s)s), updated_at = now()
- WHERE id = %(id)s AND lease_owner = %(lease_owner)s AND status IN ('queued', 'in_progress');
+ WHERE id = %(id)s AND lease_owner = %(lease_owner)s AND status IN ('queued', 'in_progress')
+RETURNING id;
 
 -- name: finish_response
 -- Only a response still running can end; the first terminal state wins.
@@ -115,3 +116,24 @@ RETURNING key;
 SELECT count(*) FILTER (WHERE true) AS total,
        count(*) FILTER (WHERE owner = %(owner)s) AS mine
   FROM responses WHERE status = 'queued' AND background;
+
+-- name: overrunning_jobs
+-- Response jobs running longer than allowed, their worker alive or not.
+SELECT j.id AS job_id, j.args ->> 'response_id' AS response_id
+  FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.task_name = %(task_name)s
+   AND (SELECT max(e.at) FROM procrastinate_events e
+         WHERE e.job_id = j.id AND e.type = 'started') < now() - make_interval(secs => %(max_run_s)s);
+
+-- name: lapsed_inline_leases
+-- Inline responses whose API process stopped renewing its lease: it died, or lost the database.
+SELECT id FROM responses
+ WHERE status = 'in_progress' AND lease_owner IS NOT NULL AND lease_expires_at < now()
+ ORDER BY lease_expires_at
+ LIMIT %(limit)s;
+
+-- name: take_over_lease
+UPDATE responses SET lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+ WHERE id = %(id)s AND status = 'in_progress' AND lease_owner IS NOT NULL
+   AND lease_expires_at < now()
+RETURNING id;

@@ -7,6 +7,7 @@ flex jobs have a lower priority, so they run when nothing else waits.
 from __future__ import annotations
 
 import procrastinate
+from procrastinate import jobs
 from psycopg import AsyncConnection
 
 TASK_NAMESPACE = "ferry"
@@ -36,3 +37,14 @@ class JobQueue:
     async def abort(self, job_id: int, conn: AsyncConnection) -> None:
         """Cancel a waiting job, or ask the worker running it to stop (it is cancelled)."""
         await self.job_app.job_manager.cancel_job_by_id_async(job_id, abort=True, connection=conn)
+
+    async def stalled_response_jobs(self, stall_threshold_s: float) -> list[jobs.Job]:
+        """Response jobs whose worker stopped sending heartbeats (it died)."""
+        found = await self.job_app.job_manager.get_stalled_jobs(
+            task_name=RUN_RESPONSE_TASK, seconds_since_heartbeat=stall_threshold_s
+        )
+        return list(found)
+
+    async def retry(self, job: jobs.Job) -> None:
+        """Put a stalled job back in its queue, for any worker to pick up."""
+        await self.job_app.job_manager.retry_job(job)

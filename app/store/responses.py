@@ -143,10 +143,10 @@ class ResponseStore:
         row = await self._one("mark_in_progress", {"id": response_id})
         return StoredResponse(**row) if row else None
 
-    async def renew_lease(self, response_id: str, lease_owner: str, ttl_s: float) -> None:
-        await self._execute(
-            "renew_lease", {"id": response_id, "lease_owner": lease_owner, "lease_ttl_s": ttl_s}
-        )
+    async def renew_lease(self, response_id: str, lease_owner: str, ttl_s: float) -> bool:
+        """Extend the lease; False when it is no longer ours (it lapsed and was taken over)."""
+        params = {"id": response_id, "lease_owner": lease_owner, "lease_ttl_s": ttl_s}
+        return await self._one("renew_lease", params) is not None
 
     async def finish(
         self,
@@ -288,6 +288,17 @@ class ResponseStore:
         row = await self._one("count_queued_background", {"owner": owner})
         assert row is not None
         return int(row["total"]), int(row["mine"])
+
+    async def overrunning_jobs(self, task_name: str, max_run_s: float) -> list[tuple[int, str]]:
+        rows = await self._all("overrunning_jobs", {"task_name": task_name, "max_run_s": max_run_s})
+        return [(int(r["job_id"]), str(r["response_id"])) for r in rows]
+
+    async def lapsed_inline_leases(self, limit: int = 100) -> list[str]:
+        return [r["id"] for r in await self._all("lapsed_inline_leases", {"limit": limit})]
+
+    async def take_over_lease(self, response_id: str, conn: AsyncConnection) -> bool:
+        """Clear a lapsed lease in the caller's transaction; False if it is not lapsed now."""
+        return await self._one("take_over_lease", {"id": response_id}, conn) is not None
 
     async def queue_depth(self, queue: str) -> int:
         row = await self._one("queue_depth", {"queue": queue})

@@ -1,0 +1,44 @@
+"""Items a crash cut off in a streamed response's event log, to be closed as `incomplete`.
+
+A resumed run redoes the interrupted step, which opens new items; before it does, every
+item the log shows as added but never done is closed, so a client replaying the log never
+sees an item left open. An `mcp_call` is the exception: its call is redone and the same
+item is completed in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TEXT_DELTA = "response.output_text.delta"
+_ARGUMENTS_DELTA = "response.function_call_arguments.delta"
+
+
+def cut_off_items(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(output index, item closed `incomplete`) for each item the log left open, in order."""
+    opened: dict[str, tuple[int, dict[str, Any]]] = {}
+    text: dict[str, list[str]] = {}
+    arguments: dict[str, list[str]] = {}
+    for event in events:
+        kind = event["type"]
+        if kind == "response.output_item.added":
+            opened[event["item"]["id"]] = (event["output_index"], event["item"])
+        elif kind == "response.output_item.done":
+            opened.pop(event["item"]["id"], None)
+        elif kind == _TEXT_DELTA:
+            text.setdefault(event["item_id"], []).append(event["delta"])
+        elif kind == _ARGUMENTS_DELTA:
+            arguments.setdefault(event["item_id"], []).append(event["delta"])
+    closed = []
+    for item_id, (index, item) in opened.items():
+        if item["type"] == "mcp_call":
+            continue
+        done = {**item, "status": "incomplete"}
+        if item["type"] == "message":
+            done["content"] = [
+                {"type": "output_text", "text": "".join(text.get(item_id, [])), "annotations": []}
+            ]
+        elif item["type"] == "function_call":
+            done["arguments"] = "".join(arguments.get(item_id, []))
+        closed.append((index, done))
+    return closed
