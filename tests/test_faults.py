@@ -1,0 +1,338 @@
+"""Fault injection on real processes: workers killed with SIGKILL in the middle of a model
+turn or of a tool call, an API process killed mid-stream, a worker stopped with SIGTERM.
+
+Each scenario runs on a database of its own with its own worker processes, tuned to notice
+a dead worker within about two seconds. The promise checked: every response still ends, with
+the output an undisturbed run gives; no sequence number repeats or goes missing; a tool
+saw each Idempotency-Key at most twice and applied its effect once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.config import Settings
+from app.store.migrate import apply_migrations
+from tests.conftest import running_api, scratch_database
+from tests.processes import (
+    STARTUP_TIMEOUT_S,
+    Command,
+    command_env,
+    free_port,
+    run_command,
+    wait_until_healthy,
+)
+from tests.servers import serve
+from tests.sse import iter_frames
+from tests.waiting import wait_for
+
+KILL_POINTS = range(1, 11)
+RECOVERY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class GatedTool:
+    """A payment-like tool: the effect happens on arrival, the answer waits for the gate.
+
+    It deduplicates by Idempotency-Key, as a tool built for retries does: a repeated key gets
+    the first answer back without a second effect.
+    """
+
+    seen: dict[str, int] = field(default_factory=dict)
+    effects: dict[str, int] = field(default_factory=dict)
+    arrived: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        self.arrived.clear()
+        self.gate.clear()
+
+    def app(self) -> Starlette:
+        async def pay(request: Request) -> JSONResponse:
+            key = request.headers["idempotency-key"]
+            arguments = json.loads(await request.body())
+            with self.lock:
+                self.seen[key] = self.seen.get(key, 0) + 1
+                first = key not in self.effects
+                if first:
+                    self.effects[key] = 1
+            self.arrived.set()
+            # Held until the test has killed the worker waiting for this answer.
+            await asyncio.to_thread(self.gate.wait, RECOVERY_TIMEOUT_S)
+            return JSONResponse({"paid": arguments.get("n"), "first_time": first})
+
+        return Starlette(routes=[Route("/pay", pay, methods=["POST"])])
+
+
+@dataclass
+class Faults:
+    database_url: str
+    api_url: str
+    env: dict[str, str]
+    tool: GatedTool
+    workers: list[Command] = field(default_factory=list)
+
+    def start_worker(self, stack: contextlib.ExitStack) -> Command:
+        worker = stack.enter_context(
+            run_command("-m", "worker", "--concurrency", "2", env=self.env)
+        )
+        worker.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
+        return worker
+
+
+@pytest.fixture(scope="module")
+def faults(
+    postgres_admin_url: str,
+    upstream_url: str,
+    make_settings: Callable[..., Settings],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Faults]:
+    tool = GatedTool()
+    with (
+        scratch_database(postgres_admin_url) as database_url,
+        serve(tool.app(), ready_path="/pay", lifespan="off", ready_status=405) as tool_url,
+    ):
+        asyncio.run(apply_migrations(database_url))
+        tools_file = tmp_path_factory.mktemp("fault-tools") / "tools.toml"
+        tools_file.write_text(
+            f'[[tools]]\nname = "pay"\nurl = "{tool_url}/pay"\ntimeout_s = 60\n\n'
+            f'[[tools]]\nname = "pay_unsafe"\nurl = "{tool_url}/pay"\ntimeout_s = 60\n'
+            "retry_safe = false\n"
+        )
+        tuning = {
+            "WORKER_HEARTBEAT_S": "0.5",
+            "STALL_THRESHOLD_S": "2",
+            "RECOVERY_INTERVAL_S": "1",
+            "INLINE_LEASE_S": "1.5",
+            "EVENT_FLUSH_INTERVAL_S": "0.02",
+            "WORKER_SHUTDOWN_TIMEOUT_S": "0.5",
+            "SSE_KEEPALIVE_S": "0.5",
+        }
+        env = command_env(
+            DATABASE_URL=database_url,
+            UPSTREAM_BASE_URL=upstream_url,
+            TOOLS_FILE=str(tools_file),
+            **tuning,
+        )
+        settings = make_settings(database_url=database_url, tools_file=str(tools_file))
+        with running_api(settings) as api_url:
+            yield Faults(database_url, api_url, env, tool)
+
+
+def kill(process: Command) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.popen.wait(timeout=10)
+
+
+def stream_background(
+    stack: contextlib.ExitStack, api_url: str, text: str
+) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """POST a background stream; its frames, read as they come (closed with the stack)."""
+    body = {"model": "demo", "input": text, "background": True, "stream": True}
+    response = stack.enter_context(
+        httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=RECOVERY_TIMEOUT_S)
+    )
+    assert response.status_code == 200
+    return iter_frames(response)
+
+
+def assert_gapless(events: list[dict[str, Any]]) -> None:
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def assert_cut_items_closed_before_new_ones(events: list[dict[str, Any]]) -> None:
+    """Once an item is abandoned (done as incomplete), no item was left open before it."""
+    open_items: set[str] = set()
+    for event in events:
+        if event["type"] == "response.output_item.added":
+            assert not open_items or event["item"]["type"] == "mcp_call", (
+                f"item {event['item']['id']} added while {open_items} still open"
+            )
+            open_items.add(event["item"]["id"])
+        elif event["type"] == "response.output_item.done":
+            open_items.discard(event["item"]["id"])
+    assert not open_items
+
+
+@pytest.mark.parametrize("kill_after", KILL_POINTS)
+def test_worker_killed_during_a_model_turn(faults: Faults, kill_after: int) -> None:
+    marker = f"turn-{kill_after}-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(14))
+    with contextlib.ExitStack() as stack:
+        worker = faults.start_worker(stack)
+        frames = stream_background(stack, faults.api_url, f"{marker} {words} [[delay:60]]")
+        events = []
+        for _, event in frames:
+            events.append(event)
+            deltas = sum(e["type"] == "response.output_text.delta" for e in events)
+            if deltas == kill_after:
+                break
+        kill(worker)
+        faults.start_worker(stack)
+        events.extend(event for _, event in frames)
+
+    assert_gapless(events)
+    assert events[-1]["type"] == "response.completed"
+    final = events[-1]["response"]
+    [message] = final["output"]
+    assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
+    assert_cut_items_closed_before_new_ones(events)
+    cut = [
+        e
+        for e in events
+        if e["type"] == "response.output_item.done" and e["item"]["status"] == "incomplete"
+    ]
+    assert len(cut) == 1  # the message cut off by the kill
+
+
+@pytest.mark.parametrize("kill_after", KILL_POINTS)
+def test_worker_killed_during_a_tool_call(faults: Faults, kill_after: int) -> None:
+    faults.tool.reset()
+    marker = f"tool-{kill_after}-{secrets.token_hex(3)}"
+    with contextlib.ExitStack() as stack:
+        worker = faults.start_worker(stack)
+        frames = stream_background(
+            stack, faults.api_url, f'{marker} [[call:pay {{"n": {kill_after}}}]]'
+        )
+        events = []
+        wait_for(faults.tool.arrived.is_set, timeout_s=RECOVERY_TIMEOUT_S, what="the tool call")
+        kill(worker)
+        faults.tool.gate.set()
+        faults.start_worker(stack)
+        events.extend(event for _, event in frames)
+
+    assert_gapless(events)
+    assert events[-1]["type"] == "response.completed"
+    final = events[-1]["response"]
+    assert [item["type"] for item in final["output"]] == [
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    call, output, message = final["output"]
+    answer = json.loads(output["output"])
+    assert answer["paid"] == kill_after
+    assert message["content"][0]["text"] == f"Tool results: pay={output['output']}"
+    key = call["call_id"]
+    assert faults.tool.seen[key] == 2  # cut off once, redone once with the same key
+    assert faults.tool.effects[key] == 1
+    assert answer["first_time"] is False  # the redo got the deduplicated answer
+    assert_cut_items_closed_before_new_ones(events)
+
+
+def test_unsafe_tool_cut_off_ends_step_abandoned(faults: Faults) -> None:
+    faults.tool.reset()
+    marker = f"unsafe-{secrets.token_hex(3)}"
+    with contextlib.ExitStack() as stack:
+        worker = faults.start_worker(stack)
+        frames = stream_background(
+            stack, faults.api_url, f'{marker} [[call:pay_unsafe {{"n": 1}}]]'
+        )
+        wait_for(faults.tool.arrived.is_set, timeout_s=RECOVERY_TIMEOUT_S, what="the tool call")
+        kill(worker)
+        faults.tool.gate.set()
+        faults.start_worker(stack)
+        events = [event for _, event in frames]
+
+    assert events[-1]["type"] == "response.failed"
+    final = events[-1]["response"]
+    assert final["error"]["code"] == "step_abandoned"
+    call = final["output"][0]
+    assert faults.tool.seen[call["call_id"]] == 1  # not called again
+    assert_gapless(events)
+
+
+def test_api_killed_mid_stream_hands_the_response_to_a_worker(faults: Faults) -> None:
+    marker = f"handoff-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(12))
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack)
+        api = stack.enter_context(
+            run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=faults.env)
+        )
+        wait_until_healthy(api, f"http://127.0.0.1:{port}")
+        body = {"model": "demo", "input": f"{marker} {words} [[delay:80]]", "stream": True}
+        with httpx.stream(
+            "POST", f"http://127.0.0.1:{port}/v1/responses", json=body, timeout=30
+        ) as response:
+            for _, event in iter_frames(response):
+                if event["type"] == "response.created":
+                    response_id = event["response"]["id"]
+                if event["type"] == "response.output_text.delta":
+                    kill(api)
+                    break
+
+        def finished() -> dict[str, Any] | None:
+            reply = httpx.get(f"{faults.api_url}/v1/responses/{response_id}").json()
+            return reply if reply["status"] not in ("queued", "in_progress") else None
+
+        final = wait_for(finished, timeout_s=RECOVERY_TIMEOUT_S, what="the hand-off")
+    assert final["status"] == "completed"
+    [message] = final["output"]
+    assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
+
+
+def test_worker_sigterm_hands_running_work_back(faults: Faults) -> None:
+    marker = f"shutdown-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(20))
+    with contextlib.ExitStack() as stack:
+        worker = faults.start_worker(stack)
+        frames = stream_background(stack, faults.api_url, f"{marker} {words} [[delay:80]]")
+        events = []
+        for _, event in frames:
+            events.append(event)
+            if event["type"] == "response.output_text.delta":
+                break
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.wait_exit(20) == 0, worker.describe()
+        faults.start_worker(stack)
+        events.extend(event for _, event in frames)
+
+    assert_gapless(events)
+    assert events[-1]["type"] == "response.completed"
+    [message] = events[-1]["response"]["output"]
+    assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
+
+
+def test_api_and_workers_reconnect_after_their_connections_are_cut(faults: Faults) -> None:
+    """What a Postgres restart does to clients: every connection dropped at once."""
+    marker = f"reconnect-{secrets.token_hex(3)}"
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack)
+        with psycopg.connect(faults.database_url, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped is not None and dropped[0] > 0
+
+        def completes() -> list[dict[str, Any]] | None:
+            try:
+                with contextlib.ExitStack() as attempt:
+                    events = [e for _, e in stream_background(attempt, faults.api_url, marker)]
+            except (httpx.HTTPError, AssertionError):
+                return None  # a request in the instant of reconnection may get a 503
+            return events if events[-1]["type"] == "response.completed" else None
+
+        events = wait_for(completes, timeout_s=RECOVERY_TIMEOUT_S, what="service after reconnect")
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == f"Hello! You said: {marker}"
