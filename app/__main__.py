@@ -23,7 +23,7 @@ def migrate(settings: Settings) -> None:
 
 
 def serve(settings: Settings, *, run_migrations: bool) -> None:
-    from app.http.server import build_app
+    from app.http.server import FerryServer, build_app
 
     if run_migrations:
         migrate(settings)
@@ -40,7 +40,7 @@ def serve(settings: Settings, *, run_migrations: bool) -> None:
     # uvicorn re-raises the signal that stopped it once shut down; a requested stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: sys.exit(0))
-    uvicorn.Server(config).run()
+    FerryServer(config).run()
 
 
 def main(argv: list[str] | None = None) -> None:

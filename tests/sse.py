@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+
+STREAM_BOUND_S = 90.0
 
 # The events of a one-message text response, in OpenAI's order (deltas folded into one).
 TEXT_EVENT_ORDER = [
@@ -22,15 +25,25 @@ TEXT_EVENT_ORDER = [
 ]
 
 
-def iter_frames(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any]]]:
-    """(event name, decoded data) for each frame; comment lines (keep-alives) are skipped."""
-    return frames_from_lines(response.iter_lines())
+def iter_frames(
+    response: httpx.Response, *, within_s: float = STREAM_BOUND_S
+) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(event name, decoded data) for each frame; comment lines (keep-alives) are skipped.
+
+    Keep-alives keep a stream open forever; the read fails after `within_s` seconds.
+    """
+    return frames_from_lines(response.iter_lines(), within_s=within_s)
 
 
-def frames_from_lines(lines: Iterator[str]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+def frames_from_lines(
+    lines: Iterator[str], *, within_s: float = STREAM_BOUND_S
+) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    deadline = time.monotonic() + within_s
     name: str | None = None
     data: list[str] = []
     for line in lines:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the stream did not end within {within_s}s")
         if line.startswith(":"):
             continue
         if line.startswith("event:"):

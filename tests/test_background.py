@@ -6,6 +6,7 @@ API runs as its own process on the same database.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
@@ -196,3 +197,28 @@ def test_bad_starting_after_is_400(client: openai.OpenAI, api_url: str, after: s
     )
     assert reply.status_code == 400
     assert reply.json()["error"]["param"] == "starting_after"
+
+
+def test_a_turn_cut_mid_stream_is_redone_in_the_worker(client: openai.OpenAI) -> None:
+    """No client watched it live, so the worker may redo it; the cut item is closed first."""
+    marker = secrets.token_hex(4)
+    with client.responses.create(
+        model="demo", input=f"redo {marker} a b c [[cut-first:1]]", background=True, stream=True
+    ) as stream:
+        events = [event.to_dict(mode="json") for event in stream]
+
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.completed"
+    [message] = events[-1]["response"]["output"]
+    assert message["content"][0]["text"] == f"Hello! You said: redo {marker} a b c"
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [item["status"] for item in done] == ["incomplete", "completed"]
+
+
+def test_a_turn_cut_mid_stream_fails_an_inline_response(client: openai.OpenAI) -> None:
+    """A client saw the first tokens live: replaying the turn into its stream is not done."""
+    marker = secrets.token_hex(4)
+    response = client.responses.create(model="demo", input=f"inline {marker} a b [[cut-first:1]]")
+    assert response.status == "failed"
+    assert response.error is not None
+    assert response.error.message == "stream ended without stop event"

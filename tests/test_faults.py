@@ -90,9 +90,9 @@ class Faults:
     tool: GatedTool
     workers: list[Command] = field(default_factory=list)
 
-    def start_worker(self, stack: contextlib.ExitStack) -> Command:
+    def start_worker(self, stack: contextlib.ExitStack, **env: str) -> Command:
         worker = stack.enter_context(
-            run_command("-m", "worker", "--concurrency", "2", env=self.env)
+            run_command("-m", "worker", "--concurrency", "2", env={**self.env, **env})
         )
         worker.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
         return worker
@@ -318,7 +318,7 @@ def test_api_and_workers_reconnect_after_their_connections_are_cut(faults: Fault
     """What a Postgres restart does to clients: every connection dropped at once."""
     marker = f"reconnect-{secrets.token_hex(3)}"
     with contextlib.ExitStack() as stack:
-        faults.start_worker(stack)
+        worker = faults.start_worker(stack)
         with psycopg.connect(faults.database_url, autocommit=True) as admin:
             dropped = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -326,13 +326,31 @@ def test_api_and_workers_reconnect_after_their_connections_are_cut(faults: Fault
             ).fetchone()
         assert dropped is not None and dropped[0] > 0
 
-        def completes() -> list[dict[str, Any]] | None:
+        def completes() -> dict[str, Any] | None:
+            body = {"model": "demo", "input": marker, "background": True}
             try:
-                with contextlib.ExitStack() as attempt:
-                    events = [e for _, e in stream_background(attempt, faults.api_url, marker)]
-            except (httpx.HTTPError, AssertionError):
-                return None  # a request in the instant of reconnection may get a 503
-            return events if events[-1]["type"] == "response.completed" else None
+                reply = httpx.post(f"{faults.api_url}/v1/responses", json=body, timeout=10)
+            except httpx.HTTPError:
+                return None
+            if reply.status_code == 503:
+                return None  # a request in the instant of reconnection may get one
+            assert reply.status_code == 200, reply.text
+            response_id = reply.json()["id"]
+            return wait_for(
+                lambda: (
+                    (r := httpx.get(f"{faults.api_url}/v1/responses/{response_id}").json())[
+                        "status"
+                    ]
+                    == "completed"
+                    and r
+                ),
+                timeout_s=RECOVERY_TIMEOUT_S,
+                what="the worker to run it",
+            )
 
-        events = wait_for(completes, timeout_s=RECOVERY_TIMEOUT_S, what="service after reconnect")
-    assert events[-1]["response"]["output"][0]["content"][0]["text"] == f"Hello! You said: {marker}"
+        try:
+            final = wait_for(completes, timeout_s=RECOVERY_TIMEOUT_S, what="service")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{worker.describe()}") from None
+        assert worker.popen.poll() is None, worker.describe()
+    assert final["output"][0]["content"][0]["text"] == f"Hello! You said: {marker}"

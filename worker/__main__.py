@@ -12,6 +12,9 @@ import logging
 import os
 import signal
 import socket
+from typing import Any
+
+import procrastinate
 
 from app.config import get_settings
 from app.engine.loop import ResponseLoop
@@ -26,6 +29,9 @@ from app.store.responses import ResponseStore
 from worker.tasks import build_blueprint
 
 log = logging.getLogger("worker")
+
+OUTAGE_RETRY_FIRST_S = 0.5
+OUTAGE_RETRY_MAX_S = 15.0
 
 
 async def run_worker(concurrency: int) -> None:
@@ -42,21 +48,20 @@ async def run_worker(concurrency: int) -> None:
         store, upstream, settings, tools=load_tools(settings.tools_file), tool_runner=tool_runner
     )
     service = ResponsesService(store, loop, settings, name, jobs=JobQueue(job_app))
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "name": name,
+        # Ours are installed before "worker ready": procrastinate's would come later,
+        # leaving a window in which SIGTERM kills the process outright.
+        "install_signal_handlers": False,
+        "shutdown_graceful_timeout": settings.worker_shutdown_timeout_s,
+        "additional_context": {"service": service},
+        "update_heartbeat_interval": settings.worker_heartbeat_s,
+        "stalled_worker_timeout": settings.stall_threshold_s,
+    }
     try:
         async with job_app.open_async(pool):
-            worker = asyncio.create_task(
-                job_app.run_worker_async(
-                    concurrency=concurrency,
-                    name=name,
-                    # Ours are installed before "worker ready": procrastinate's would come
-                    # later, leaving a window in which SIGTERM kills the process outright.
-                    install_signal_handlers=False,
-                    shutdown_graceful_timeout=settings.worker_shutdown_timeout_s,
-                    additional_context={"service": service},
-                    update_heartbeat_interval=settings.worker_heartbeat_s,
-                    stalled_worker_timeout=settings.stall_threshold_s,
-                )
-            )
+            worker = asyncio.create_task(_work_through_outages(job_app, options))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 # procrastinate treats a cancelled run as a graceful stop (bounded above).
@@ -69,6 +74,26 @@ async def run_worker(concurrency: int) -> None:
         await upstream.aclose()
         await pool.close()
         log.info("worker stopped", extra={"worker": name})
+
+
+async def _work_through_outages(job_app: procrastinate.App, options: dict[str, Any]) -> None:
+    """Run the procrastinate worker; when the database goes away, wait and run it again.
+
+    procrastinate's worker stops on a lost connection; restarting it here means a Postgres
+    restart needs no restart of ours. Jobs cut off by the outage are found stalled and
+    retried by the recovery sweep. Cancelling this task is the graceful stop.
+    """
+    delay = OUTAGE_RETRY_FIRST_S
+    while True:
+        try:
+            # Returns only when procrastinate stopped by itself (one of its side tasks lost
+            # the database); a requested stop cancels this task instead.
+            await job_app.run_worker_async(**options)
+            log.warning("the worker stopped on its own; running it again")
+        except procrastinate.exceptions.ConnectorException:
+            log.warning("lost the database; running the worker again", exc_info=True)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, OUTAGE_RETRY_MAX_S)
 
 
 def main(argv: list[str] | None = None) -> None:

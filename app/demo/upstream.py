@@ -42,6 +42,8 @@ Directives (only read from the most recent ``user`` message)
   visible text (directives removed) with HTTP CODE (400-599, default 503) and an OpenAI error
   body; later ones are answered normally. Counted per app, so a client's retries can be
   exercised end to end.
+* ``[[cut-first:N]]`` - the first N requests whose last user message has the same visible
+  text are cut off after the first tokens, as ``[[cut]]``; later ones stream normally.
 * ``[[retry-after:S]]`` - with ``fail-first``: send ``Retry-After: S`` (seconds, decimals
   allowed) on those failures.
 * ``[[cut]]`` - stream the first half of the chunks, then end the body (no finish, no
@@ -59,6 +61,7 @@ Unknown ``[[...]]`` directives are removed from the echoed text and otherwise ig
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -111,6 +114,7 @@ class Directives:
     status: int | None = None
     # (N, CODE): fail the first N requests with the same visible text with HTTP CODE.
     fail_first: tuple[int, int] | None = None
+    cut_first: int | None = None
     retry_after: str | None = None
     cut: bool = False
     empty: bool = False
@@ -175,6 +179,8 @@ def parse_directives(bodies: list[str]) -> Directives:
                 code = _parse_int(arg)
                 if code is not None and 400 <= code <= 599:
                     found.status = code
+            case "cut-first":
+                found.cut_first = _parse_int(arg)
             case "fail-first":
                 found.fail_first = _parse_fail_first(arg) or found.fail_first
             case "retry-after":
@@ -611,6 +617,18 @@ def _failing_first(request: Request, text: str, directives: Directives) -> JSONR
     return _error_response(code, f"demo upstream error {code}", "server_error", headers)
 
 
+def _cutting_first(request: Request, text: str, directives: Directives) -> Directives:
+    """``cut-first``: the first N requests with this text are cut like ``[[cut]]``."""
+    if not directives.cut_first:
+        return directives
+    cuts: dict[str, int] = request.app.state.cut_first_counts
+    seen = cuts.get(text, 0)
+    if seen >= directives.cut_first:
+        return directives
+    cuts[text] = seen + 1
+    return dataclasses.replace(directives, cut=True)
+
+
 async def chat_completions(request: Request) -> Response:
     raw = await request.body()
     try:
@@ -634,6 +652,7 @@ async def chat_completions(request: Request) -> Response:
     failure = _failing_first(request, visible, directives)
     if failure is not None:
         return failure
+    directives = _cutting_first(request, visible, directives)
     if directives.status is not None:
         return _error_response(
             directives.status, f"demo upstream error {directives.status}", "server_error"
@@ -706,4 +725,5 @@ def create_app() -> Starlette:
     app.state.recorded_requests = deque(maxlen=MAX_RECORDED_REQUESTS)
     # `fail-first` failures sent so far, by the visible text of the last user message.
     app.state.fail_first_counts = {}
+    app.state.cut_first_counts = {}
     return app

@@ -23,6 +23,7 @@ from app.engine.tools.mcp import mcp_servers, offered_functions
 from app.engine.tools.registry import ToolRegistry
 from app.engine.turn import TurnTranslator, run_turn
 from app.engine.upstream import UpstreamClient
+from app.engine.usage import add_usage
 from app.logs import current_response_id
 from app.store.responses import ResponseStore, StoredResponse
 
@@ -58,6 +59,7 @@ class ResponseLoop:
         next_sequence_number: int = 0,
         resume: bool = False,
         hand_back_on_cancel: bool = False,
+        redo_cut_turns: bool = False,
     ) -> StoredResponse:
         """Run a response to a terminal state and return the final row.
 
@@ -68,6 +70,8 @@ class ResponseLoop:
         Cancelling the task running this ends the response `cancelled` (a client gone, a
         cancel request) — unless `hand_back_on_cancel`, when the response is left running
         for another attempt (a worker shutting down). Any other failure ends it `failed`.
+        With `redo_cut_turns`, a model turn the upstream cuts off after its first tokens is
+        redone (its items closed `incomplete` in the stream), up to UPSTREAM_MAX_ATTEMPTS.
         """
         token = current_response_id.set(stored.id)
         emitter = Emitter(sink, next_sequence_number)
@@ -78,6 +82,7 @@ class ResponseLoop:
                 return await self._reload(stored)
             if resume:
                 state = await self._restore(running)
+            state.redo_cut_turns = redo_cut_turns
             snapshot = response_object(running, state.output)
             if emitter.next_sequence_number == 0:
                 await emitter.emit("response.created", response=snapshot)
@@ -199,6 +204,35 @@ class ResponseLoop:
         offered: list[dict[str, Any]],
         mcp_labels: dict[str, str],
     ) -> TurnRecord:
+        """One model turn; in a worker, redone when the upstream cuts it off mid-stream."""
+        attempts = self.settings.upstream_max_attempts if state.redo_cut_turns else 1
+        for attempt in range(1, attempts + 1):
+            turn = await self._one_model_turn(
+                stored,
+                emitter,
+                state,
+                messages,
+                offered,
+                mcp_labels,
+                last_try=attempt == attempts,
+            )
+            if turn is not None:
+                return turn
+            log.warning("model turn cut off mid-stream; redoing it", extra={"attempt": attempt})
+        raise AssertionError("unreachable: the last try always returns a turn")
+
+    async def _one_model_turn(
+        self,
+        stored: StoredResponse,
+        emitter: Emitter,
+        state: RunState,
+        messages: list[dict[str, Any]],
+        offered: list[dict[str, Any]],
+        mcp_labels: dict[str, str],
+        *,
+        last_try: bool,
+    ) -> TurnRecord | None:
+        """A model turn as a step; None when it was cut off mid-stream and should be redone."""
         body = chat_completion_body(stored.request, messages, extra_tools=offered)
         [ordinal] = state.claim_ordinals(1)
         # The step records the call's shape, not the whole conversation again.
@@ -233,6 +267,18 @@ class ResponseLoop:
                 )
             )
             raise
+        if result.cut_after_first_chunk and not last_try:
+            # Dropped from the output; its items were closed `incomplete` in the stream.
+            await self.store.finish_step(
+                stored.id,
+                ordinal,
+                status="cancelled",
+                result={"items": []},
+                usage=result.usage,
+                error=ABANDONED,
+            )
+            state.usage = add_usage(state.usage, result.usage)
+            return None
         step_result = {
             "items": result.items,
             "usage_missing": result.usage_missing,

@@ -61,6 +61,8 @@ class RunState:
     skipped: set[str] = field(default_factory=set)  # call keys closed without running
     interrupted: set[str] = field(default_factory=set)  # call keys cut off mid-call
     mcp_listed: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> item
+    # In a worker, a model turn cut off mid-stream is redone (no client saw it live).
+    redo_cut_turns: bool = False
 
     @property
     def output(self) -> list[dict[str, Any]]:
@@ -88,6 +90,9 @@ class RunState:
                 cut.append(step)
             elif step.error != ABANDONED:
                 state._restore(step)
+            else:
+                # Work redone since, but the tokens it used were spent all the same.
+                state.usage = add_usage(state.usage, step.usage)
             # A call cut off (now, or in an earlier attempt) may have had its effect.
             if step.status == "in_progress" or step.error == ABANDONED:
                 call_id = (step.request or {}).get("call_id")

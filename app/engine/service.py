@@ -31,6 +31,7 @@ from app.engine.sinks import DiscardSink
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.usage import add_usage
+from app.engine.waiting import wait_or_stop
 from app.logs import current_response_id
 from app.store.notify import EventNotifier
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, RUN_RESPONSE_TASK, JobQueue
@@ -105,6 +106,8 @@ class ResponsesService:
         self.jobs = jobs
         self.notifier = notifier
         self.inline_running = 0  # admission control: inline responses this process runs
+        # Set when the process starts shutting down: open streams wind up and close.
+        self.stopping = asyncio.Event()
 
     # --- accepting -------------------------------------------------------------------
 
@@ -321,7 +324,7 @@ class ResponsesService:
             if stored is None or stored.is_terminal:
                 log.info("nothing to run: response gone or already ended")
                 return
-            options = {"resume": True, "hand_back_on_cancel": True}
+            options = {"resume": True, "hand_back_on_cancel": True, "redo_cut_turns": True}
             if not (stored.background and stored.stream):
                 await self.loop.run(stored, DiscardSink(), **options)
                 return
@@ -369,12 +372,14 @@ class ResponsesService:
     async def wait_until_terminal(
         self, stored: StoredResponse, timeout_s: float
     ) -> StoredResponse | None:
-        """Poll the row until it ends; None if it has not ended within `timeout_s`."""
+        """Poll the row until it ends; None if it has not ended within `timeout_s`, or the
+        process is stopping."""
         deadline = time.monotonic() + timeout_s
         while not stored.is_terminal:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.stopping.is_set():
                 return None
-            await asyncio.sleep(self.settings.flex_poll_interval_s)
+            pause = min(self.settings.flex_poll_interval_s, max(deadline - time.monotonic(), 0))
+            await wait_or_stop(asyncio.sleep(pause), self.stopping, pause + 1)
             stored = await self.store.get(stored.id, stored.owner) or stored
         return stored
 
@@ -389,7 +394,9 @@ class ResponsesService:
             )
         assert self.notifier is not None
         idle_s = min(self.settings.sse_keepalive_s, self.settings.tail_recheck_s)
-        return tail_events(self.store, self.notifier, stored.id, after=after, idle_s=idle_s)
+        return tail_events(
+            self.store, self.notifier, stored.id, after=after, idle_s=idle_s, stop=self.stopping
+        )
 
     async def input_items(
         self, owner: str, response_id: str, *, limit: int, order: str, after: str | None

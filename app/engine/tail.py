@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.engine.events import TERMINAL_EVENT_TYPES
+from app.engine.waiting import wait_or_stop
 from app.store.notify import EventNotifier
 from app.store.responses import ResponseStore
 
@@ -23,11 +24,13 @@ async def tail_events(
     *,
     after: int,
     idle_s: float,
+    stop: asyncio.Event,
 ) -> AsyncIterator[dict[str, Any] | None]:
     """Yield logged events after `after` until the terminal one; None after each idle spell.
 
     A None is the caller's cue for a keep-alive. The tail also ends when the response is
-    gone or has ended with nothing more in its log.
+    gone or has ended with nothing more in its log, and when `stop` is set (the process
+    is shutting down: the client resumes elsewhere with `starting_after`).
     """
     last = after
     with notifier.subscribe(response_id) as woken:
@@ -38,11 +41,11 @@ async def tail_events(
                 last = event["sequence_number"]
                 if event["type"] in TERMINAL_EVENT_TYPES:
                     return
-            try:
-                await asyncio.wait_for(woken.wait(), timeout=idle_s)
+            was_woken, _ = await wait_or_stop(woken.wait(), stop, idle_s)
+            if stop.is_set():
+                return
+            if was_woken:
                 continue
-            except TimeoutError:
-                pass
             if not await _may_still_grow(store, response_id, last):
                 return
             yield None

@@ -43,6 +43,8 @@ class TurnResult:
     usage_missing: bool = False
     error: dict[str, Any] | None = None
     incomplete_reason: str | None = None
+    # Failed after the upstream had sent something: the turn cannot be retried unseen.
+    cut_after_first_chunk: bool = False
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -289,6 +291,7 @@ async def run_turn(
             items=translator.items,
             usage=responses_usage(translator.raw_usage),
             error={"code": exc.code, "message": exc.message},
+            cut_after_first_chunk=translator.chunks_seen > 0,
         )
     return await _settle(translator)
 
@@ -308,6 +311,7 @@ async def _settle(translator: TurnTranslator) -> TurnResult:
             items=translator.items,
             usage=usage,
             error={"code": "upstream_error", "message": message},
+            cut_after_first_chunk=translator.chunks_seen > 0,
         )
     usage_missing = usage is None and translator.content_seen
     if usage_missing:

@@ -14,10 +14,12 @@ from starlette.routing import Route
 
 from app.config import Settings
 from app.engine.errors import RequestError
+from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
 from app.engine.request import CreateResponseRequest, parse_create_request
 from app.engine.service import Idempotency, KeyTaken, ResponsesService, Unavailable
 from app.engine.sinks import DiscardSink, QueueSink
+from app.engine.waiting import wait_or_stop
 from app.http.auth import authenticate
 from app.http.body import read_json
 from app.http.query import query_bool, query_choice, query_int
@@ -139,6 +141,9 @@ async def _held_frames(
         final = await service.wait_until_terminal(stored, wait_s)
         if final is not None:
             break
+        if service.stopping.is_set():
+            yield _goodbye(stored, 0)
+            return
         if time.monotonic() >= deadline:
             message = (
                 f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
@@ -168,15 +173,22 @@ async def _stream_inline(
     task.add_done_callback(inline_tasks.discard)
     task.add_done_callback(lambda _: sink.close())
     keepalive_s = request.app.state.settings.sse_keepalive_s
+    next_number = 0
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(sink.queue.get(), keepalive_s)
-            except TimeoutError:
+            got, event = await wait_or_stop(sink.queue.get(), service.stopping, keepalive_s)
+            if service.stopping.is_set():
+                # The server is going down: the run is left to a worker (its lease will
+                # lapse), and the client is told where to find the result.
+                task.cancel(HAND_BACK)
+                yield _goodbye(stored, next_number)
+                return
+            if not got:
                 yield KEEPALIVE
                 continue
             if event is None:
                 break
+            next_number = event["sequence_number"] + 1
             yield frame(event)
     finally:
         if not task.done():
@@ -184,6 +196,16 @@ async def _stream_inline(
                 "client disconnected; cancelling the response", extra={"response_id": stored.id}
             )
             task.cancel()
+
+
+def _goodbye(stored: StoredResponse, sequence_number: int) -> bytes:
+    """The last frame of a stream the server closes as it shuts down."""
+    message = (
+        "The server is shutting down; the response goes on elsewhere: retrieve it with "
+        f"GET /v1/responses/{stored.id}."
+    )
+    error = {"type": "server_error", "code": "server_shutdown", "message": message, "param": None}
+    return frame({"type": "error", "sequence_number": sequence_number, "error": error})
 
 
 async def get_response(request: Request) -> Response:

@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import psycopg
+import uvicorn
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,6 +38,20 @@ log = logging.getLogger(__name__)
 
 async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
+
+
+class FerryServer(uvicorn.Server):
+    """uvicorn, telling the app's open streams to wind up as soon as shutdown begins.
+
+    Otherwise a stream is simply cut when the graceful-shutdown bound runs out; this way
+    each one ends with a last event saying where the response goes on.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        service = getattr(getattr(self.config.app, "state", None), "service", None)
+        if isinstance(service, ResponsesService):
+            service.stopping.set()
+        await super().shutdown(sockets=sockets)
 
 
 def build_app(settings: Settings) -> Starlette:
