@@ -354,3 +354,16 @@ def test_api_and_workers_reconnect_after_their_connections_are_cut(faults: Fault
             raise AssertionError(f"{exc}\n{worker.describe()}") from None
         assert worker.popen.poll() is None, worker.describe()
     assert final["output"][0]["content"][0]["text"] == f"Hello! You said: {marker}"
+
+
+def test_a_job_running_past_max_run_time_is_stopped_and_failed(faults: Faults) -> None:
+    marker = f"overrun-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(40))
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack, MAX_RUN_TIME_S="1")
+        frames = stream_background(stack, faults.api_url, f"{marker} {words} [[delay:200]]")
+        events = [event for _, event in frames]
+
+    assert_gapless(events)
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-1]["response"]["error"]["code"] == "timeout"
