@@ -55,7 +55,14 @@ def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], stop: _StopFlag) 
 
 def _start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     log.info("starting", extra={"child": name})
-    return subprocess.Popen([sys.executable, *args], env=env)
+    # Ctrl-C reaches the whole process group; dev itself stops the children with SIGTERM.
+    # Children ignore SIGINT until they install their own handlers, so one still importing
+    # its modules does not die with a KeyboardInterrupt traceback.
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -132,7 +132,7 @@ def make_settings(
         values: dict[str, Any] = {
             "database_url": database_url,
             "upstream_base_url": upstream_url,
-            "db_pool_max_size": 5,
+            "db_pool_max_size": 10,
             "sse_keepalive_s": 0.5,
             "tools_file": tools_file,
             "max_model_turns": TEST_MAX_MODEL_TURNS,

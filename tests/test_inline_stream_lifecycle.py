@@ -67,10 +67,10 @@ def test_client_disconnect_cancels_the_work_and_records_it(
 def test_inline_lease_is_renewed_while_running_and_released_at_the_end(
     make_settings: Callable[..., Settings], db: psycopg.Connection[dict[str, Any]]
 ) -> None:
-    # A 0.3 s lease, renewed every 0.1 s, on a response that streams for about 2 s: the
+    # A 1.2 s lease, renewed every 0.4 s, on a response that streams for about 3 s: the
     # lease can only still be live at the last words if it was renewed.
-    with running_api(make_settings(inline_lease_s=0.3)) as url:
-        body = {"model": "demo", "input": "a b c [[delay:300]]", "stream": True}
+    with running_api(make_settings(inline_lease_s=1.2)) as url:
+        body = {"model": "demo", "input": "a b c [[delay:600]]", "stream": True}
         leases = []
         with httpx.stream("POST", f"{url}/v1/responses", json=body, timeout=30) as response:
             for _, event in iter_frames(response):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 
 # Cancel a run with this message to leave its response running for another process.
 HAND_BACK = "hand back"
+
+
+@dataclass(frozen=True)
+class ToolOffer:
+    """The server-side tools offered to the model next to the client's, for every turn."""
+
+    functions: list[dict[str, Any]]  # registered HTTP tools and MCP tools, as functions
+    mcp_labels: dict[str, str]  # MCP tool name -> its server's label
 
 
 class ResponseLoop:
@@ -139,10 +148,13 @@ class ResponseLoop:
             if failure is not None:
                 return Ending("failed", error={"code": "mcp_error", "message": failure})
         mcp_offer = offered_functions([state.mcp_listed[server.label] for server in servers])
-        offered = self.tools.offered_to(request)
+        functions = self.tools.offered_to(request)
         if request.get("tool_choice") != "none":
-            offered += [function for _, function in mcp_offer.values()]
-        mcp_labels = {name: label for name, (label, _) in mcp_offer.items()}
+            functions += [function for _, function in mcp_offer.values()]
+        offer = ToolOffer(
+            functions=functions,
+            mcp_labels={name: label for name, (label, _) in mcp_offer.items()},
+        )
         by_label = {server.label: server for server in servers}
         max_tool_calls = request.get("max_tool_calls")
         while True:
@@ -156,7 +168,7 @@ class ResponseLoop:
                 messages = to_chat_messages(
                     request.get("instructions"), conversation + state.output
                 )
-                turn = await self._model_turn(stored, emitter, state, messages, offered, mcp_labels)
+                turn = await self._model_turn(stored, emitter, state, messages, offer)
             ending = turn.ending()
             if ending is not None:
                 return ending
@@ -201,8 +213,7 @@ class ResponseLoop:
         emitter: Emitter,
         state: RunState,
         messages: list[dict[str, Any]],
-        offered: list[dict[str, Any]],
-        mcp_labels: dict[str, str],
+        offer: ToolOffer,
     ) -> TurnRecord:
         """One model turn; in a worker, redone when the upstream cuts it off mid-stream."""
         attempts = self.settings.upstream_max_attempts if state.redo_cut_turns else 1
@@ -212,8 +223,7 @@ class ResponseLoop:
                 emitter,
                 state,
                 messages,
-                offered,
-                mcp_labels,
+                offer,
                 last_try=attempt == attempts,
             )
             if turn is not None:
@@ -227,13 +237,12 @@ class ResponseLoop:
         emitter: Emitter,
         state: RunState,
         messages: list[dict[str, Any]],
-        offered: list[dict[str, Any]],
-        mcp_labels: dict[str, str],
+        offer: ToolOffer,
         *,
         last_try: bool,
     ) -> TurnRecord | None:
         """A model turn as a step; None when it was cut off mid-stream and should be redone."""
-        body = chat_completion_body(stored.request, messages, extra_tools=offered)
+        body = chat_completion_body(stored.request, messages, extra_tools=offer.functions)
         [ordinal] = state.claim_ordinals(1)
         # The step records the call's shape, not the whole conversation again.
         summary = {k: v for k, v in body.items() if k != "messages"}
@@ -247,7 +256,7 @@ class ResponseLoop:
             emitter,
             first_output_index=len(state.output),
             on_item_done=record_progress,
-            mcp_tools=mcp_labels,
+            mcp_tools=offer.mcp_labels,
         )
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)

@@ -16,6 +16,11 @@ from app.store.responses import StoredStep
 ABANDONED = {"code": "abandoned", "message": "the process running this step stopped"}
 
 
+def output_of_steps(steps: list[StoredStep]) -> list[dict[str, Any]]:
+    """The output the persisted steps hold, without the work of steps since abandoned."""
+    return assemble_output(step.result for step in steps if step.error != ABANDONED)
+
+
 def call_key(call: dict[str, Any]) -> str:
     """What identifies a tool call across retries: its call id (an mcp_call's item id)."""
     return str(call.get("call_id") or call["id"])

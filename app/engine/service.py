@@ -18,7 +18,6 @@ from typing import Any
 
 from app import ids
 from app.config import Settings
-from app.engine.assembly import assemble_output
 from app.engine.cut_items import cut_off_items
 from app.engine.errors import NotFound, RequestError
 from app.engine.event_log import EventLogSink
@@ -26,7 +25,7 @@ from app.engine.events import TERMINAL_EVENT_BY_STATUS, EventSink
 from app.engine.loop import HAND_BACK, ResponseLoop
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import response_object
-from app.engine.run_state import ABANDONED
+from app.engine.run_state import output_of_steps
 from app.engine.sinks import DiscardSink
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
@@ -367,7 +366,7 @@ class ResponsesService:
         if stored.is_terminal and stored.output is not None:
             return response_object(stored, stored.output)
         steps = await self.store.steps(stored.id)
-        return response_object(stored, assemble_output(s.result for s in steps))
+        return response_object(stored, output_of_steps(steps))
 
     async def wait_until_terminal(
         self, stored: StoredResponse, timeout_s: float
@@ -470,7 +469,7 @@ class ResponsesService:
         take, so the log ends with it and nothing the worker still sends gets in after.
         """
         steps = await self.store.steps(stored.id)
-        output = assemble_output(s.result for s in steps if s.error != ABANDONED)
+        output = output_of_steps(steps)
         usage = None
         for step in steps:
             usage = add_usage(usage, step.usage)

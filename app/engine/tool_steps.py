@@ -18,7 +18,6 @@ from app.engine.events import Emitter
 from app.engine.run_state import ABANDONED, RunState, call_key
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
 from app.engine.tools.mcp import McpServer, list_tools_item
-from app.engine.tools.mcp_client import McpError, call_mcp_tool, list_mcp_tools
 from app.engine.tools.mcp_errors import INVALID_PARAMS, execution_error, protocol_error
 from app.engine.tools.registry import ToolRegistry
 from app.store.responses import ResponseStore, StoredResponse
@@ -81,6 +80,10 @@ class ToolSteps:
         servers: list[McpServer],
     ) -> str | None:
         """List each server's tools as an `mcp_list_tools` step; an error message on failure."""
+        # Imported here: the mcp package takes most of a second to load, which every API and
+        # worker process would otherwise pay at start-up, MCP or not.
+        from app.engine.tools.mcp_client import McpError, list_mcp_tools
+
         for server, ordinal in zip(servers, state.claim_ordinals(len(servers)), strict=True):
             index = len(state.output)
             placeholder = list_tools_item(server, [], None)
@@ -210,6 +213,8 @@ class ToolSteps:
         )
 
     async def _call_mcp(self, server: McpServer, call: dict[str, Any]) -> dict[str, Any]:
+        from app.engine.tools.mcp_client import McpError, call_mcp_tool  # see list_mcp_tools
+
         output: str | None = None
         error: dict[str, Any] | None = None
         try:

@@ -5,13 +5,14 @@ Each method is one committed transaction: the row is the truth at every moment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -93,33 +94,39 @@ class ResponseStore:
         async with self.pool.connection() as conn, conn.transaction():
             yield conn
 
-    @contextlib.asynccontextmanager
-    async def _connection(self, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+    async def _query(
+        self,
+        name: str,
+        params: dict[str, Any],
+        conn: AsyncConnection | None,
+        fetch: Callable[[AsyncCursor[dict[str, Any]]], Awaitable[_T]],
+    ) -> _T:
         if conn is not None:
-            yield conn
-        else:
+            return await _run(conn, name, params, fetch)
+
+        async def on_own_connection() -> _T:
             async with self.pool.connection() as own:
-                yield own
+                return await _run(own, name, params, fetch)
+
+        # Our queries are short: one whose caller is cancelled (a client gone) finishes
+        # anyway. Cancelling it mid-way would make psycopg send the server a cancel request,
+        # which can land on the connection's next statement after it is back in the pool.
+        return await asyncio.shield(on_own_connection())
 
     async def _one(
         self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
     ) -> dict[str, Any] | None:
-        async with self._connection(conn) as c, c.cursor(row_factory=dict_row) as cur:
-            await cur.execute(QUERIES[name], params)
-            return await cur.fetchone()
+        return await self._query(name, params, conn, _fetch_one)
 
     async def _all(
         self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
     ) -> list[dict[str, Any]]:
-        async with self._connection(conn) as c, c.cursor(row_factory=dict_row) as cur:
-            await cur.execute(QUERIES[name], params)
-            return await cur.fetchall()
+        return await self._query(name, params, conn, _fetch_all)
 
     async def _execute(
         self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
     ) -> None:
-        async with self._connection(conn) as c:
-            await c.execute(QUERIES[name], params)
+        await self._query(name, params, conn, _fetch_nothing)
 
     async def insert(self, new: NewResponse, conn: AsyncConnection | None = None) -> StoredResponse:
         row = await self._one(
@@ -303,3 +310,30 @@ class ResponseStore:
     async def queue_depth(self, queue: str) -> int:
         row = await self._one("queue_depth", {"queue": queue})
         return int(row["depth"]) if row else 0
+
+
+_T = TypeVar("_T")
+
+
+async def _run(
+    conn: AsyncConnection,
+    name: str,
+    params: dict[str, Any],
+    fetch: Callable[[AsyncCursor[dict[str, Any]]], Awaitable[_T]],
+) -> _T:
+    # The connection may come from elsewhere (e.g. procrastinate): ask for dicts here.
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(QUERIES[name], params)
+        return await fetch(cur)
+
+
+async def _fetch_one(cur: AsyncCursor[dict[str, Any]]) -> dict[str, Any] | None:
+    return await cur.fetchone()
+
+
+async def _fetch_all(cur: AsyncCursor[dict[str, Any]]) -> list[dict[str, Any]]:
+    return await cur.fetchall()
+
+
+async def _fetch_nothing(cur: AsyncCursor[dict[str, Any]]) -> None:
+    return None

@@ -8,11 +8,13 @@ model makes becomes an `mcp_call` item that the loop completes with the server's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import ids
 from app.engine.errors import RequestError
-from app.engine.tools.mcp_client import McpTool
+
+if TYPE_CHECKING:  # the mcp package is heavy to import; only MCP work loads it
+    from app.engine.tools.mcp_client import McpTool
 
 
 @dataclass(frozen=True)
