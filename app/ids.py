@@ -19,7 +19,3 @@ def message_id() -> str:
 
 def function_call_id() -> str:
     return new_id("fc")
-
-
-def input_item_id() -> str:
-    return new_id("item")

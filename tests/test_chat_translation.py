@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.engine.chat_messages import to_chat_messages
-from app.engine.chat_request import chat_completion_body
+from app.engine.chat.messages import to_chat_messages
+from app.engine.chat.request import chat_completion_body
 
 # A 1x1 PNG: a data URL must reach the upstream byte for byte.
 PNG_DATA_URL = (

@@ -87,12 +87,12 @@ def test_retry_after_is_honoured(
 ) -> None:
     text, marker = prompt("[[fail-first:1:429]] [[retry-after:0.1]]")
 
-    with caplog.at_level(logging.WARNING, logger="app.engine.upstream"):
+    with caplog.at_level(logging.WARNING, logger="app.engine.chat.client"):
         response = sdk.responses.create(model="demo", input=text)
 
     assert response.status == "completed"
     assert len(upstream_requests(upstream_url, marker)) == 2
-    [retry] = [r for r in caplog.records if r.name == "app.engine.upstream"]
+    [retry] = [r for r in caplog.records if r.name == "app.engine.chat.client"]
     # The upstream's 0.1 s, not a jittered backoff (which would be at most 0.01 s here).
     fields = vars(retry)
     assert (fields["attempt"], fields["status"], fields["delay_s"]) == (1, 429, 0.1)

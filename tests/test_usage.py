@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.engine.usage import add_usage, responses_usage
+from app.engine.chat.usage import add_usage, responses_usage
 
 
 def usage(

@@ -9,23 +9,16 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 from typing import Any
 
 import procrastinate
 
 from app.config import get_settings
-from app.engine.loop import ResponseLoop
-from app.engine.service import ResponsesService
-from app.engine.tools.http_tool import HttpToolRunner
-from app.engine.tools.registry import load_tools
-from app.engine.upstream import UpstreamClient
+from app.engine.runtime import Role, open_runtime
+from app.engine.worker_side import WorkerSide
 from app.logs import configure_logging
-from app.store.db import create_pool
-from app.store.queue import TASK_NAMESPACE, JobQueue, create_job_app
-from app.store.responses import ResponseStore
+from app.store.queue import TASK_NAMESPACE
 from worker.tasks import build_blueprint
 
 log = logging.getLogger("worker")
@@ -36,44 +29,30 @@ OUTAGE_RETRY_MAX_S = 15.0
 
 async def run_worker(concurrency: int) -> None:
     settings = get_settings()
-    pool = create_pool(settings, name="ferry-worker")
-    await pool.open(wait=True)
-    job_app = create_job_app()
-    job_app.add_tasks_from(build_blueprint(settings), namespace=TASK_NAMESPACE)
-    name = f"worker:{socket.gethostname()}:{os.getpid()}"
-    store = ResponseStore(pool)
-    upstream = UpstreamClient(settings)
-    tool_runner = HttpToolRunner()
-    loop = ResponseLoop(
-        store, upstream, settings, tools=load_tools(settings.tools_file), tool_runner=tool_runner
-    )
-    service = ResponsesService(store, loop, settings, name, jobs=JobQueue(job_app))
-    options: dict[str, Any] = {
-        "concurrency": concurrency,
-        "name": name,
-        # Ours are installed before "worker ready": procrastinate's would come later,
-        # leaving a window in which SIGTERM kills the process outright.
-        "install_signal_handlers": False,
-        "shutdown_graceful_timeout": settings.worker_shutdown_timeout_s,
-        "additional_context": {"service": service},
-        "update_heartbeat_interval": settings.worker_heartbeat_s,
-        "stalled_worker_timeout": settings.stall_threshold_s,
-    }
-    try:
-        async with job_app.open_async(pool):
-            worker = asyncio.create_task(_work_through_outages(job_app, options))
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                # procrastinate treats a cancelled run as a graceful stop (bounded above).
-                loop.add_signal_handler(sig, worker.cancel)
-            log.info("worker ready", extra={"concurrency": concurrency, "worker": name})
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
-    finally:
-        await tool_runner.aclose()
-        await upstream.aclose()
-        await pool.close()
-        log.info("worker stopped", extra={"worker": name})
+    async with open_runtime(settings, role=Role.WORKER) as runtime:
+        job_app = runtime.job_app
+        job_app.add_tasks_from(build_blueprint(settings), namespace=TASK_NAMESPACE)
+        name = runtime.instance_id
+        options: dict[str, Any] = {
+            "concurrency": concurrency,
+            "name": name,
+            # Ours are installed before "worker ready": procrastinate's would come later,
+            # leaving a window in which SIGTERM kills the process outright.
+            "install_signal_handlers": False,
+            "shutdown_graceful_timeout": settings.worker_shutdown_timeout_s,
+            "additional_context": {"worker_side": WorkerSide(runtime)},
+            "update_heartbeat_interval": settings.worker_heartbeat_s,
+            "stalled_worker_timeout": settings.stall_threshold_s,
+        }
+        worker = asyncio.create_task(_work_through_outages(job_app, options))
+        event_loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # procrastinate treats a cancelled run as a graceful stop (bounded above).
+            event_loop.add_signal_handler(sig, worker.cancel)
+        log.info("worker ready", extra={"concurrency": concurrency, "worker": name})
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    log.info("worker stopped", extra={"worker": name})
 
 
 async def _work_through_outages(job_app: procrastinate.App, options: dict[str, Any]) -> None:

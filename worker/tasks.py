@@ -9,7 +9,7 @@ import procrastinate
 from procrastinate import JobContext
 
 from app.config import Settings
-from app.engine.service import ResponsesService
+from app.engine.worker_side import WorkerSide
 from app.store.queue import RUN_RESPONSE
 
 log = logging.getLogger(__name__)
@@ -21,22 +21,22 @@ async def run_response(context: JobContext, response_id: str) -> None:
     A cancel aborts the job, cancelling this task; so does a worker shutdown past its grace
     period, after which the job is retried (the response resumes on another worker).
     """
-    service: ResponsesService = context.additional_context["service"]
-    await service.run_deferred(response_id)
+    worker_side: WorkerSide = context.additional_context["worker_side"]
+    await worker_side.run_deferred(response_id)
 
 
 async def recover(context: JobContext, timestamp: int) -> None:
     """Retry the jobs of dead workers; hand inline work of dead API processes to workers."""
-    service: ResponsesService = context.additional_context["service"]
-    report = await service.recover()
+    worker_side: WorkerSide = context.additional_context["worker_side"]
+    report = await worker_side.recover()
     if any(report.values()):
         log.info("recovery sweep", extra=report)
 
 
 async def apply_retention(context: JobContext, timestamp: int) -> None:
     """Hourly: delete old terminal responses, old event logs and finished jobs."""
-    service: ResponsesService = context.additional_context["service"]
-    await service.apply_retention()
+    worker_side: WorkerSide = context.additional_context["worker_side"]
+    await worker_side.apply_retention()
 
 
 def build_blueprint(settings: Settings) -> procrastinate.Blueprint:

@@ -8,15 +8,16 @@ item is completed in place.
 
 from __future__ import annotations
 
-from typing import Any
+from app.engine.events import Event
+from app.engine.items import Item, output_text_part
 
 _TEXT_DELTA = "response.output_text.delta"
 _ARGUMENTS_DELTA = "response.function_call_arguments.delta"
 
 
-def cut_off_items(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
     """(output index, item closed `incomplete`) for each item the log left open, in order."""
-    opened: dict[str, tuple[int, dict[str, Any]]] = {}
+    opened: dict[str, tuple[int, Item]] = {}
     text: dict[str, list[str]] = {}
     arguments: dict[str, list[str]] = {}
     for event in events:
@@ -35,9 +36,7 @@ def cut_off_items(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any
             continue
         done = {**item, "status": "incomplete"}
         if item["type"] == "message":
-            done["content"] = [
-                {"type": "output_text", "text": "".join(text.get(item_id, [])), "annotations": []}
-            ]
+            done["content"] = [output_text_part("".join(text.get(item_id, [])))]
         elif item["type"] == "function_call":
             done["arguments"] = "".join(arguments.get(item_id, []))
         closed.append((index, done))

@@ -1,34 +1,32 @@
-"""Errors the engine raises for the front end to turn into OpenAI error envelopes."""
+"""Why the engine refuses a request. The front end turns each into an HTTP status and an
+OpenAI error envelope (`app.http.errors`); the engine itself knows nothing of HTTP.
+
+    RequestError        the request cannot be served as sent (a bad parameter, ...)
+    ├── NotFound        what it names does not exist, or is not the caller's
+    ├── Busy            not now: a capacity limit is reached; the same request may pass later
+    └── Conflict        it contradicts an earlier request (an Idempotency-Key reused)
+"""
 
 from __future__ import annotations
 
 
 class RequestError(Exception):
-    """The client's request cannot be served; maps to a 4xx `invalid_request_error`."""
-
-    status_code = 400
-    error_type = "invalid_request_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        status_code: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
-        self.headers = headers or {}
-        if status_code is not None:
-            self.status_code = status_code
 
 
 class NotFound(RequestError):
-    status_code = 404
+    pass
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message, param=param, code=None)
+
+class Busy(RequestError):
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, code="rate_limit_exceeded")
+        self.retry_after_s = retry_after_s
+
+
+class Conflict(RequestError):
+    pass

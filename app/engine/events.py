@@ -1,23 +1,24 @@
-"""Numbering and delivery of Responses streaming events.
+"""Responses streaming events: their numbering, and the sinks that deliver them.
 
 The engine emits events through an `Emitter`, which stamps consecutive sequence numbers and
-hands them to a sink. The sink decides what delivery means: SSE frames to an open request,
-nothing at all, or rows in the event log.
+hands them to a sink. The sink decides what delivery means, one per driver of the loop:
+
+- `QueueSink`: the inline stream; an HTTP response writes the events as SSE frames.
+- `DiscardSink`: the inline blocking request; only the final object is returned.
+- `EventLogSink`: the worker; events are batched into the persisted log that streams tail.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+from typing import Any, Protocol, TypedDict
 
-TERMINAL_EVENT_BY_STATUS = {
-    "completed": "response.completed",
-    "failed": "response.failed",
-    "incomplete": "response.incomplete",
-    # Not in OpenAI's streaming events; Ferry ends a cancelled background stream with it
-    # (named like OpenAI's `response.cancelled` webhook event).
-    "cancelled": "response.cancelled",
-}
-TERMINAL_EVENT_TYPES = frozenset(TERMINAL_EVENT_BY_STATUS.values())
+from app.statuses import TERMINAL_EVENT_TYPES
+from app.store.responses import ResponseStore
+
+#: A streaming event as sent: `type`, `sequence_number` and the fields of its type.
+Event = dict[str, Any]
+
 # Events after which a batching sink should flush: an item or the response changed state.
 BOUNDARY_EVENT_TYPES = TERMINAL_EVENT_TYPES | {
     "response.created",
@@ -29,8 +30,30 @@ BOUNDARY_EVENT_TYPES = TERMINAL_EVENT_TYPES | {
 }
 
 
+class StreamError(TypedDict):
+    """The `error` of an `error` event."""
+
+    type: str
+    code: str | None
+    message: str
+    param: str | None
+
+
+def stream_error(code: str | None, message: str) -> StreamError:
+    """The payload of an `error` event: a server-side failure, never the client's fault."""
+    return {"type": "server_error", "code": code, "message": message, "param": None}
+
+
+def error_event(sequence_number: int, code: str | None, message: str) -> Event:
+    return {
+        "type": "error",
+        "sequence_number": sequence_number,
+        "error": stream_error(code, message),
+    }
+
+
 class EventSink(Protocol):
-    async def send(self, event: dict[str, Any]) -> None:
+    async def send(self, event: Event) -> None:
         """Deliver one numbered event."""
         ...
 
@@ -44,10 +67,80 @@ class Emitter:
         self.sink = sink
         self.next_sequence_number = next_sequence_number
 
-    async def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
+    async def emit(self, event_type: str, **fields: Any) -> Event:
         event = {"type": event_type, "sequence_number": self.next_sequence_number, **fields}
         self.next_sequence_number += 1
         await self.sink.send(event)
         if event_type in BOUNDARY_EVENT_TYPES:
             await self.sink.flush()
         return event
+
+
+class DiscardSink:
+    """Blocking requests return only the final object; the events go nowhere."""
+
+    async def send(self, event: Event) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+class QueueSink:
+    """Hands events to the HTTP response writing them as SSE frames."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    async def send(self, event: Event) -> None:
+        self.queue.put_nowait(event)
+
+    async def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        """No more events: the reader stops after what is queued."""
+        self.queue.put_nowait(None)
+
+
+class EventLogSink:
+    """Batches events into the persisted log that background streams tail.
+
+    Writes are batched — not one transaction per token — and flushed at every item boundary
+    (the emitter calls `flush`) and at the latest `flush_interval_s` after an event arrives.
+    A batch the log refuses (the response was ended elsewhere, by a cancel) is dropped.
+    """
+
+    def __init__(self, store: ResponseStore, response_id: str, flush_interval_s: float) -> None:
+        self.store = store
+        self.response_id = response_id
+        self.flush_interval_s = flush_interval_s
+        self._pending: list[Event] = []
+        self._timer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, event: Event) -> None:
+        self._pending.append(event)
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._flush_soon(), name="event log flush")
+
+    async def flush(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        await self._write_pending()
+
+    async def aclose(self) -> None:
+        """Write what is left and stop the timer."""
+        await self.flush()
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.flush_interval_s)
+        self._timer = None  # from here on this is a plain flush; `flush()` must not cancel it
+        await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            if batch:
+                await self.store.append_events(self.response_id, batch)

@@ -8,24 +8,26 @@ always finds the same response with GET.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from app.config import Settings
-from app.engine.chat_messages import to_chat_messages
-from app.engine.chat_request import chat_completion_body
-from app.engine.events import TERMINAL_EVENT_BY_STATUS, Emitter, EventSink
+from app.engine.chat.client import UpstreamClient
+from app.engine.chat.messages import ChatMessage, to_chat_messages
+from app.engine.chat.request import chat_completion_body
+from app.engine.chat.turn import TurnTranslator, run_turn
+from app.engine.chat.usage import add_usage
+from app.engine.events import Emitter, EventSink, stream_error
+from app.engine.items import Item, call_key
 from app.engine.resource import response_object
-from app.engine.run_state import ABANDONED, Ending, RunState, TurnRecord, call_key
+from app.engine.run_state import ABANDONED, Ending, FinishedTurn, RunState, StepResult
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.mcp import mcp_servers, offered_functions
 from app.engine.tools.registry import ToolRegistry
-from app.engine.turn import TurnTranslator, run_turn
-from app.engine.upstream import UpstreamClient
-from app.engine.usage import add_usage
 from app.logs import current_response_id
+from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import ResponseStore, StoredResponse
 
 log = logging.getLogger(__name__)
@@ -34,11 +36,39 @@ log = logging.getLogger(__name__)
 HAND_BACK = "hand back"
 
 
+class RunMode(enum.Enum):
+    """Where a run happens, and what follows from it.
+
+    INLINE: in the API process, for a client that watches it live. The run starts fresh;
+    cancelling it (the client left) ends the response `cancelled`; a turn the upstream cuts
+    off fails the response, since its tokens were already shown.
+    WORKER: in a worker, for a deferred or handed-over response. The run resumes after the
+    last persisted step; cancelling it (a shutdown) leaves the response running for another
+    attempt; a turn cut off mid-stream is redone (its items are closed `incomplete` in the
+    log), up to UPSTREAM_MAX_ATTEMPTS.
+    """
+
+    INLINE = "inline"
+    WORKER = "worker"
+
+    @property
+    def resumes(self) -> bool:
+        return self is RunMode.WORKER
+
+    @property
+    def hands_back_on_cancel(self) -> bool:
+        return self is RunMode.WORKER
+
+    @property
+    def redoes_cut_turns(self) -> bool:
+        return self is RunMode.WORKER
+
+
 @dataclass(frozen=True)
 class ToolOffer:
     """The server-side tools offered to the model next to the client's, for every turn."""
 
-    functions: list[dict[str, Any]]  # registered HTTP tools and MCP tools, as functions
+    functions: list[Item]  # registered HTTP tools and MCP tools, as functions
     mcp_labels: dict[str, str]  # MCP tool name -> its server's label
 
 
@@ -49,38 +79,30 @@ class ResponseLoop:
         upstream: UpstreamClient,
         settings: Settings,
         *,
-        tools: ToolRegistry | None = None,
-        tool_runner: HttpToolRunner | None = None,
+        tools: ToolRegistry,
+        tool_runner: HttpToolRunner,
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.settings = settings
-        self.tools = tools or ToolRegistry()
-        self.tool_steps = ToolSteps(
-            store, self.tools, tool_runner or HttpToolRunner(), mcp_timeout_s=settings.mcp_timeout_s
-        )
+        self.tools = tools
+        self.tool_steps = ToolSteps(store, tools, tool_runner, mcp_timeout_s=settings.mcp_timeout_s)
 
     async def run(
         self,
         stored: StoredResponse,
         sink: EventSink,
+        mode: RunMode = RunMode.INLINE,
         *,
         next_sequence_number: int = 0,
-        resume: bool = False,
-        hand_back_on_cancel: bool = False,
-        redo_cut_turns: bool = False,
     ) -> StoredResponse:
         """Run a response to a terminal state and return the final row.
 
         Events are numbered from `next_sequence_number`: a background stream's log already
-        holds `response.created`, written when the response was accepted.
-        With `resume`, the steps already persisted are taken as done and the loop carries on
-        after the last finished one; steps cut off mid-way are redone.
-        Cancelling the task running this ends the response `cancelled` (a client gone, a
-        cancel request) — unless `hand_back_on_cancel`, when the response is left running
-        for another attempt (a worker shutting down). Any other failure ends it `failed`.
-        With `redo_cut_turns`, a model turn the upstream cuts off after its first tokens is
-        redone (its items closed `incomplete` in the stream), up to UPSTREAM_MAX_ATTEMPTS.
+        holds `response.created`, written when the response was accepted. `mode` says what
+        a cancellation and a cut-off turn mean (see `RunMode`); a cancellation with the
+        `HAND_BACK` message leaves the response running in any mode. Any other failure
+        ends the response `failed`.
         """
         token = current_response_id.set(stored.id)
         emitter = Emitter(sink, next_sequence_number)
@@ -89,22 +111,21 @@ class ResponseLoop:
             running = await self.store.mark_in_progress(stored.id)
             if running is None:  # it ended (e.g. was cancelled) before the loop started
                 return await self._reload(stored)
-            if resume:
+            if mode.resumes:
                 state = await self._restore(running)
-            state.redo_cut_turns = redo_cut_turns
             snapshot = response_object(running, state.output)
             if emitter.next_sequence_number == 0:
                 await emitter.emit("response.created", response=snapshot)
             await emitter.emit("response.in_progress", response=snapshot)
-            ending = await self._steps(running, emitter, state)
+            ending = await self._work_within_deadline(running, emitter, state, mode)
             return await self._finish(running, emitter, state, ending)
         except asyncio.CancelledError as cancelled:
-            if not (hand_back_on_cancel or HAND_BACK in cancelled.args):
+            if not (mode.hands_back_on_cancel or HAND_BACK in cancelled.args):
                 await asyncio.shield(self._finish_cancelled(stored, state))
             raise
         except Exception:
             log.exception("response loop crashed")
-            ending = Ending("failed", error={"code": "server_error", "message": "internal error"})
+            ending = Ending.failed("server_error", "internal error")
             return await asyncio.shield(self._finish(stored, emitter, state, ending))
         finally:
             current_response_id.reset(token)
@@ -116,7 +137,7 @@ class ResponseLoop:
             await self.store.finish_step(
                 stored.id,
                 step.ordinal,
-                status="cancelled",
+                status=StepStatus.CANCELLED,
                 result={"items": []},
                 usage=None,
                 error=ABANDONED,
@@ -128,17 +149,22 @@ class ResponseLoop:
             )
         return state
 
-    async def _steps(self, stored: StoredResponse, emitter: Emitter, state: RunState) -> Ending:
-        """Model turns and server-side tool calls, until an answer, a client call or a limit."""
+    async def _work_within_deadline(
+        self, stored: StoredResponse, emitter: Emitter, state: RunState, mode: RunMode
+    ) -> Ending:
+        """`_work`, bounded by RESPONSE_TIMEOUT_S."""
         try:
             async with asyncio.timeout(self.settings.response_timeout_s):
-                return await self._turns(stored, emitter, state)
+                return await self._work(stored, emitter, state, mode)
         except TimeoutError:
             message = f"the response took longer than {self.settings.response_timeout_s:g}s"
-            return Ending("failed", error={"code": "timeout", "message": message})
+            return Ending.failed("timeout", message)
 
-    async def _turns(self, stored: StoredResponse, emitter: Emitter, state: RunState) -> Ending:
-        """Model turns and their server-side calls, carrying on from whatever `state` holds."""
+    async def _work(
+        self, stored: StoredResponse, emitter: Emitter, state: RunState, mode: RunMode
+    ) -> Ending:
+        """Model turns and their server-side tool calls, carrying on from whatever `state`
+        holds, until an answer, a client call or a limit."""
         request = stored.request
         conversation = await self._conversation(stored)
         servers = mcp_servers(request)
@@ -146,7 +172,7 @@ class ResponseLoop:
         if unlisted:
             failure = await self.tool_steps.list_mcp_tools(stored, emitter, state, unlisted)
             if failure is not None:
-                return Ending("failed", error={"code": "mcp_error", "message": failure})
+                return Ending.failed("mcp_error", failure)
         mcp_offer = offered_functions([state.mcp_listed[server.label] for server in servers])
         functions = self.tools.offered_to(request)
         if request.get("tool_choice") != "none":
@@ -162,13 +188,13 @@ class ResponseLoop:
             answered = turn is not None and all(call_key(c) in state.answered for c in turn.calls)
             if turn is None or (turn.calls and answered):
                 if turn is not None and any(call_key(c) in state.skipped for c in turn.calls):
-                    return Ending("incomplete", incomplete_details={"reason": "max_tool_calls"})
+                    return Ending.incomplete("max_tool_calls")
                 if state.model_turns >= self.settings.max_model_turns:
-                    return Ending("incomplete", incomplete_details={"reason": "max_turns"})
+                    return Ending.incomplete("max_turns")
                 messages = to_chat_messages(
                     request.get("instructions"), conversation + state.output
                 )
-                turn = await self._model_turn(stored, emitter, state, messages, offer)
+                turn = await self._model_turn(stored, emitter, state, messages, offer, mode)
             ending = turn.ending()
             if ending is not None:
                 return ending
@@ -186,14 +212,14 @@ class ResponseLoop:
                     skip=unrun,
                     skip_reason="not run: the model also called client tools in this turn",
                 )
-                return Ending("completed")
+                return Ending(ResponseStatus.COMPLETED)
             for call in pending:
                 if call_key(call) in state.interrupted and not self.tool_steps.retry_safe(call):
                     message = (
                         f"the call to tool '{call['name']}' was cut off and the tool is not "
                         "safe to retry"
                     )
-                    return Ending("failed", error={"code": "step_abandoned", "message": message})
+                    return Ending.failed("step_abandoned", message)
             budget = len(pending)
             if max_tool_calls is not None:
                 budget = max(0, min(budget, max_tool_calls - state.tool_calls_run))
@@ -212,13 +238,14 @@ class ResponseLoop:
         stored: StoredResponse,
         emitter: Emitter,
         state: RunState,
-        messages: list[dict[str, Any]],
+        messages: list[ChatMessage],
         offer: ToolOffer,
-    ) -> TurnRecord:
+        mode: RunMode,
+    ) -> FinishedTurn:
         """One model turn; in a worker, redone when the upstream cuts it off mid-stream."""
-        attempts = self.settings.upstream_max_attempts if state.redo_cut_turns else 1
+        attempts = self.settings.upstream_max_attempts if mode.redoes_cut_turns else 1
         for attempt in range(1, attempts + 1):
-            turn = await self._one_model_turn(
+            turn = await self._model_turn_attempt(
                 stored,
                 emitter,
                 state,
@@ -231,25 +258,25 @@ class ResponseLoop:
             log.warning("model turn cut off mid-stream; redoing it", extra={"attempt": attempt})
         raise AssertionError("unreachable: the last try always returns a turn")
 
-    async def _one_model_turn(
+    async def _model_turn_attempt(
         self,
         stored: StoredResponse,
         emitter: Emitter,
         state: RunState,
-        messages: list[dict[str, Any]],
+        messages: list[ChatMessage],
         offer: ToolOffer,
         *,
         last_try: bool,
-    ) -> TurnRecord | None:
+    ) -> FinishedTurn | None:
         """A model turn as a step; None when it was cut off mid-stream and should be redone."""
         body = chat_completion_body(stored.request, messages, extra_tools=offer.functions)
         [ordinal] = state.claim_ordinals(1)
         # The step records the call's shape, not the whole conversation again.
         summary = {k: v for k, v in body.items() if k != "messages"}
         summary["message_count"] = len(messages)
-        await self.store.start_step(stored.id, ordinal, "model_call", summary)
+        await self.store.start_step(stored.id, ordinal, StepKind.MODEL_CALL, summary)
 
-        async def record_progress(items: list[dict[str, Any]]) -> None:
+        async def record_progress(items: list[Item]) -> None:
             await self.store.record_step_items(stored.id, ordinal, items)
 
         translator = TurnTranslator(
@@ -263,13 +290,13 @@ class ResponseLoop:
         except asyncio.CancelledError:
             # Cut off: its partial items stay in this run's output (a cancelled response
             # shows them), but a later attempt redoes the whole turn.
-            partial = {"items": translator.partial_items()}
+            partial: StepResult = {"items": translator.partial_items()}
             state.step_results.append(partial)
             await asyncio.shield(
                 self.store.finish_step(
                     stored.id,
                     ordinal,
-                    status="cancelled",
+                    status=StepStatus.CANCELLED,
                     result=partial,
                     usage=None,
                     error=ABANDONED,
@@ -281,14 +308,14 @@ class ResponseLoop:
             await self.store.finish_step(
                 stored.id,
                 ordinal,
-                status="cancelled",
+                status=StepStatus.CANCELLED,
                 result={"items": []},
                 usage=result.usage,
                 error=ABANDONED,
             )
             state.usage = add_usage(state.usage, result.usage)
             return None
-        step_result = {
+        step_result: StepResult = {
             "items": result.items,
             "usage_missing": result.usage_missing,
             "incomplete_reason": result.incomplete_reason,
@@ -302,7 +329,7 @@ class ResponseLoop:
             usage=result.usage,
             error=result.error,
         )
-        turn = TurnRecord(
+        turn = FinishedTurn(
             outcome=result.outcome,
             calls=result.calls,
             error=result.error,
@@ -311,7 +338,7 @@ class ResponseLoop:
         state.record_turn(turn, result.usage, result.usage_missing)
         return turn
 
-    async def _conversation(self, stored: StoredResponse) -> list[dict[str, Any]]:
+    async def _conversation(self, stored: StoredResponse) -> list[Item]:
         """The previous responses' input and output, oldest first, then this input."""
         chain: list[StoredResponse] = []
         previous_id = stored.previous_response_id
@@ -321,7 +348,7 @@ class ResponseLoop:
                 break  # deleted since this response was accepted: continue without it
             chain.append(previous)
             previous_id = previous.previous_response_id
-        items: list[dict[str, Any]] = []
+        items: list[Item] = []
         for previous in reversed(chain):
             items.extend(previous.request.get("input") or [])
             items.extend(previous.output or [])
@@ -345,23 +372,16 @@ class ResponseLoop:
             return await self._reload(stored)
         log.info("response finished", extra={"status": final.status})
         snapshot = response_object(final, output)
-        if ending.status == "failed" and ending.error is not None:
-            await emitter.emit(
-                "error",
-                error={
-                    "type": "server_error",
-                    "code": ending.error.get("code"),
-                    "message": ending.error.get("message"),
-                    "param": None,
-                },
-            )
-        await emitter.emit(TERMINAL_EVENT_BY_STATUS[final.status], response=snapshot)
+        if ending.status == ResponseStatus.FAILED and ending.error is not None:
+            error = stream_error(ending.error["code"], ending.error["message"])
+            await emitter.emit("error", error=error)
+        await emitter.emit(ResponseStatus(final.status).terminal_event_type, response=snapshot)
         return final
 
     async def _finish_cancelled(self, stored: StoredResponse, state: RunState) -> None:
         await self.store.finish(
             stored.id,
-            status="cancelled",
+            status=ResponseStatus.CANCELLED,
             output=state.output,
             usage=state.usage,
             usage_missing=state.usage_missing,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
 
-from app.engine.events import TERMINAL_EVENT_BY_STATUS
+from app.engine.events import Event, stream_error
+from app.engine.items import Item
+from app.statuses import ResponseStatus
 
 
-def replay_events(response: dict[str, Any]) -> list[dict[str, Any]]:
+def replay_events(response: Item) -> list[Event]:
     """Every event for `response` (a Response object in a terminal state), numbered from 0."""
     events = list(_unnumbered(response))
     for number, event in enumerate(events):
@@ -21,7 +22,7 @@ def replay_events(response: dict[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _unnumbered(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _unnumbered(response: Item) -> Iterator[Event]:
     opening = {
         **copy.deepcopy(response),
         "status": "in_progress",
@@ -35,21 +36,14 @@ def _unnumbered(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {"type": "response.in_progress", "response": opening}
     for index, item in enumerate(response["output"]):
         yield from _item_events(index, item)
-    if response["status"] == "failed" and response.get("error"):
+    status = ResponseStatus(response["status"])
+    if status == ResponseStatus.FAILED and response.get("error"):
         error = response["error"]
-        yield {
-            "type": "error",
-            "error": {
-                "type": "server_error",
-                "code": error.get("code"),
-                "message": error.get("message"),
-                "param": None,
-            },
-        }
-    yield {"type": TERMINAL_EVENT_BY_STATUS[response["status"]], "response": response}
+        yield {"type": "error", "error": stream_error(error.get("code"), error.get("message"))}
+    yield {"type": status.terminal_event_type, "response": response}
 
 
-def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _item_events(index: int, item: Item) -> Iterator[Event]:
     if item["type"] == "message":
         yield from _message_events(index, item)
     elif item["type"] == "function_call":
@@ -59,7 +53,7 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield {"type": "response.output_item.done", "output_index": index, "item": item}
 
 
-def _message_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _message_events(index: int, item: Item) -> Iterator[Event]:
     item_id = item["id"]
     yield {
         "type": "response.output_item.added",
@@ -86,7 +80,7 @@ def _message_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]
     yield {"type": "response.output_item.done", "output_index": index, "item": item}
 
 
-def _function_call_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _function_call_events(index: int, item: Item) -> Iterator[Event]:
     at = {"item_id": item["id"], "output_index": index}
     yield {
         "type": "response.output_item.added",

@@ -64,20 +64,15 @@ def _param(request: dict[str, Any], name: str) -> Any:
 def response_object(
     stored: StoredResponse,
     output: list[dict[str, Any]],
-    *,
-    status: str | None = None,
 ) -> dict[str, Any]:
-    """The Response for a stored row and the output assembled so far.
-
-    `status` overrides the stored status for snapshots sent in events before it is written.
-    """
+    """The Response for a stored row and the output assembled so far."""
     request = stored.request
     return {
         "id": stored.id,
         "object": "response",
         "created_at": _epoch(stored.created_at),
         "completed_at": _epoch(stored.completed_at),
-        "status": status or stored.status,
+        "status": stored.status,
         "incomplete_details": stored.incomplete_details,
         "model": stored.model,
         "previous_response_id": stored.previous_response_id,

@@ -2,75 +2,119 @@
 
 The state is rebuilt from the persisted steps when a run resumes after a crash: finished
 steps count as done, so completed model turns and tool calls are never repeated.
+
+The output of a response is assembled here from the results of its steps; GET, stream
+replay, cancel and the loop itself all use the one function, so every view of a response
+shows the same items in the same order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-from app.engine.assembly import assemble_output
-from app.engine.usage import add_usage
+from app.engine.chat.usage import Usage, add_usage
+from app.engine.items import ErrorInfo, Item, is_call
+from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import StoredStep
 
-ABANDONED = {"code": "abandoned", "message": "the process running this step stopped"}
+#: The error code of a step whose process stopped mid-way; the step is redone.
+ABANDONED_CODE = "abandoned"
+ABANDONED: ErrorInfo = {
+    "code": ABANDONED_CODE,
+    "message": "the process running this step stopped",
+}
 
 
-def output_of_steps(steps: list[StoredStep]) -> list[dict[str, Any]]:
+class StepResult(TypedDict):
+    """What a finished step leaves on its row: the output items it produced."""
+
+    items: list[Item]
+    usage_missing: NotRequired[bool]  # a model turn whose upstream reported no usage
+    incomplete_reason: NotRequired[str | None]  # a model turn cut short by a limit
+
+
+def is_abandoned(step: StoredStep) -> bool:
+    """Recognised by the error's code, so rewording the message never breaks a resume."""
+    return isinstance(step.error, dict) and step.error.get("code") == ABANDONED_CODE
+
+
+def assemble_output(step_results: Iterable[StepResult | dict[str, Any] | None]) -> list[Item]:
+    """The output the step results hold, in order.
+
+    An item a later step finishes (an `mcp_call` opened by a model turn, completed by its
+    tool step) replaces the earlier copy in place, keeping the position it was announced at.
+    """
+    output: list[Item] = []
+    position: dict[str, int] = {}
+    for result in step_results:
+        for item in (result or {}).get("items") or []:
+            at = position.get(item.get("id", ""))
+            if at is None:
+                position[item.get("id", "")] = len(output)
+                output.append(item)
+            else:
+                output[at] = item
+    return output
+
+
+def output_of_steps(steps: list[StoredStep]) -> list[Item]:
     """The output the persisted steps hold, without the work of steps since abandoned."""
-    return assemble_output(step.result for step in steps if step.error != ABANDONED)
-
-
-def call_key(call: dict[str, Any]) -> str:
-    """What identifies a tool call across retries: its call id (an mcp_call's item id)."""
-    return str(call.get("call_id") or call["id"])
+    return assemble_output(step.result for step in steps if not is_abandoned(step))
 
 
 @dataclass(frozen=True)
 class Ending:
-    status: str
-    error: dict[str, Any] | None = None
+    status: ResponseStatus
+    error: ErrorInfo | None = None
     incomplete_details: dict[str, Any] | None = None
+
+    @classmethod
+    def failed(cls, code: str, message: str) -> Ending:
+        return cls(ResponseStatus.FAILED, error={"code": code, "message": message})
+
+    @classmethod
+    def incomplete(cls, reason: str | None) -> Ending:
+        return cls(ResponseStatus.INCOMPLETE, incomplete_details={"reason": reason})
 
 
 @dataclass(frozen=True)
-class TurnRecord:
+class FinishedTurn:
     """What a finished model turn decided, enough to carry on after it."""
 
-    outcome: str  # completed | incomplete | failed
-    calls: list[dict[str, Any]]
-    error: dict[str, Any] | None = None
+    outcome: StepStatus  # completed | incomplete | failed
+    calls: list[Item]
+    error: ErrorInfo | None = None
     incomplete_reason: str | None = None
 
     def ending(self) -> Ending | None:
         """How the response ends after this turn, or None when its tool calls come next."""
-        if self.outcome == "failed":
-            return Ending("failed", error=self.error)
-        if self.outcome == "incomplete":
-            return Ending("incomplete", incomplete_details={"reason": self.incomplete_reason})
+        if self.outcome == StepStatus.FAILED:
+            return Ending(ResponseStatus.FAILED, error=self.error)
+        if self.outcome == StepStatus.INCOMPLETE:
+            return Ending.incomplete(self.incomplete_reason)
         if not self.calls:
-            return Ending("completed")
+            return Ending(ResponseStatus.COMPLETED)
         return None
 
 
 @dataclass
 class RunState:
-    step_results: list[dict[str, Any]] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
+    step_results: list[StepResult] = field(default_factory=list)
+    usage: Usage | None = None
     usage_missing: bool = False
     next_ordinal: int = 0
     tool_calls_run: int = 0
     model_turns: int = 0
-    last_turn: TurnRecord | None = None
+    last_turn: FinishedTurn | None = None
     answered: set[str] = field(default_factory=set)  # call keys with a finished tool step
     skipped: set[str] = field(default_factory=set)  # call keys closed without running
     interrupted: set[str] = field(default_factory=set)  # call keys cut off mid-call
-    mcp_listed: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> item
-    # In a worker, a model turn cut off mid-stream is redone (no client saw it live).
-    redo_cut_turns: bool = False
+    mcp_listed: dict[str, Item] = field(default_factory=dict)  # server label -> its list item
 
     @property
-    def output(self) -> list[dict[str, Any]]:
+    def output(self) -> list[Item]:
         return assemble_output(self.step_results)
 
     def claim_ordinals(self, count: int) -> list[int]:
@@ -79,7 +123,7 @@ class RunState:
         self.next_ordinal += count
         return list(range(first, first + count))
 
-    def record_turn(self, turn: TurnRecord, usage: dict[str, Any] | None, missing: bool) -> None:
+    def record_turn(self, turn: FinishedTurn, usage: Usage | None, missing: bool) -> None:
         self.model_turns += 1
         self.last_turn = turn
         self.usage = add_usage(self.usage, usage)
@@ -91,39 +135,36 @@ class RunState:
         state = cls(next_ordinal=max((s.ordinal for s in steps), default=-1) + 1)
         cut = []
         for step in steps:
-            if step.status == "in_progress":
+            running = step.status == StepStatus.IN_PROGRESS
+            if running:
                 cut.append(step)
-            elif step.error != ABANDONED:
+            elif not is_abandoned(step):
                 state._restore(step)
             else:
                 # Work redone since, but the tokens it used were spent all the same.
                 state.usage = add_usage(state.usage, step.usage)
             # A call cut off (now, or in an earlier attempt) may have had its effect.
-            if step.status == "in_progress" or step.error == ABANDONED:
+            if running or is_abandoned(step):
                 call_id = (step.request or {}).get("call_id")
-                if step.kind == "tool_call" and call_id and "skipped" not in step.request:
+                if step.kind == StepKind.TOOL_CALL and call_id and "skipped" not in step.request:
                     state.interrupted.add(call_id)
         return state, cut
 
     def _restore(self, step: StoredStep) -> None:
-        result = step.result or {}
+        result: StepResult = step.result or {"items": []}  # type: ignore[assignment]
         request = step.request or {}
-        if step.kind == "model_call":
-            items = result.get("items") or []
-            self.step_results.append(result)
-            calls = [i for i in items if i["type"] in ("function_call", "mcp_call")]
-            turn = TurnRecord(
-                outcome=step.status,
-                calls=calls,
-                error=step.error,
+        self.step_results.append(result)
+        if step.kind == StepKind.MODEL_CALL:
+            turn = FinishedTurn(
+                outcome=StepStatus(step.status),
+                calls=[item for item in result.get("items") or [] if is_call(item)],
+                error=step.error,  # type: ignore[arg-type]
                 incomplete_reason=result.get("incomplete_reason"),
             )
             self.record_turn(turn, step.usage, bool(result.get("usage_missing")))
-            return
-        self.step_results.append(result)
-        if "mcp_list_tools" in request:
+        elif "mcp_list_tools" in request:
             [item] = result.get("items") or [None]
-            if item is not None and step.status == "completed":
+            if item is not None and step.status == StepStatus.COMPLETED:
                 self.mcp_listed[request["mcp_list_tools"]] = item
         elif "skipped" in request:
             self.skipped.add(request["call_id"])

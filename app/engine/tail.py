@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.engine.events import TERMINAL_EVENT_TYPES
 from app.engine.waiting import wait_or_stop
+from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.notify import EventNotifier
 from app.store.responses import ResponseStore
 

@@ -13,31 +13,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from app import ids
 from app.engine.events import Emitter
-from app.engine.run_state import ABANDONED, RunState, call_key
+from app.engine.items import ErrorInfo, Item, call_key, function_call_output
+from app.engine.run_state import ABANDONED, RunState
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
 from app.engine.tools.mcp import McpServer, list_tools_item
 from app.engine.tools.mcp_errors import INVALID_PARAMS, execution_error, protocol_error
 from app.engine.tools.registry import ToolRegistry
+from app.statuses import StepKind, StepStatus
 from app.store.responses import ResponseStore, StoredResponse
-
-
-def function_call_output(call: dict[str, Any]) -> dict[str, Any]:
-    """The output item answering a function call, before it has run."""
-    return {
-        "id": ids.new_id("fco"),
-        "type": "function_call_output",
-        "call_id": call["call_id"],
-        "output": "",
-        "status": "in_progress",
-    }
 
 
 @dataclass
 class _Pending:
-    call: dict[str, Any]
-    item: dict[str, Any]  # what the step produces: a new output item, or the mcp_call itself
+    call: Item
+    item: Item  # what the step produces: a new output item, or the mcp_call itself
     output_index: int
     announced_here: bool  # a function_call_output is new; an mcp_call was announced by the turn
 
@@ -56,10 +46,10 @@ class ToolSteps:
         self.http = http
         self.mcp_timeout_s = mcp_timeout_s
 
-    def is_server_side(self, call: dict[str, Any]) -> bool:
+    def is_server_side(self, call: Item) -> bool:
         return call["type"] == "mcp_call" or self.registry.get(call["name"]) is not None
 
-    def retry_safe(self, call: dict[str, Any]) -> bool:
+    def retry_safe(self, call: Item) -> bool:
         """Whether a call cut off mid-way may be made again (with the same Idempotency-Key).
 
         MCP calls are redone: MCP has no idempotency key to offer, and a server whose tool
@@ -88,7 +78,7 @@ class ToolSteps:
             index = len(state.output)
             placeholder = list_tools_item(server, [], None)
             request = {"mcp_list_tools": server.label, "server_url": server.url}
-            await self.store.start_step(stored.id, ordinal, "tool_call", request)
+            await self.store.start_step(stored.id, ordinal, StepKind.TOOL_CALL, request)
             await emitter.emit("response.output_item.added", output_index=index, item=placeholder)
             await emitter.emit(
                 "response.mcp_list_tools.in_progress", item_id=placeholder["id"], output_index=index
@@ -101,7 +91,7 @@ class ToolSteps:
             except McpError as exc:
                 tools, error = [], str(exc)
             item = {**list_tools_item(server, tools, error), "id": placeholder["id"]}
-            status = "completed" if error is None else "failed"
+            status = StepStatus.COMPLETED if error is None else StepStatus.FAILED
             await self.store.finish_step(
                 stored.id,
                 ordinal,
@@ -129,8 +119,8 @@ class ToolSteps:
         state: RunState,
         servers: dict[str, McpServer],
         *,
-        run: list[dict[str, Any]],
-        skip: list[dict[str, Any]],
+        run: list[Item],
+        skip: list[Item],
         skip_reason: str,
     ) -> None:
         """Run `run` at once, each a step; close `skip` unrun with `skip_reason`, in order."""
@@ -169,7 +159,7 @@ class ToolSteps:
                 )
             await emitter.emit("response.output_item.done", output_index=p.output_index, item=done)
 
-    def _announceable(self, calls: list[dict[str, Any]], state: RunState) -> list[_Pending]:
+    def _announceable(self, calls: list[Item], state: RunState) -> list[_Pending]:
         output = state.output
         positions = {item["id"]: index for index, item in enumerate(output)}
         next_index = len(output)
@@ -185,11 +175,11 @@ class ToolSteps:
 
     async def _call_step(
         self, stored: StoredResponse, ordinal: int, p: _Pending, servers: dict[str, McpServer]
-    ) -> dict[str, Any]:
+    ) -> Item:
         call = p.call
         request = {"type": call["type"], "name": call["name"], "arguments": call["arguments"]}
         request["call_id"] = call_key(call)
-        await self.store.start_step(stored.id, ordinal, "tool_call", request)
+        await self.store.start_step(stored.id, ordinal, StepKind.TOOL_CALL, request)
         try:
             if call["type"] == "mcp_call":
                 done = await self._call_mcp(servers[call["server_label"]], call)
@@ -200,23 +190,25 @@ class ToolSteps:
                     "output": await self._call_http(stored, call),
                 }
         except asyncio.CancelledError:
-            await asyncio.shield(self._finish(stored, ordinal, "cancelled", None, ABANDONED))
+            await asyncio.shield(
+                self._finish(stored, ordinal, StepStatus.CANCELLED, None, ABANDONED)
+            )
             raise
-        await self._finish(stored, ordinal, "completed", done)
+        await self._finish(stored, ordinal, StepStatus.COMPLETED, done)
         return done
 
-    async def _call_http(self, stored: StoredResponse, call: dict[str, Any]) -> str:
+    async def _call_http(self, stored: StoredResponse, call: Item) -> str:
         tool = self.registry.get(call["name"])
         assert tool is not None
         return await self.http.call(
             tool, call_id=call["call_id"], arguments=call["arguments"], response_id=stored.id
         )
 
-    async def _call_mcp(self, server: McpServer, call: dict[str, Any]) -> dict[str, Any]:
+    async def _call_mcp(self, server: McpServer, call: Item) -> Item:
         from app.engine.tools.mcp_client import McpError, call_mcp_tool  # see list_mcp_tools
 
         output: str | None = None
-        error: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None  # an mcp_call error object
         try:
             arguments = json.loads(call["arguments"] or "{}")
             if not isinstance(arguments, dict):
@@ -240,7 +232,7 @@ class ToolSteps:
 
     async def _skipped_step(
         self, stored: StoredResponse, ordinal: int, p: _Pending, reason: str
-    ) -> dict[str, Any]:
+    ) -> Item:
         if p.call["type"] == "mcp_call":
             done = {**p.call, "error": protocol_error(reason), "status": "incomplete"}
         else:
@@ -251,17 +243,17 @@ class ToolSteps:
             "call_id": call_key(p.call),
             "skipped": reason,
         }
-        await self.store.start_step(stored.id, ordinal, "tool_call", request)
-        await self._finish(stored, ordinal, "cancelled", done)
+        await self.store.start_step(stored.id, ordinal, StepKind.TOOL_CALL, request)
+        await self._finish(stored, ordinal, StepStatus.CANCELLED, done)
         return done
 
     async def _finish(
         self,
         stored: StoredResponse,
         ordinal: int,
-        status: str,
-        item: dict[str, Any] | None,
-        error: dict[str, Any] | None = None,
+        status: StepStatus,
+        item: Item | None,
+        error: ErrorInfo | None = None,
     ) -> None:
         result = {"items": [item] if item is not None else []}
         await self.store.finish_step(

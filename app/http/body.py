@@ -8,10 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from app.engine.errors import RequestError
-
-
-class BodyTooLarge(RequestError):
-    status_code = 413
+from app.http.errors import BodyTooLarge
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

@@ -1,33 +1,80 @@
-"""The OpenAI error envelope, for every error the API returns."""
+"""The OpenAI error envelope, for every error the API returns, and the HTTP status of each
+of the engine's refusals.
+
+    engine error        status  type
+    RequestError        400     invalid_request_error
+    NotFound            404     invalid_request_error
+    Conflict            409     invalid_request_error
+    Busy                429     rate_limit_exceeded (with Retry-After when known)
+
+Errors only the front end raises carry their status themselves (`HttpError`).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.engine.errors import RequestError
+from app.engine.errors import Busy, Conflict, NotFound, RequestError
 
 log = logging.getLogger(__name__)
 
 _TYPE_BY_STATUS = {
-    401: "invalid_request_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
     429: "rate_limit_exceeded",
+    500: "server_error",
     503: "server_error",
     504: "server_error",
 }
+# Most specific first: the first class an error is an instance of decides.
+_STATUS_BY_ERROR: list[tuple[type[RequestError], int]] = [
+    (NotFound, 404),
+    (Conflict, 409),
+    (Busy, 429),
+    (RequestError, 400),
+]
+
+
+class HttpError(RequestError):
+    """A refusal of the front end's own (authentication, body size, a held request's
+    deadline), with its HTTP status."""
+
+    status_code = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class Unauthorized(HttpError):
+    status_code = 401
+
+
+class BodyTooLarge(HttpError):
+    status_code = 413
+
+
+class GatewayTimeout(HttpError):
+    """A held request whose response did not end in time; the work goes on."""
+
+    status_code = 504
 
 
 def error_response(
     status_code: int,
     message: str,
     *,
-    error_type: str | None = None,
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
@@ -35,7 +82,7 @@ def error_response(
     envelope = {
         "error": {
             "message": message,
-            "type": error_type or _TYPE_BY_STATUS.get(status_code, "invalid_request_error"),
+            "type": _TYPE_BY_STATUS.get(status_code, "invalid_request_error"),
             "param": param,
             "code": code,
         }
@@ -47,15 +94,19 @@ def error_response(
     return JSONResponse(envelope, status_code=status_code, headers=all_headers)
 
 
+def status_of(exc: RequestError) -> int:
+    if isinstance(exc, HttpError):
+        return exc.status_code
+    return next(status for kind, status in _STATUS_BY_ERROR if isinstance(exc, kind))
+
+
 async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
+    headers = {}
+    if isinstance(exc, Busy) and exc.retry_after_s is not None:
+        headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
     return error_response(
-        exc.status_code,
-        exc.message,
-        error_type=exc.error_type,
-        param=exc.param,
-        code=exc.code,
-        headers=exc.headers,
+        status_of(exc), exc.message, param=exc.param, code=exc.code, headers=headers
     )
 
 
@@ -65,7 +116,6 @@ async def on_database_unavailable(request: Request, exc: Exception) -> JSONRespo
     return error_response(
         503,
         "The database is unavailable; retry shortly.",
-        error_type="server_error",
         code="database_unavailable",
         headers={"Retry-After": "2"},
     )
@@ -83,6 +133,4 @@ async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(
-        500, "The server had an error while processing your request.", error_type="server_error"
-    )
+    return error_response(500, "The server had an error while processing your request.")

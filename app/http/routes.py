@@ -6,22 +6,23 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.config import Settings
+from app.engine.api_side import ApiSide, Idempotency, KeyTaken
 from app.engine.errors import RequestError
+from app.engine.events import DiscardSink, QueueSink, error_event
+from app.engine.items import Item
 from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
 from app.engine.request import CreateResponseRequest, parse_create_request
-from app.engine.service import Idempotency, KeyTaken, ResponsesService, Unavailable
-from app.engine.sinks import DiscardSink, QueueSink
 from app.engine.waiting import wait_or_stop
 from app.http.auth import authenticate
 from app.http.body import read_json
+from app.http.errors import GatewayTimeout
 from app.http.query import query_bool, query_choice, query_int
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
@@ -30,8 +31,9 @@ from app.store.responses import StoredResponse
 log = logging.getLogger(__name__)
 
 
-def _service(request: Request) -> ResponsesService:
-    return request.app.state.service
+def _service(request: Request) -> ApiSide:
+    service: ApiSide = request.app.state.service
+    return service
 
 
 def _owner(request: Request) -> str:
@@ -64,10 +66,10 @@ async def create_response(request: Request) -> Response:
 
 async def _create(
     request: Request,
-    service: ResponsesService,
+    service: ApiSide,
     owner: str,
     create: CreateResponseRequest,
-    items: list[dict[str, Any]],
+    items: list[Item],
     idempotency: Idempotency | None,
 ) -> Response:
     settings: Settings = request.app.state.settings
@@ -79,12 +81,12 @@ async def _create(
     log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:
         return _sse(_stream_inline(request, service, stored))
-    final = await service.run(stored, DiscardSink())
+    final = await service.run_inline(stored, DiscardSink())
     return JSONResponse(await service.present(final))
 
 
 async def _answer_with(
-    service: ResponsesService, stored: StoredResponse, *, stream: bool, settings: Settings
+    service: ApiSide, stored: StoredResponse, *, stream: bool, settings: Settings
 ) -> Response:
     """Answer with a response running elsewhere (a worker, or the first of two twins).
 
@@ -99,11 +101,10 @@ async def _answer_with(
         return _sse(_held_frames(service, stored, settings))
     final = await service.wait_until_terminal(stored, settings.flex_timeout_s)
     if final is None:
-        raise Unavailable(
+        raise GatewayTimeout(
             f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
             " it keeps running: retrieve it later with GET /v1/responses/{id}.",
             code="timeout",
-            status_code=504,
         )
     return JSONResponse(await service.present(final))
 
@@ -112,9 +113,7 @@ def _sse(frames: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def _tail_frames(
-    service: ResponsesService, stored: StoredResponse, *, after: int
-) -> AsyncIterator[bytes]:
+def _tail_frames(service: ApiSide, stored: StoredResponse, *, after: int) -> AsyncIterator[bytes]:
     """The persisted log as SSE; leaving does not stop the work, which runs in a worker.
 
     `service.tail` is called here, before the first byte, so a response without a log
@@ -130,7 +129,7 @@ def _tail_frames(
 
 
 async def _held_frames(
-    service: ResponsesService, stored: StoredResponse, settings: Settings
+    service: ApiSide, stored: StoredResponse, settings: Settings
 ) -> AsyncIterator[bytes]:
     """Respond first, then hold the stream with keep-alives until the response ends, and
     replay it as events. Past FLEX_TIMEOUT_S the stream ends with an `error` event."""
@@ -149,8 +148,7 @@ async def _held_frames(
                 f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
                 " it keeps running: retrieve it later."
             )
-            error = {"type": "server_error", "code": "timeout", "message": message, "param": None}
-            yield frame({"type": "error", "sequence_number": 0, "error": error})
+            yield frame(error_event(0, "timeout", message))
             return
         yield KEEPALIVE
     for event in replay_events(await service.present(final)):
@@ -158,7 +156,7 @@ async def _held_frames(
 
 
 async def _stream_inline(
-    request: Request, service: ResponsesService, stored: StoredResponse
+    request: Request, service: ApiSide, stored: StoredResponse
 ) -> AsyncIterator[bytes]:
     """Run the loop in its own task and write its events as SSE frames.
 
@@ -167,7 +165,7 @@ async def _stream_inline(
     and the loop records the response as `cancelled` before stopping.
     """
     sink = QueueSink()
-    task = asyncio.create_task(service.run(stored, sink), name=f"inline {stored.id}")
+    task = asyncio.create_task(service.run_inline(stored, sink), name=f"inline {stored.id}")
     inline_tasks: set[asyncio.Task[StoredResponse]] = request.app.state.inline_tasks
     inline_tasks.add(task)
     task.add_done_callback(inline_tasks.discard)
@@ -204,8 +202,7 @@ def _goodbye(stored: StoredResponse, sequence_number: int) -> bytes:
         "The server is shutting down; the response goes on elsewhere: retrieve it with "
         f"GET /v1/responses/{stored.id}."
     )
-    error = {"type": "server_error", "code": "server_shutdown", "message": message, "param": None}
-    return frame({"type": "error", "sequence_number": sequence_number, "error": error})
+    return frame(error_event(sequence_number, "server_shutdown", message))
 
 
 async def get_response(request: Request) -> Response:

@@ -28,10 +28,6 @@ class EventNotifier:
         self.reconnect_delay_s = reconnect_delay_s
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="event notifier")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -42,6 +38,10 @@ class EventNotifier:
     @contextlib.contextmanager
     def subscribe(self, response_id: str) -> Iterator[asyncio.Event]:
         """An event set whenever the response's log may have grown; clear it before reading."""
+        if self._task is None:
+            # Listening starts with the first subscriber: a process that never tails a
+            # stream (a worker) never holds a LISTEN connection.
+            self._task = asyncio.create_task(self._listen_forever(), name="event notifier")
         waiter = asyncio.Event()
         self._waiters[response_id].add(waiter)
         try:
@@ -69,7 +69,6 @@ class EventNotifier:
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    self.connected.set()
                     self._wake_all()  # anything sent while we were away is caught up now
                     async for note in conn.notifies():
                         self._wake(note.payload.partition(":")[0])
@@ -77,6 +76,4 @@ class EventNotifier:
                 raise
             except Exception:
                 log.warning("event notifier lost its connection; reconnecting", exc_info=True)
-            finally:
-                self.connected.clear()
             await asyncio.sleep(self.reconnect_delay_s)

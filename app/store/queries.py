@@ -1,4 +1,8 @@
-"""Loads `queries.sql` into a mapping of query name to SQL text."""
+"""Loads a `.sql` file of named queries (`-- name: x`) into a mapping of name to SQL text.
+
+`{{name}}` placeholders are filled in from `app.statuses.SQL_CONSTANTS`: the lists of
+statuses live in Python once, not copied into every query.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,15 @@ import re
 from pathlib import Path
 from typing import LiteralString, cast
 
+from app.statuses import SQL_CONSTANTS
+
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+def _fill(sql: str) -> str:
+    # A name that is not a constant raises KeyError at import: a typo never reaches a query.
+    return _PLACEHOLDER.sub(lambda match: SQL_CONSTANTS[match.group(1)], sql)
 
 
 def load_queries(path: Path) -> dict[str, LiteralString]:
@@ -14,7 +26,7 @@ def load_queries(path: Path) -> dict[str, LiteralString]:
     pieces = _NAME.split(text)
     # pieces: [preamble, name1, body1, name2, body2, ...]
     return {
-        name: cast(LiteralString, body.strip().rstrip(";"))
+        name: cast(LiteralString, _fill(body.strip().rstrip(";")))
         for name, body in zip(pieces[1::2], pieces[2::2], strict=True)
     }
 

@@ -19,13 +19,13 @@ SELECT * FROM responses WHERE id = %(id)s;
 -- name: mark_in_progress
 UPDATE responses
    SET status = 'in_progress', started_at = coalesce(started_at, now()), updated_at = now()
- WHERE id = %(id)s AND status IN ('queued', 'in_progress')
+ WHERE id = %(id)s AND status IN {{active}}
 RETURNING *;
 
 -- name: renew_lease
 UPDATE responses
    SET lease_expires_at = now() + make_interval(secs => %(lease_ttl_s)s), updated_at = now()
- WHERE id = %(id)s AND lease_owner = %(lease_owner)s AND status IN ('queued', 'in_progress')
+ WHERE id = %(id)s AND lease_owner = %(lease_owner)s AND status IN {{active}}
 RETURNING id;
 
 -- name: finish_response
@@ -35,7 +35,7 @@ UPDATE responses
        usage_missing = %(usage_missing)s, error = %(error)s,
        incomplete_details = %(incomplete_details)s, completed_at = now(), updated_at = now(),
        lease_owner = NULL, lease_expires_at = NULL
- WHERE id = %(id)s AND status IN ('queued', 'in_progress')
+ WHERE id = %(id)s AND status IN {{active}}
 RETURNING *;
 
 -- name: start_step
@@ -60,8 +60,7 @@ SELECT id, status FROM responses WHERE id = %(id)s FOR UPDATE;
 SELECT EXISTS (
     SELECT 1 FROM response_events
      WHERE response_id = %(response_id)s
-       AND type IN ('response.completed', 'response.failed', 'response.incomplete',
-                    'response.cancelled')
+       AND type IN {{terminal_event_types}}
 ) AS closed;
 
 -- name: append_events

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -17,16 +17,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.queries import QUERIES
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
 
 @dataclass(frozen=True)
 class StoredResponse:
     id: str
     owner: str
-    status: str
+    status: ResponseStatus
     request: dict[str, Any]
     model: str
     service_tier: str
@@ -46,17 +45,21 @@ class StoredResponse:
     updated_at: datetime
     job_id: int | None = None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredResponse:
+        return cls(**{**row, "status": ResponseStatus(row["status"])})
+
     @property
     def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status.is_terminal
 
 
 @dataclass(frozen=True)
 class StoredStep:
     response_id: str
     ordinal: int
-    kind: str
-    status: str
+    kind: StepKind
+    status: StepStatus
     request: dict[str, Any] | None
     result: dict[str, Any] | None
     usage: dict[str, Any] | None
@@ -64,12 +67,16 @@ class StoredStep:
     started_at: datetime
     completed_at: datetime | None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredStep:
+        return cls(**{**row, "kind": StepKind(row["kind"]), "status": StepStatus(row["status"])})
+
 
 @dataclass(frozen=True)
 class NewResponse:
     id: str
     owner: str
-    status: str
+    status: ResponseStatus
     request: dict[str, Any]
     model: str
     service_tier: str
@@ -80,7 +87,7 @@ class NewResponse:
     lease_ttl_s: float = 0.0
 
 
-def _json(value: Any) -> Jsonb | None:
+def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
 
@@ -133,22 +140,22 @@ class ResponseStore:
             "insert_response", {**new.__dict__, "request": Jsonb(new.request)}, conn
         )
         assert row is not None
-        return StoredResponse(**row)
+        return StoredResponse.from_row(row)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         row = await self._one("get_response", {"id": response_id, "owner": owner})
-        return StoredResponse(**row) if row else None
+        return StoredResponse.from_row(row) if row else None
 
     async def get_any_owner(self, response_id: str) -> StoredResponse | None:
         row = await self._one("get_response_any_owner", {"id": response_id})
-        return StoredResponse(**row) if row else None
+        return StoredResponse.from_row(row) if row else None
 
     async def set_job_id(self, response_id: str, job_id: int, conn: AsyncConnection) -> None:
         await self._execute("set_job_id", {"id": response_id, "job_id": job_id}, conn)
 
     async def mark_in_progress(self, response_id: str) -> StoredResponse | None:
         row = await self._one("mark_in_progress", {"id": response_id})
-        return StoredResponse(**row) if row else None
+        return StoredResponse.from_row(row) if row else None
 
     async def renew_lease(self, response_id: str, lease_owner: str, ttl_s: float) -> bool:
         """Extend the lease; False when it is no longer ours (it lapsed and was taken over)."""
@@ -159,12 +166,12 @@ class ResponseStore:
         self,
         response_id: str,
         *,
-        status: str,
+        status: ResponseStatus,
         output: list[dict[str, Any]],
-        usage: dict[str, Any] | None,
+        usage: Mapping[str, Any] | None,
         usage_missing: bool = False,
-        error: dict[str, Any] | None = None,
-        incomplete_details: dict[str, Any] | None = None,
+        error: Mapping[str, Any] | None = None,
+        incomplete_details: Mapping[str, Any] | None = None,
         conn: AsyncConnection | None = None,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended."""
@@ -178,14 +185,14 @@ class ResponseStore:
             "incomplete_details": _json(incomplete_details),
         }
         row = await self._one("finish_response", params, conn)
-        return StoredResponse(**row) if row else None
+        return StoredResponse.from_row(row) if row else None
 
     async def delete(self, response_id: str, owner: str) -> bool:
         """Delete a response with its steps and events; False if there was none."""
         return await self._one("delete_response", {"id": response_id, "owner": owner}) is not None
 
     async def start_step(
-        self, response_id: str, ordinal: int, kind: str, request: dict[str, Any] | None
+        self, response_id: str, ordinal: int, kind: StepKind, request: dict[str, Any] | None
     ) -> None:
         params = {
             "response_id": response_id,
@@ -206,10 +213,10 @@ class ResponseStore:
         response_id: str,
         ordinal: int,
         *,
-        status: str,
-        result: dict[str, Any],
-        usage: dict[str, Any] | None,
-        error: dict[str, Any] | None,
+        status: StepStatus,
+        result: Mapping[str, Any],
+        usage: Mapping[str, Any] | None,
+        error: Mapping[str, Any] | None,
     ) -> None:
         params = {
             "response_id": response_id,
@@ -223,7 +230,7 @@ class ResponseStore:
 
     async def steps(self, response_id: str) -> list[StoredStep]:
         rows = await self._all("list_steps", {"response_id": response_id})
-        return [StoredStep(**row) for row in rows]
+        return [StoredStep.from_row(row) for row in rows]
 
     async def append_events(
         self, response_id: str, events: list[dict[str, Any]], conn: AsyncConnection | None = None

@@ -13,7 +13,7 @@
 WITH doomed AS (
     SELECT id
       FROM responses
-     WHERE status IN ('completed', 'failed', 'incomplete', 'cancelled')
+     WHERE status IN {{terminal}}
        AND coalesce(completed_at, updated_at) < now() - make_interval(secs => %(age_s)s)
      LIMIT %(batch)s
        FOR UPDATE SKIP LOCKED
@@ -33,7 +33,7 @@ SELECT count(*) AS deleted FROM gone;
 WITH doomed AS (
     SELECT r.id
       FROM responses AS r
-     WHERE r.status IN ('completed', 'failed', 'incomplete', 'cancelled')
+     WHERE r.status IN {{terminal}}
        AND coalesce(r.completed_at, r.updated_at) < now() - make_interval(secs => %(age_s)s)
        AND EXISTS (SELECT 1 FROM response_events AS e WHERE e.response_id = r.id)
      LIMIT %(batch)s
@@ -77,7 +77,7 @@ WITH doomed AS (
                SELECT 1
                  FROM responses AS r
                 WHERE r.job_id = j.id
-                  AND r.status IN ('queued', 'in_progress')
+                  AND r.status IN {{active}}
            )
      LIMIT %(batch)s
        FOR UPDATE OF j SKIP LOCKED

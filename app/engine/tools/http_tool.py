@@ -26,8 +26,11 @@ def tool_error(message: str) -> str:
 class HttpToolRunner:
     """One pooled HTTP client for every tool call this process makes."""
 
-    def __init__(self) -> None:
-        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+    def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`transport` replaces the network, e.g. an `httpx.MockTransport` in unit tests."""
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100), transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

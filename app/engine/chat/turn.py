@@ -12,12 +12,13 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from app import ids
+from app.engine.chat.client import Chunk, UpstreamError
+from app.engine.chat.usage import Usage, responses_usage
 from app.engine.events import Emitter
-from app.engine.upstream import UpstreamError
-from app.engine.usage import responses_usage
+from app.engine.items import ErrorInfo, Item, is_call, new_message, output_text_part
+from app.statuses import StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +37,34 @@ _ARGUMENT_EVENTS = {
 
 
 @dataclass
-class TurnResult:
-    outcome: str  # completed | incomplete | failed
-    items: list[dict[str, Any]]
-    usage: dict[str, Any] | None = None
+class StreamedTurn:
+    """What streaming one model turn produced: its items, usage and one outcome."""
+
+    outcome: StepStatus  # completed | incomplete | failed
+    items: list[Item]
+    usage: Usage | None = None
     usage_missing: bool = False
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     incomplete_reason: str | None = None
     # Failed after the upstream had sent something: the turn cannot be retried unseen.
     cut_after_first_chunk: bool = False
 
     @property
-    def calls(self) -> list[dict[str, Any]]:
+    def calls(self) -> list[Item]:
         """The tool calls the model made: `function_call` and `mcp_call` items, in order."""
-        return [item for item in self.items if item["type"] in ("function_call", "mcp_call")]
+        return [item for item in self.items if is_call(item)]
 
 
 @dataclass
 class _OpenMessage:
-    item: dict[str, Any]
+    item: Item
     output_index: int
     text: list[str] = field(default_factory=list)
 
 
 @dataclass
 class _OpenCall:
-    item: dict[str, Any]
+    item: Item
     output_index: int
     arguments: list[str] = field(default_factory=list)
 
@@ -73,7 +76,7 @@ class TurnTranslator:
         self,
         emitter: Emitter,
         first_output_index: int,
-        on_item_done: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        on_item_done: Callable[[list[Item]], Awaitable[None]] | None = None,
         mcp_tools: dict[str, str] | None = None,
     ) -> None:
         self.emitter = emitter
@@ -82,16 +85,16 @@ class TurnTranslator:
         # Told the finished items each time one more is done, so progress can be persisted.
         self.on_item_done = on_item_done
         self.next_output_index = first_output_index
-        self.items: list[dict[str, Any]] = []  # finished items, in output order
+        self.items: list[Item] = []  # finished items, in output order
         self.message: _OpenMessage | None = None
         self.calls: dict[int, _OpenCall] = {}  # by the upstream's tool-call index
         self.closed_call_indexes: set[int] = set()
         self.chunks_seen = 0
         self.content_seen = False
         self.finish_reason: str | None = None
-        self.raw_usage: dict[str, Any] | None = None
+        self.raw_usage: Chunk | None = None
 
-    async def on_chunk(self, chunk: dict[str, Any]) -> None:
+    async def on_chunk(self, chunk: Chunk) -> None:
         self.chunks_seen += 1
         if isinstance(chunk.get("usage"), dict):
             self.raw_usage = chunk["usage"]
@@ -109,7 +112,7 @@ class TurnTranslator:
     async def _on_text(self, text: str) -> None:
         self.content_seen = True
         if self.message is None:
-            await self._close_calls("completed")
+            await self._close_calls(StepStatus.COMPLETED)
             await self._open_message()
         assert self.message is not None
         self.message.text.append(text)
@@ -123,13 +126,7 @@ class TurnTranslator:
         )
 
     async def _open_message(self) -> None:
-        item = {
-            "id": ids.message_id(),
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
+        item = new_message()
         self.message = _OpenMessage(item=item, output_index=self._claim_index())
         await self.emitter.emit(
             "response.output_item.added", output_index=self.message.output_index, item=item
@@ -139,10 +136,10 @@ class TurnTranslator:
             item_id=item["id"],
             output_index=self.message.output_index,
             content_index=0,
-            part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            part=output_text_part(""),
         )
 
-    async def _on_tool_call(self, call_delta: dict[str, Any]) -> None:
+    async def _on_tool_call(self, call_delta: Chunk) -> None:
         self.content_seen = True
         index = call_delta.get("index", 0)
         function = call_delta.get("function") or {}
@@ -154,8 +151,8 @@ class TurnTranslator:
         if call is None:
             # Responses shows each item finished before the next begins: the text before
             # the calls, and every earlier call.
-            await self._close_message("completed")
-            await self._close_calls("completed")
+            await self._close_message(StepStatus.COMPLETED)
+            await self._close_calls(StepStatus.COMPLETED)
             item = self._new_call_item(call_delta.get("id"), function.get("name") or "")
             call = self.calls[index] = _OpenCall(item=item, output_index=self._claim_index())
             await self.emitter.emit(
@@ -172,7 +169,7 @@ class TurnTranslator:
                 delta=function["arguments"],
             )
 
-    def _new_call_item(self, call_id: str | None, name: str) -> dict[str, Any]:
+    def _new_call_item(self, call_id: str | None, name: str) -> Item:
         if name in self.mcp_tools:
             return {
                 "id": ids.new_id("mcp"),
@@ -204,7 +201,7 @@ class TurnTranslator:
             return
         text = "".join(message.text)
         item_id, index = message.item["id"], message.output_index
-        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        part = output_text_part(text)
         await self.emitter.emit(
             "response.output_text.done",
             item_id=item_id,
@@ -236,7 +233,7 @@ class TurnTranslator:
                 name=call.item["name"],
                 arguments=arguments,
             )
-            if call.item["type"] == "mcp_call" and status == "completed":
+            if call.item["type"] == "mcp_call" and status == StepStatus.COMPLETED:
                 # Not done yet: the loop runs the call and completes the item in place.
                 self.items.append({**call.item, "arguments": arguments})
                 continue
@@ -246,9 +243,9 @@ class TurnTranslator:
             )
             await self._item_done(done)
 
-    async def _item_done(self, item: dict[str, Any]) -> None:
+    async def _item_done(self, item: Item) -> None:
         self.items.append(item)
-        if self.on_item_done is not None and item["status"] == "completed":
+        if self.on_item_done is not None and item["status"] == StepStatus.COMPLETED:
             await self.on_item_done(list(self.items))
 
     async def close_open_items(self, status: str) -> None:
@@ -259,22 +256,20 @@ class TurnTranslator:
         await self._close_message(status)
         await self._close_calls(status)
 
-    def partial_items(self) -> list[dict[str, Any]]:
+    def partial_items(self) -> list[Item]:
         """What an interrupted turn leaves: finished items, then open ones marked incomplete."""
         items = list(self.items)
         if self.message is not None:
-            part = {"type": "output_text", "text": "".join(self.message.text), "annotations": []}
-            items.append({**self.message.item, "status": "incomplete", "content": [part]})
+            part = output_text_part("".join(self.message.text))
+            items.append({**self.message.item, "status": StepStatus.INCOMPLETE, "content": [part]})
         for call in sorted(self.calls.values(), key=lambda c: c.output_index):
             items.append(
-                {**call.item, "status": "incomplete", "arguments": "".join(call.arguments)}
+                {**call.item, "status": StepStatus.INCOMPLETE, "arguments": "".join(call.arguments)}
             )
         return items
 
 
-async def run_turn(
-    chunks: AsyncGenerator[dict[str, Any]], translator: TurnTranslator
-) -> TurnResult:
+async def run_turn(chunks: AsyncGenerator[Chunk], translator: TurnTranslator) -> StreamedTurn:
     """Consume a turn's chunk stream to its end and settle its one outcome.
 
     The stream is closed on the way out, whatever the way: a cancelled turn hangs up on the
@@ -285,9 +280,9 @@ async def run_turn(
             async for chunk in chunks:
                 await translator.on_chunk(chunk)
     except UpstreamError as exc:
-        await translator.close_open_items("incomplete")
-        return TurnResult(
-            outcome="failed",
+        await translator.close_open_items(StepStatus.INCOMPLETE)
+        return StreamedTurn(
+            outcome=StepStatus.FAILED,
             items=translator.items,
             usage=responses_usage(translator.raw_usage),
             error={"code": exc.code, "message": exc.message},
@@ -296,18 +291,18 @@ async def run_turn(
     return await _settle(translator)
 
 
-async def _settle(translator: TurnTranslator) -> TurnResult:
+async def _settle(translator: TurnTranslator) -> StreamedTurn:
     usage = responses_usage(translator.raw_usage)
     reason = translator.finish_reason
     if reason is None:
-        await translator.close_open_items("incomplete")
+        await translator.close_open_items(StepStatus.INCOMPLETE)
         message = (
             "empty upstream stream"
             if translator.chunks_seen == 0
             else "stream ended without stop event"
         )
-        return TurnResult(
-            outcome="failed",
+        return StreamedTurn(
+            outcome=StepStatus.FAILED,
             items=translator.items,
             usage=usage,
             error={"code": "upstream_error", "message": message},
@@ -317,9 +312,9 @@ async def _settle(translator: TurnTranslator) -> TurnResult:
     if usage_missing:
         log.warning("upstream sent no usage; tokens for this turn are not counted")
     incomplete_reason = INCOMPLETE_REASONS.get(reason)
-    status = "incomplete" if incomplete_reason else "completed"
+    status = StepStatus.INCOMPLETE if incomplete_reason else StepStatus.COMPLETED
     await translator.close_open_items(status)
-    return TurnResult(
+    return StreamedTurn(
         outcome=status,
         items=translator.items,
         usage=usage,

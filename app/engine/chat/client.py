@@ -20,6 +20,9 @@ from app.config import Settings
 
 log = logging.getLogger(__name__)
 
+#: One decoded `data:` line of a streamed chat completion.
+Chunk = dict[str, Any]
+
 # Statuses that say "not now" rather than "not this request": worth another try (all 5xx too).
 _RETRYABLE_STATUSES = frozenset({408, 429})
 # Transport errors that no retry can fix: a malformed URL or a request httpx refuses to send.
@@ -56,7 +59,10 @@ def _error_message(body: bytes, status_code: int) -> str:
 
 
 class UpstreamClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """`transport` replaces the network, e.g. an `httpx.MockTransport` in unit tests."""
         self.base_url = settings.upstream_base_url
         self._max_attempts = settings.upstream_max_attempts
         self._backoff_base_s = settings.upstream_backoff_base_s
@@ -74,12 +80,13 @@ class UpstreamClient:
                 pool=settings.upstream_connect_timeout_s,
             ),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport,
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any]]:
+    async def stream_chat(self, body: dict[str, Any]) -> AsyncGenerator[Chunk]:
         """POST a streaming chat completion and yield each decoded chunk.
 
         Ends normally at `[DONE]` or the end of the body; raises `UpstreamError` for a
@@ -113,7 +120,7 @@ class UpstreamClient:
                 raise _final_error(exc, attempt, yielded) from exc
             attempt += 1
 
-    async def _stream_once(self, url: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any]]:
+    async def _stream_once(self, url: str, body: dict[str, Any]) -> AsyncGenerator[Chunk]:
         """One try: the chunks of one upstream request; `_RetryableError` if worth another."""
         try:
             async with self._http.stream("POST", url, json=body) as response:
@@ -221,10 +228,10 @@ def _log_retry(exc: UpstreamError, attempt: int, delay: float) -> None:
     )
 
 
-_DONE: dict[str, Any] = {}
+_DONE: Chunk = {}
 
 
-def _decode_sse_line(line: str) -> dict[str, Any] | None:
+def _decode_sse_line(line: str) -> Chunk | None:
     """One SSE line: a chunk for `data: {...}`, `_DONE` for `data: [DONE]`, else None."""
     if not line.startswith("data:"):
         return None  # comments, `event:` lines and blank separators carry nothing for us

@@ -1,0 +1,62 @@
+"""The items of a response's input and output, and the small shapes that travel with them.
+
+Items are JSON objects as the API shows them (a `message`, a `function_call`, ...); they are
+stored, streamed and echoed as they are, so they stay plain dicts. Each shape that several
+places build has one constructor here, so no two copies can drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from app import ids
+
+#: An input or output item: `{"type": "message" | "function_call" | ..., "id": ..., ...}`.
+Item = dict[str, Any]
+#: A content part of a message: `{"type": "output_text" | "input_text" | ..., ...}`.
+Part = dict[str, Any]
+
+#: Item types that are tool calls the loop must answer.
+CALL_TYPES = frozenset({"function_call", "mcp_call"})
+
+
+class ErrorInfo(TypedDict):
+    """A response's (or a step's) `error`: a machine-readable code and a message."""
+
+    code: str
+    message: str
+
+
+def output_text_part(text: str) -> Part:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def new_message(status: str = "in_progress") -> Item:
+    """An assistant message the model is about to write."""
+    return {
+        "id": ids.message_id(),
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [],
+    }
+
+
+def function_call_output(call: Item) -> Item:
+    """The output item answering a function call, before it has run."""
+    return {
+        "id": ids.new_id("fco"),
+        "type": "function_call_output",
+        "call_id": call["call_id"],
+        "output": "",
+        "status": "in_progress",
+    }
+
+
+def is_call(item: Item) -> bool:
+    return item["type"] in CALL_TYPES
+
+
+def call_key(call: Item) -> str:
+    """What identifies a tool call across retries: its call id (an mcp_call's item id)."""
+    return str(call.get("call_id") or call["id"])

@@ -1,0 +1,90 @@
+"""The runtime of one process: everything the API and the worker share, built and torn
+down in one place.
+
+    async with open_runtime(settings, role=Role.API) as runtime:
+        ...
+
+It opens the database pool, the job queue on that pool, the upstream client, the tool
+registry and its HTTP client, the response loop over all of them, and the event notifier
+(which connects only when a first stream is tailed, so a worker never holds a LISTEN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import procrastinate
+from psycopg_pool import AsyncConnectionPool
+
+from app import ids
+from app.config import Settings
+from app.engine.chat.client import UpstreamClient
+from app.engine.loop import ResponseLoop
+from app.engine.tools.http_tool import HttpToolRunner
+from app.engine.tools.registry import ToolRegistry, load_tools
+from app.store.db import create_pool
+from app.store.notify import EventNotifier
+from app.store.queue import JobQueue, create_job_app
+from app.store.responses import ResponseStore
+
+
+class Role(enum.StrEnum):
+    API = "api"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    role: Role
+    # Names this process: the holder of inline leases (API), the procrastinate worker name.
+    instance_id: str
+    pool: AsyncConnectionPool
+    store: ResponseStore
+    job_app: procrastinate.App
+    jobs: JobQueue
+    notifier: EventNotifier
+    tools: ToolRegistry
+    loop: ResponseLoop
+
+
+def _instance_id(role: Role) -> str:
+    # The random tail tells apart two processes that reuse a pid (e.g. in containers).
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{ids.new_id('inst')[-8:]}"
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runtime]:
+    """Open everything the process needs; close it all, in reverse order, on the way out."""
+    tools = load_tools(settings.tools_file)  # a bad tools file fails before anything opens
+    async with contextlib.AsyncExitStack() as stack:
+        pool = create_pool(settings, name=f"ferry-{role}")
+        await pool.open(wait=True)
+        stack.push_async_callback(pool.close)
+        upstream = UpstreamClient(settings)
+        stack.push_async_callback(upstream.aclose)
+        tool_runner = HttpToolRunner()
+        stack.push_async_callback(tool_runner.aclose)
+        job_app = create_job_app()
+        await job_app.open_async(pool)
+        stack.push_async_callback(job_app.close_async)
+        notifier = EventNotifier(settings.database_url)
+        stack.push_async_callback(notifier.stop)
+        store = ResponseStore(pool)
+        yield Runtime(
+            settings=settings,
+            role=role,
+            instance_id=_instance_id(role),
+            pool=pool,
+            store=store,
+            job_app=job_app,
+            jobs=JobQueue(job_app),
+            notifier=notifier,
+            tools=tools,
+            loop=ResponseLoop(store, upstream, settings, tools=tools, tool_runner=tool_runner),
+        )

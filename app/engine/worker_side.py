@@ -1,0 +1,137 @@
+"""What the worker asks of the engine: run deferred work (background, flex, handed-over
+inline responses), sweep for work nobody owns any more, and apply retention.
+
+The API's side of the same responses is `api_side`; the two share the loop and the store,
+never each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app.engine.cut_items import cut_off_items
+from app.engine.ending import end_from_outside
+from app.engine.events import DiscardSink, EventLogSink
+from app.engine.items import ErrorInfo
+from app.engine.loop import RunMode
+from app.engine.runtime import Runtime
+from app.logs import current_response_id
+from app.statuses import ResponseStatus
+from app.store.queue import BACKGROUND_QUEUE, RUN_RESPONSE_TASK
+from app.store.retention import RetentionReport, apply_retention
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSide:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.jobs = runtime.jobs
+        self.settings = runtime.settings
+
+    # --- running ---------------------------------------------------------------------
+
+    async def run_deferred(self, response_id: str) -> None:
+        """Run (or resume) a response; its event log is the sink when it streams.
+
+        Whatever earlier attempts finished is kept: the loop carries on after the last
+        finished step. A cancellation (the worker shutting down) hands the response back
+        for another attempt instead of ending it.
+        """
+        token = current_response_id.set(response_id)
+        try:
+            stored = await self.store.get_any_owner(response_id)
+            if stored is None or stored.is_terminal:
+                log.info("nothing to run: response gone or already ended")
+                return
+            loop = self.runtime.loop
+            if not (stored.background and stored.stream):
+                await loop.run(stored, DiscardSink(), RunMode.WORKER)
+                return
+            sink = EventLogSink(self.store, stored.id, self.settings.event_flush_interval_s)
+            try:
+                next_number = await self._close_cut_items(stored.id, sink)
+                await loop.run(stored, sink, RunMode.WORKER, next_sequence_number=next_number)
+            finally:
+                await asyncio.shield(sink.aclose())
+        finally:
+            current_response_id.reset(token)
+
+    async def _close_cut_items(self, response_id: str, sink: EventLogSink) -> int:
+        """Close the items an earlier attempt left open in the log; the next number to use."""
+        logged = await self.store.events_after(response_id, -1)
+        next_number = logged[-1]["sequence_number"] + 1 if logged else 0
+        for index, item in cut_off_items(logged):
+            await sink.send(
+                {
+                    "type": "response.output_item.done",
+                    "sequence_number": next_number,
+                    "output_index": index,
+                    "item": item,
+                }
+            )
+            next_number += 1
+        await sink.flush()
+        return next_number
+
+    # --- recovery --------------------------------------------------------------------
+
+    async def recover(self) -> dict[str, int]:
+        """One sweep: retry the jobs of dead workers, stop overrunning jobs, and hand inline
+        responses whose API process died over to a worker. Run by a periodic task."""
+        report = {"retried": 0, "gave_up": 0, "overran": 0, "handed_over": 0}
+        for job in await self.jobs.stalled_response_jobs(self.settings.stall_threshold_s):
+            response_id = str(job.task_kwargs["response_id"])
+            if job.attempts + 1 >= self.settings.max_attempts:
+                await self._fail(
+                    response_id, "max_attempts", f"gave up after {job.attempts + 1} attempts"
+                )
+                report["gave_up"] += 1
+            # Retried even when given up on: the attempt finds the response ended and stops,
+            # and the job leaves `doing`.
+            await self.jobs.retry(job)
+            report["retried"] += 1
+            log.warning("retrying the job of a dead worker", extra={"response_id": response_id})
+        for job_id, response_id in await self.store.overrunning_jobs(
+            RUN_RESPONSE_TASK, self.settings.max_run_time_s
+        ):
+            message = f"the response ran longer than {self.settings.max_run_time_s:g}s"
+            await self._fail(response_id, "timeout", message)
+            report["overran"] += 1
+            log.warning(
+                "stopped an overrunning job", extra={"response_id": response_id, "job_id": job_id}
+            )
+        for response_id in await self.store.lapsed_inline_leases():
+            if await self._hand_over(response_id):
+                report["handed_over"] += 1
+        return report
+
+    async def _fail(self, response_id: str, code: str, message: str) -> None:
+        stored = await self.store.get_any_owner(response_id)
+        if stored is not None and not stored.is_terminal:
+            error: ErrorInfo = {"code": code, "message": message}
+            await end_from_outside(
+                self.store, self.jobs, stored, status=ResponseStatus.FAILED, error=error
+            )
+
+    async def _hand_over(self, response_id: str) -> bool:
+        """Give an inline response whose API process died to a worker, to resume it."""
+        async with self.store.transaction() as conn:
+            if not await self.store.take_over_lease(response_id, conn):
+                return False
+            job_id = await self.jobs.defer_response(response_id, BACKGROUND_QUEUE, conn)
+            await self.store.set_job_id(response_id, job_id, conn)
+        log.warning("inline response handed over to a worker", extra={"response_id": response_id})
+        return True
+
+    # --- housekeeping ----------------------------------------------------------------
+
+    async def apply_retention(self) -> RetentionReport:
+        """Delete what has outlived RETENTION_DAYS / EVENT_RETENTION_HOURS; nothing running."""
+        return await apply_retention(
+            self.store.pool,
+            response_age_s=self.settings.retention_days * 86400,
+            event_age_s=self.settings.event_retention_hours * 3600,
+        )
