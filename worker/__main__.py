@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
 
 import procrastinate
+from procrastinate.app import WorkerOptions
 
 from app.config import get_settings
 from app.engine.runtime import Role, open_runtime
@@ -33,7 +33,7 @@ async def run_worker(concurrency: int) -> None:
         job_app = runtime.job_app
         job_app.add_tasks_from(build_blueprint(settings), namespace=TASK_NAMESPACE)
         name = runtime.instance_id
-        options: dict[str, Any] = {
+        options: WorkerOptions = {
             "concurrency": concurrency,
             "name": name,
             # Ours are installed before "worker ready": procrastinate's would come later,
@@ -55,7 +55,7 @@ async def run_worker(concurrency: int) -> None:
     log.info("worker stopped", extra={"worker": name})
 
 
-async def _work_through_outages(job_app: procrastinate.App, options: dict[str, Any]) -> None:
+async def _work_through_outages(job_app: procrastinate.App, options: WorkerOptions) -> None:
     """Run the procrastinate worker; when the database goes away, wait and run it again.
 
     procrastinate's worker stops on a lost connection; restarting it here means a Postgres

@@ -42,14 +42,14 @@ async def apply_retention(context: JobContext, timestamp: int) -> None:
 def build_blueprint(settings: Settings) -> procrastinate.Blueprint:
     """The worker's tasks; schedules and retry limits come from the settings."""
     blueprint = procrastinate.Blueprint()
-    blueprint.task(
-        name=RUN_RESPONSE,
-        pass_context=True,
-        # Retried when cancelled by a shutdown; a dead worker's job is retried by `recover`.
-        retry=procrastinate.RetryStrategy(
-            max_attempts=settings.max_attempts, retry_exceptions=[asyncio.CancelledError]
-        ),
-    )(run_response)
+    # Retried when cancelled by a shutdown; a dead worker's job is retried by `recover`.
+    retry_on_shutdown = procrastinate.RetryStrategy(
+        max_attempts=settings.max_attempts,
+        # procrastinate annotates these as `type[Exception]`, but its worker catches
+        # BaseException and matches them with isinstance, so CancelledError works.
+        retry_exceptions=[asyncio.CancelledError],  # type: ignore[list-item]
+    )
+    blueprint.task(name=RUN_RESPONSE, pass_context=True, retry=retry_on_shutdown)(run_response)
     every = settings.recovery_interval_s
     blueprint.periodic(cron=f"* * * * * */{every}", periodic_id="recovery")(
         blueprint.task(name="recover", pass_context=True, queueing_lock="ferry-recovery")(recover)

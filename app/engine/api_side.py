@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import AsyncConnection
+
 from app import ids
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, RequestError
@@ -24,12 +26,13 @@ from app.engine.events import Event, EventSink
 from app.engine.items import Item
 from app.engine.loop import HAND_BACK
 from app.engine.request import CreateResponseRequest
-from app.engine.resource import response_object
+from app.engine.resource import ResponseObject, response_object
 from app.engine.run_state import output_of_steps
 from app.engine.runtime import Runtime
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
+from app.json_types import JsonObject
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE
 from app.store.responses import NewResponse, StoredResponse
@@ -54,7 +57,7 @@ class Idempotency:
         return cls(key=key, digest=hashlib.sha256(canonical.encode()).hexdigest())
 
 
-def stored_request(request: CreateResponseRequest, items: list[Item]) -> dict[str, Any]:
+def stored_request(request: CreateResponseRequest, items: list[Item]) -> JsonObject:
     """The request as kept on the row: every parameter, with `input` as normalised items."""
     data = request.model_dump(mode="json", by_alias=True, exclude={"input"})
     data["input"] = items
@@ -125,7 +128,11 @@ class ApiSide:
         return stored
 
     async def _claim(
-        self, owner: str, idempotency: Idempotency | None, response_id: str, conn: Any
+        self,
+        owner: str,
+        idempotency: Idempotency | None,
+        response_id: str,
+        conn: AsyncConnection,
     ) -> None:
         if idempotency is None:
             return
@@ -273,7 +280,7 @@ class ApiSide:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return stored
 
-    async def present(self, stored: StoredResponse) -> dict[str, Any]:
+    async def present(self, stored: StoredResponse) -> ResponseObject:
         """The Response object of a row: its final output, or what its steps hold so far."""
         if stored.is_terminal and stored.output is not None:
             return response_object(stored, stored.output)
@@ -315,7 +322,7 @@ class ApiSide:
 
     async def input_items(
         self, owner: str, response_id: str, *, limit: int, order: str, after: str | None
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """A page of the response's input items (as stored, each with its id)."""
         stored = await self.get(owner, response_id)
         items = list(stored.request.get("input") or [])
@@ -341,7 +348,7 @@ class ApiSide:
 
     # --- stopping --------------------------------------------------------------------
 
-    async def cancel(self, owner: str, response_id: str) -> dict[str, Any]:
+    async def cancel(self, owner: str, response_id: str) -> ResponseObject:
         """Cancel a background response; idempotent, and a finished one is left as it is."""
         stored = await self.get(owner, response_id)
         if not stored.background:

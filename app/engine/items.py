@@ -27,6 +27,12 @@ class ErrorInfo(TypedDict):
     message: str
 
 
+class IncompleteDetails(TypedDict):
+    """An `incomplete` response's `incomplete_details`: the limit that cut it short."""
+
+    reason: str | None
+
+
 def output_text_part(text: str) -> Part:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 

@@ -22,13 +22,15 @@ from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.items import Item, call_key
 from app.engine.resource import response_object
 from app.engine.run_state import ABANDONED, Ending, FinishedTurn, RunState, StepResult
+from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.mcp import mcp_servers, offered_functions
 from app.engine.tools.registry import ToolRegistry
+from app.json_types import JsonObject
 from app.logs import current_response_id
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import ResponseStore, StoredResponse
+from app.store.responses import StoredResponse
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,14 @@ class RunMode(enum.Enum):
 class ToolOffer:
     """The server-side tools offered to the model next to the client's, for every turn."""
 
-    functions: list[Item]  # registered HTTP tools and MCP tools, as functions
+    functions: list[JsonObject]  # registered HTTP tools and MCP tools, as function tools
     mcp_labels: dict[str, str]  # MCP tool name -> its server's label
 
 
 class ResponseLoop:
     def __init__(
         self,
-        store: ResponseStore,
+        store: StepStore,
         upstream: UpstreamClient,
         settings: Settings,
         *,

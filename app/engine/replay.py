@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 from app.engine.events import Event, stream_error
 from app.engine.items import Item
+from app.engine.resource import ResponseObject
 from app.statuses import ResponseStatus
 
 
-def replay_events(response: Item) -> list[Event]:
+def replay_events(response: ResponseObject) -> list[Event]:
     """Every event for `response` (a Response object in a terminal state), numbered from 0."""
     events = list(_unnumbered(response))
     for number, event in enumerate(events):
@@ -22,7 +23,7 @@ def replay_events(response: Item) -> list[Event]:
     return events
 
 
-def _unnumbered(response: Item) -> Iterator[Event]:
+def _unnumbered(response: ResponseObject) -> Iterator[Event]:
     opening = {
         **copy.deepcopy(response),
         "status": "in_progress",

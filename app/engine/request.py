@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import ids
 from app.engine.errors import RequestError
+from app.engine.items import Item, Part
+from app.json_types import JsonObject
 
 ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
 ToolChoiceMode = Literal["none", "auto", "required"]
@@ -31,7 +33,7 @@ class TextFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: JsonObject | None = Field(default=None, alias="schema")
     description: str | None = None
     strict: bool | None = None
 
@@ -53,7 +55,7 @@ class CreateResponseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)
-    input: str | list[dict[str, Any]] | None = None
+    input: str | list[JsonObject] | None = None  # as sent; `normalise_input` checks it
     instructions: str | None = None
     previous_response_id: str | None = None
     stream: bool = False
@@ -68,11 +70,11 @@ class CreateResponseRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     max_output_tokens: int | None = Field(default=None, ge=1)
     max_tool_calls: int | None = Field(default=None, ge=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[JsonObject] | None = None  # as sent; `_check_tools` checks them
     tool_choice: ToolChoiceMode | FunctionToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
-    reasoning: dict[str, Any] | None = None
+    reasoning: JsonObject | None = None
     metadata: dict[str, str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None
@@ -130,7 +132,7 @@ def _unsupported(param: str, value: Any, supported: tuple[str, ...]) -> RequestE
     return _invalid(param, f"Invalid value: '{value}'. Supported values are: {allowed}.")
 
 
-def _require_str(item: dict[str, Any], key: str, where: str) -> str:
+def _require_str(item: JsonObject, key: str, where: str) -> str:
     value = item.get(key)
     if not isinstance(value, str):
         if value is None:
@@ -147,7 +149,7 @@ def _require_str(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _normalise_part(part: Any, where: str) -> dict[str, Any]:
+def _normalise_part(part: Any, where: str) -> Part:
     if not isinstance(part, dict):
         raise _invalid(where, f"Invalid type for '{where}': expected an object.", "invalid_type")
     kind = part.get("type")
@@ -165,13 +167,13 @@ def _normalise_part(part: Any, where: str) -> dict[str, Any]:
     return dict(part)
 
 
-def _normalise_message(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _normalise_message(item: JsonObject, where: str) -> Item:
     role = item.get("role")
     if role not in MESSAGE_ROLES:
         raise _unsupported(f"{where}.role", role, MESSAGE_ROLES)
     content = item.get("content")
     if isinstance(content, str):
-        parts: list[dict[str, Any]] = [
+        parts: list[Part] = [
             {"type": "output_text" if role == "assistant" else "input_text", "text": content}
         ]
         if role == "assistant":
@@ -193,7 +195,7 @@ def _normalise_message(item: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def _normalise_function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _normalise_function_call(item: JsonObject, where: str) -> Item:
     return {
         "type": "function_call",
         "id": item.get("id") or ids.function_call_id(),
@@ -204,7 +206,7 @@ def _normalise_function_call(item: dict[str, Any], where: str) -> dict[str, Any]
     }
 
 
-def _normalise_function_call_output(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _normalise_function_call_output(item: JsonObject, where: str) -> Item:
     output = item.get("output")
     if isinstance(output, list):
         output = [_normalise_part(p, f"{where}.output[{i}]") for i, p in enumerate(output)]
@@ -230,7 +232,7 @@ _ITEM_NORMALISERS = {
 }
 
 
-def normalise_input(raw: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def normalise_input(raw: str | list[JsonObject] | None) -> list[Item]:
     """The request's `input` as a list of typed items, each with an id (for input_items)."""
     if raw is None:
         return []
@@ -248,7 +250,7 @@ def normalise_input(raw: str | list[dict[str, Any]] | None) -> list[dict[str, An
     return items
 
 
-def _check_function_tool(tool: dict[str, Any], where: str) -> None:
+def _check_function_tool(tool: JsonObject, where: str) -> None:
     _require_str(tool, "name", where)
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
@@ -257,7 +259,7 @@ def _check_function_tool(tool: dict[str, Any], where: str) -> None:
         )
 
 
-def _check_mcp_tool(tool: dict[str, Any], where: str) -> None:
+def _check_mcp_tool(tool: JsonObject, where: str) -> None:
     label = _require_str(tool, "server_label", where)
     if not label or not all(c.isalnum() or c in "_-" for c in label):
         raise _invalid(f"{where}.server_label", "Use letters, digits, '_' and '-' only.")
@@ -307,11 +309,11 @@ MCP_TOOL_FIELDS = frozenset(
 _TOOL_CHECKS = {"function": _check_function_tool, "mcp": _check_mcp_tool}
 
 
-def _check_tools(tools: list[dict[str, Any]] | None) -> None:
+def _check_tools(tools: list[JsonObject] | None) -> None:
     labels: set[str] = set()
     for index, tool in enumerate(tools or []):
         where = f"tools[{index}]"
-        check = _TOOL_CHECKS.get(tool.get("type"))  # type: ignore[arg-type]
+        check = _TOOL_CHECKS.get(tool.get("type", ""))
         if check is None:
             raise _unsupported(f"{where}.type", tool.get("type"), tuple(_TOOL_CHECKS))
         check(tool, where)
@@ -332,7 +334,7 @@ def _check_tool_choice(request: CreateResponseRequest) -> None:
             )
 
 
-def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[dict[str, Any]]]:
+def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
     """Validate a decoded JSON body; return the request and its normalised input items."""
     if not isinstance(body, dict):
         raise RequestError(

@@ -9,10 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from app.engine.items import Item
+from app.json_types import JsonObject
 from app.store.responses import StoredResponse
 
+#: A Response object, as `response_object` builds it.
+ResponseObject = dict[str, Any]
+
 # What OpenAI reports for parameters the request left out.
-ECHO_DEFAULTS: dict[str, Any] = {
+ECHO_DEFAULTS: JsonObject = {
     "temperature": 1.0,
     "top_p": 1.0,
     "presence_penalty": 0.0,
@@ -28,7 +33,7 @@ def _epoch(moment: datetime | None) -> int | None:
     return int(moment.timestamp()) if moment is not None else None
 
 
-def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+def _echo_tool(tool: JsonObject) -> JsonObject:
     if tool.get("type") != "function":
         return tool
     return {
@@ -40,7 +45,7 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _echo_text(text: dict[str, Any] | None) -> dict[str, Any]:
+def _echo_text(text: JsonObject | None) -> JsonObject:
     text = text or {}
     fmt = {k: v for k, v in (text.get("format") or {"type": "text"}).items() if v is not None}
     return {"format": fmt, "verbosity": text.get("verbosity") or "medium"}
@@ -50,21 +55,21 @@ def _echo_tier(tier: str | None) -> str:
     return "default" if tier in (None, "auto") else tier
 
 
-def _echo_reasoning(reasoning: dict[str, Any] | None) -> dict[str, Any] | None:
+def _echo_reasoning(reasoning: JsonObject | None) -> JsonObject | None:
     if reasoning is None:
         return None
     return {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
 
 
-def _param(request: dict[str, Any], name: str) -> Any:
+def _param(request: JsonObject, name: str) -> Any:
     value = request.get(name)
     return ECHO_DEFAULTS.get(name) if value is None else value
 
 
 def response_object(
     stored: StoredResponse,
-    output: list[dict[str, Any]],
-) -> dict[str, Any]:
+    output: list[Item],
+) -> ResponseObject:
     """The Response for a stored row and the output assembled so far."""
     request = stored.request
     return {

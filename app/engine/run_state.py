@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from app.engine.chat.usage import Usage, add_usage
-from app.engine.items import ErrorInfo, Item, is_call
+from app.engine.items import ErrorInfo, IncompleteDetails, Item, is_call
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import StoredStep
 
@@ -40,7 +40,7 @@ def is_abandoned(step: StoredStep) -> bool:
     return isinstance(step.error, dict) and step.error.get("code") == ABANDONED_CODE
 
 
-def assemble_output(step_results: Iterable[StepResult | dict[str, Any] | None]) -> list[Item]:
+def assemble_output(step_results: Iterable[StepResult | None]) -> list[Item]:
     """The output the step results hold, in order.
 
     An item a later step finishes (an `mcp_call` opened by a model turn, completed by its
@@ -49,7 +49,9 @@ def assemble_output(step_results: Iterable[StepResult | dict[str, Any] | None]) 
     output: list[Item] = []
     position: dict[str, int] = {}
     for result in step_results:
-        for item in (result or {}).get("items") or []:
+        if result is None:  # a step still running, with nothing finished yet
+            continue
+        for item in result.get("items") or []:
             at = position.get(item.get("id", ""))
             if at is None:
                 position[item.get("id", "")] = len(output)
@@ -68,7 +70,7 @@ def output_of_steps(steps: list[StoredStep]) -> list[Item]:
 class Ending:
     status: ResponseStatus
     error: ErrorInfo | None = None
-    incomplete_details: dict[str, Any] | None = None
+    incomplete_details: IncompleteDetails | None = None
 
     @classmethod
     def failed(cls, code: str, message: str) -> Ending:
@@ -145,25 +147,28 @@ class RunState:
                 state.usage = add_usage(state.usage, step.usage)
             # A call cut off (now, or in an earlier attempt) may have had its effect.
             if running or is_abandoned(step):
-                call_id = (step.request or {}).get("call_id")
-                if step.kind == StepKind.TOOL_CALL and call_id and "skipped" not in step.request:
+                request = step.request or {}
+                call_id = request.get("call_id")
+                if step.kind == StepKind.TOOL_CALL and call_id and "skipped" not in request:
                     state.interrupted.add(call_id)
         return state, cut
 
     def _restore(self, step: StoredStep) -> None:
-        result: StepResult = step.result or {"items": []}  # type: ignore[assignment]
+        result: StepResult = step.result or {"items": []}
         request = step.request or {}
         self.step_results.append(result)
         if step.kind == StepKind.MODEL_CALL:
             turn = FinishedTurn(
                 outcome=StepStatus(step.status),
                 calls=[item for item in result.get("items") or [] if is_call(item)],
-                error=step.error,  # type: ignore[arg-type]
+                error=step.error,
                 incomplete_reason=result.get("incomplete_reason"),
             )
             self.record_turn(turn, step.usage, bool(result.get("usage_missing")))
         elif "mcp_list_tools" in request:
-            [item] = result.get("items") or [None]
+            # A listing step holds its one `mcp_list_tools` item; none if it never finished.
+            items: list[Item | None] = list(result.get("items") or [])
+            [item] = items or [None]
             if item is not None and step.status == StepStatus.COMPLETED:
                 self.mcp_listed[request["mcp_list_tools"]] = item
         elif "skipped" in request:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
+from app.engine.events import Event
 from app.engine.waiting import wait_or_stop
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.notify import EventNotifier
@@ -25,7 +25,7 @@ async def tail_events(
     after: int,
     idle_s: float,
     stop: asyncio.Event,
-) -> AsyncIterator[dict[str, Any] | None]:
+) -> AsyncIterator[Event | None]:
     """Yield logged events after `after` until the terminal one; None after each idle spell.
 
     A None is the caller's cue for a keep-alive. The tail also ends when the response is

@@ -11,17 +11,22 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from app.engine.events import Emitter
 from app.engine.items import ErrorInfo, Item, call_key, function_call_output
-from app.engine.run_state import ABANDONED, RunState
+from app.engine.run_state import ABANDONED, RunState, StepResult
+from app.engine.step_store import StepStore
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
 from app.engine.tools.mcp import McpServer, list_tools_item
-from app.engine.tools.mcp_errors import INVALID_PARAMS, execution_error, protocol_error
+from app.engine.tools.mcp_errors import (
+    INVALID_PARAMS,
+    McpCallError,
+    execution_error,
+    protocol_error,
+)
 from app.engine.tools.registry import ToolRegistry
 from app.statuses import StepKind, StepStatus
-from app.store.responses import ResponseStore, StoredResponse
+from app.store.responses import StoredResponse
 
 
 @dataclass
@@ -35,7 +40,7 @@ class _Pending:
 class ToolSteps:
     def __init__(
         self,
-        store: ResponseStore,
+        store: StepStore,
         registry: ToolRegistry,
         http: HttpToolRunner,
         *,
@@ -208,7 +213,7 @@ class ToolSteps:
         from app.engine.tools.mcp_client import McpError, call_mcp_tool  # see list_mcp_tools
 
         output: str | None = None
-        error: dict[str, Any] | None = None  # an mcp_call error object
+        error: McpCallError | None = None
         try:
             arguments = json.loads(call["arguments"] or "{}")
             if not isinstance(arguments, dict):
@@ -255,7 +260,7 @@ class ToolSteps:
         item: Item | None,
         error: ErrorInfo | None = None,
     ) -> None:
-        result = {"items": [item] if item is not None else []}
+        result: StepResult = {"items": [item] if item is not None else []}
         await self.store.finish_step(
             stored.id, ordinal, status=status, result=result, usage=None, error=error
         )

@@ -51,8 +51,9 @@ async def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> l
                 if step.name in done:
                     continue
                 async with conn.transaction():
-                    # The SQL is ours or procrastinate's, read from files: not user input.
-                    await conn.execute(step.sql.encode())  # type: ignore[arg-type]
+                    # The SQL is ours or procrastinate's, read from files: not user input. As
+                    # bytes, since psycopg takes a `str` query only as a literal.
+                    await conn.execute(step.sql.encode())
                     await conn.execute(
                         "INSERT INTO ferry_migrations (name) VALUES (%s)", (step.name,)
                     )

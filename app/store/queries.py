@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import LiteralString
 
 from app.statuses import SQL_CONSTANTS
 
@@ -22,11 +22,16 @@ def _fill(sql: str) -> str:
 
 
 def load_queries(path: Path) -> dict[str, LiteralString]:
+    """The queries of a file of ours, by name.
+
+    `LiteralString` is what psycopg asks of a query's text: these are ours, not built from
+    input. (mypy checks `LiteralString` as plain `str`, so it takes the loaded text as is.)
+    """
     text = path.read_text(encoding="utf-8")
     pieces = _NAME.split(text)
     # pieces: [preamble, name1, body1, name2, body2, ...]
     return {
-        name: cast(LiteralString, _fill(body.strip().rstrip(";")))
+        name: _fill(body.strip().rstrip(";"))
         for name, body in zip(pieces[1::2], pieces[2::2], strict=True)
     }
 

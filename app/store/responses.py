@@ -10,15 +10,24 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from app.json_types import JsonObject
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.queries import QUERIES
+
+if TYPE_CHECKING:
+    # The JSON columns hold the engine's shapes. Named for the checker only: at run time
+    # the store does not depend on the engine (which imports the store).
+    from app.engine.chat.usage import Usage
+    from app.engine.events import Event
+    from app.engine.items import ErrorInfo, IncompleteDetails, Item
+    from app.engine.run_state import StepResult
 
 
 @dataclass(frozen=True)
@@ -26,17 +35,17 @@ class StoredResponse:
     id: str
     owner: str
     status: ResponseStatus
-    request: dict[str, Any]
+    request: JsonObject  # the create request as accepted, `input` as normalised items
     model: str
     service_tier: str
     background: bool
     stream: bool
     previous_response_id: str | None
-    output: list[dict[str, Any]] | None
-    usage: dict[str, Any] | None
+    output: list[Item] | None
+    usage: Usage | None
     usage_missing: bool
-    error: dict[str, Any] | None
-    incomplete_details: dict[str, Any] | None
+    error: ErrorInfo | None
+    incomplete_details: IncompleteDetails | None
     lease_owner: str | None
     lease_expires_at: datetime | None
     created_at: datetime
@@ -46,7 +55,7 @@ class StoredResponse:
     job_id: int | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> StoredResponse:
+    def from_row(cls, row: DictRow) -> StoredResponse:
         return cls(**{**row, "status": ResponseStatus(row["status"])})
 
     @property
@@ -60,15 +69,15 @@ class StoredStep:
     ordinal: int
     kind: StepKind
     status: StepStatus
-    request: dict[str, Any] | None
-    result: dict[str, Any] | None
-    usage: dict[str, Any] | None
-    error: dict[str, Any] | None
+    request: JsonObject | None  # what the step was asked to do; its shape depends on the kind
+    result: StepResult | None
+    usage: Usage | None
+    error: ErrorInfo | None
     started_at: datetime
     completed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> StoredStep:
+    def from_row(cls, row: DictRow) -> StoredStep:
         return cls(**{**row, "kind": StepKind(row["kind"]), "status": StepStatus(row["status"])})
 
 
@@ -77,7 +86,7 @@ class NewResponse:
     id: str
     owner: str
     status: ResponseStatus
-    request: dict[str, Any]
+    request: JsonObject
     model: str
     service_tier: str
     background: bool
@@ -106,7 +115,7 @@ class ResponseStore:
         name: str,
         params: dict[str, Any],
         conn: AsyncConnection | None,
-        fetch: Callable[[AsyncCursor[dict[str, Any]]], Awaitable[_T]],
+        fetch: Callable[[AsyncCursor[DictRow]], Awaitable[_T]],
     ) -> _T:
         if conn is not None:
             return await _run(conn, name, params, fetch)
@@ -122,12 +131,12 @@ class ResponseStore:
 
     async def _one(
         self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
-    ) -> dict[str, Any] | None:
+    ) -> DictRow | None:
         return await self._query(name, params, conn, _fetch_one)
 
     async def _all(
         self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[DictRow]:
         return await self._query(name, params, conn, _fetch_all)
 
     async def _execute(
@@ -167,11 +176,11 @@ class ResponseStore:
         response_id: str,
         *,
         status: ResponseStatus,
-        output: list[dict[str, Any]],
-        usage: Mapping[str, Any] | None,
+        output: list[Item],
+        usage: Usage | None,
         usage_missing: bool = False,
-        error: Mapping[str, Any] | None = None,
-        incomplete_details: Mapping[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+        incomplete_details: IncompleteDetails | None = None,
         conn: AsyncConnection | None = None,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended."""
@@ -192,7 +201,7 @@ class ResponseStore:
         return await self._one("delete_response", {"id": response_id, "owner": owner}) is not None
 
     async def start_step(
-        self, response_id: str, ordinal: int, kind: StepKind, request: dict[str, Any] | None
+        self, response_id: str, ordinal: int, kind: StepKind, request: JsonObject | None
     ) -> None:
         params = {
             "response_id": response_id,
@@ -202,9 +211,7 @@ class ResponseStore:
         }
         await self._execute("start_step", params)
 
-    async def record_step_items(
-        self, response_id: str, ordinal: int, items: list[dict[str, Any]]
-    ) -> None:
+    async def record_step_items(self, response_id: str, ordinal: int, items: list[Item]) -> None:
         params = {"response_id": response_id, "ordinal": ordinal, "result": Jsonb({"items": items})}
         await self._execute("record_step_items", params)
 
@@ -214,9 +221,9 @@ class ResponseStore:
         ordinal: int,
         *,
         status: StepStatus,
-        result: Mapping[str, Any],
-        usage: Mapping[str, Any] | None,
-        error: Mapping[str, Any] | None,
+        result: StepResult,
+        usage: Usage | None,
+        error: ErrorInfo | None,
     ) -> None:
         params = {
             "response_id": response_id,
@@ -233,7 +240,7 @@ class ResponseStore:
         return [StoredStep.from_row(row) for row in rows]
 
     async def append_events(
-        self, response_id: str, events: list[dict[str, Any]], conn: AsyncConnection | None = None
+        self, response_id: str, events: list[Event], conn: AsyncConnection | None = None
     ) -> bool:
         """Append numbered events and wake the tailers, unless the log is already closed.
 
@@ -267,7 +274,7 @@ class ResponseStore:
         row = await self._one("last_sequence_number", {"response_id": response_id}, conn)
         return int(row["last"]) if row else -1
 
-    async def events_after(self, response_id: str, after: int) -> list[dict[str, Any]]:
+    async def events_after(self, response_id: str, after: int) -> list[Event]:
         rows = await self._all("list_events_after", {"response_id": response_id, "after": after})
         return [row["data"] for row in rows]
 
@@ -326,7 +333,7 @@ async def _run(
     conn: AsyncConnection,
     name: str,
     params: dict[str, Any],
-    fetch: Callable[[AsyncCursor[dict[str, Any]]], Awaitable[_T]],
+    fetch: Callable[[AsyncCursor[DictRow]], Awaitable[_T]],
 ) -> _T:
     # The connection may come from elsewhere (e.g. procrastinate): ask for dicts here.
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -334,13 +341,13 @@ async def _run(
         return await fetch(cur)
 
 
-async def _fetch_one(cur: AsyncCursor[dict[str, Any]]) -> dict[str, Any] | None:
+async def _fetch_one(cur: AsyncCursor[DictRow]) -> DictRow | None:
     return await cur.fetchone()
 
 
-async def _fetch_all(cur: AsyncCursor[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _fetch_all(cur: AsyncCursor[DictRow]) -> list[DictRow]:
     return await cur.fetchall()
 
 
-async def _fetch_nothing(cur: AsyncCursor[dict[str, Any]]) -> None:
+async def _fetch_nothing(cur: AsyncCursor[DictRow]) -> None:
     return None

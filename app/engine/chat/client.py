@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from app.config import Settings
+from app.json_types import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncGenerator[Chunk]:
+    async def stream_chat(self, body: JsonObject) -> AsyncGenerator[Chunk]:
         """POST a streaming chat completion and yield each decoded chunk.
 
         Ends normally at `[DONE]` or the end of the body; raises `UpstreamError` for a
@@ -120,7 +121,7 @@ class UpstreamClient:
                 raise _final_error(exc, attempt, yielded) from exc
             attempt += 1
 
-    async def _stream_once(self, url: str, body: dict[str, Any]) -> AsyncGenerator[Chunk]:
+    async def _stream_once(self, url: str, body: JsonObject) -> AsyncGenerator[Chunk]:
         """One try: the chunks of one upstream request; `_RetryableError` if worth another."""
         try:
             async with self._http.stream("POST", url, json=body) as response:

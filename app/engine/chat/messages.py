@@ -11,10 +11,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from app.engine.items import Item, Part
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
+from app.json_types import JsonObject
 
 ChatMessage = dict[str, Any]
-ItemHandler = Callable[[list[ChatMessage], dict[str, Any]], None]
+ItemHandler = Callable[[list[ChatMessage], Item], None]
 
 # Many upstreams (vLLM, llama.cpp, older proxies) reject the `developer` role, and for a
 # chat model it means the same thing as `system`, so it is folded into `system`.
@@ -33,7 +35,7 @@ _TEXT_KEY_BY_PART_TYPE: dict[str, str] = {
 }
 
 
-def to_chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[ChatMessage]:
+def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMessage]:
     """Build the chat `messages` list for `instructions` followed by the input `items`."""
     messages: list[ChatMessage] = []
     if instructions:
@@ -47,7 +49,7 @@ def to_chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> l
     return messages
 
 
-def _append_message(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+def _append_message(messages: list[ChatMessage], item: Item) -> None:
     role = item.get("role", "user")
     messages.append(
         {
@@ -57,8 +59,8 @@ def _append_message(messages: list[ChatMessage], item: dict[str, Any]) -> None:
     )
 
 
-def message_content(content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]]:
-    """Chat `content` for a Responses message: a string unless an image forces a part list."""
+def message_content(content: str | list[Part] | None) -> str | list[JsonObject]:
+    """Chat `content` for a Responses message: a string unless an image forces chat parts."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -70,8 +72,8 @@ def message_content(content: str | list[dict[str, Any]] | None) -> str | list[di
     return "".join(_part_text(part) for part in content)
 
 
-def _chat_parts(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
+def _chat_parts(content: list[Part]) -> list[JsonObject]:
+    parts: list[JsonObject] = []
     for part in content:
         if part.get("type") == "input_image":
             image_part = _image_part(part)
@@ -82,25 +84,25 @@ def _chat_parts(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return parts
 
 
-def _image_part(part: dict[str, Any]) -> dict[str, Any] | None:
+def _image_part(part: Part) -> JsonObject | None:
     url = part.get("image_url")
     # An image referenced only by `file_id` cannot be expressed to a chat upstream.
     if not url:
         return None
     # Data URLs are valid chat `image_url` values too, so the url is passed through as-is.
-    image_url: dict[str, Any] = {"url": url}
+    image_url: JsonObject = {"url": url}
     if part.get("detail") is not None:
         image_url["detail"] = part["detail"]
     return {"type": "image_url", "image_url": image_url}
 
 
-def _part_text(part: dict[str, Any]) -> str:
+def _part_text(part: Part) -> str:
     key = _TEXT_KEY_BY_PART_TYPE.get(part.get("type", ""), "text")
     text = part.get(key)
     return text if isinstance(text, str) else ""
 
 
-def _append_function_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+def _append_function_call(messages: list[ChatMessage], item: Item) -> None:
     tool_call = {
         "id": item["call_id"],
         "type": "function",
@@ -115,7 +117,7 @@ def _append_function_call(messages: list[ChatMessage], item: dict[str, Any]) -> 
     messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
 
 
-def _append_function_call_output(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+def _append_function_call_output(messages: list[ChatMessage], item: Item) -> None:
     messages.append(
         {
             "role": "tool",
@@ -125,7 +127,7 @@ def _append_function_call_output(messages: list[ChatMessage], item: dict[str, An
     )
 
 
-def _append_mcp_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+def _append_mcp_call(messages: list[ChatMessage], item: Item) -> None:
     # One Responses item holds both the call and its result; chat needs both messages.
     call = {"call_id": item["id"], "name": item["name"], "arguments": item.get("arguments", "")}
     _append_function_call(messages, call)
@@ -137,7 +139,7 @@ def _append_mcp_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
     messages.append({"role": "tool", "tool_call_id": item["id"], "content": content})
 
 
-def tool_output_text(output: str | list[dict[str, Any]] | None) -> str:
+def tool_output_text(output: str | list[Part] | None) -> str:
     """Chat tool messages take text only, so non-text output parts (images, files) drop."""
     if output is None:
         return ""

@@ -7,7 +7,8 @@ serialised.
 
 from __future__ import annotations
 
-from typing import Any
+from app.engine.chat.messages import ChatMessage
+from app.json_types import JsonObject
 
 # Sampling fields that exist on both APIs, keyed Responses name -> chat name.
 _SAMPLING_FIELDS: dict[str, str] = {
@@ -26,12 +27,15 @@ _STRING_TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
 
 def chat_completion_body(
-    request: dict[str, Any],
-    messages: list[dict[str, Any]],
-    extra_tools: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Chat-completions request body for a Responses `request` and translated `messages`."""
-    body: dict[str, Any] = {
+    request: JsonObject,
+    messages: list[ChatMessage],
+    extra_tools: list[JsonObject] | None = None,
+) -> JsonObject:
+    """Chat-completions request body for a Responses `request` and translated `messages`.
+
+    `request` is the create request as stored; `extra_tools` are Responses tool definitions.
+    """
+    body: JsonObject = {
         "model": request.get("model"),
         "messages": messages,
         "stream": True,
@@ -50,7 +54,7 @@ def chat_completion_body(
     return body
 
 
-def sampling_fields(request: dict[str, Any]) -> dict[str, Any]:
+def sampling_fields(request: JsonObject) -> JsonObject:
     """The sampling parameters the request sets, under their chat names."""
     return {
         chat_name: request[name]
@@ -59,9 +63,7 @@ def sampling_fields(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tool_fields(
-    request: dict[str, Any], extra_tools: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def tool_fields(request: JsonObject, extra_tools: list[JsonObject] | None = None) -> JsonObject:
     """`tools`, `tool_choice` and `parallel_tool_calls`, or nothing when no tool is sent.
 
     A `tool_choice` or `parallel_tool_calls` without `tools` is rejected by several
@@ -71,7 +73,7 @@ def tool_fields(
     tools = [chat_function_tool(tool) for tool in responses_tools if _is_function_tool(tool)]
     if not tools:
         return {}
-    fields: dict[str, Any] = {"tools": tools}
+    fields: JsonObject = {"tools": tools}
     tool_choice = chat_tool_choice(request.get("tool_choice"))
     if tool_choice is not None:
         fields["tool_choice"] = tool_choice
@@ -80,22 +82,22 @@ def tool_fields(
     return fields
 
 
-def _is_function_tool(tool: dict[str, Any]) -> bool:
+def _is_function_tool(tool: JsonObject) -> bool:
     # Hosted tools (web_search, file_search, mcp, ...) have no chat equivalent; other layers
     # handle them, so they are simply not forwarded.
     return tool.get("type") == "function"
 
 
-def chat_function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+def chat_function_tool(tool: JsonObject) -> JsonObject:
     """Chat shape of a Responses function tool, which nests the definition under `function`."""
-    function: dict[str, Any] = {"name": tool["name"]}
+    function: JsonObject = {"name": tool["name"]}
     for key in _FUNCTION_TOOL_OPTIONAL_KEYS:
         if tool.get(key) is not None:
             function[key] = tool[key]
     return {"type": "function", "function": function}
 
 
-def chat_tool_choice(tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+def chat_tool_choice(tool_choice: str | JsonObject | None) -> str | JsonObject | None:
     """Chat `tool_choice`, or None when the choice has no chat equivalent.
 
     Unmappable choices (hosted tools, `allowed_tools`) are dropped so the upstream falls
@@ -108,7 +110,7 @@ def chat_tool_choice(tool_choice: str | dict[str, Any] | None) -> str | dict[str
     return None
 
 
-def chat_response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+def chat_response_format(text: JsonObject | None) -> JsonObject | None:
     """Chat `response_format` for the Responses `text.format`; None for plain text."""
     text_format = (text or {}).get("format")
     if not isinstance(text_format, dict):
@@ -122,14 +124,17 @@ def chat_response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-def _json_schema(text_format: dict[str, Any]) -> dict[str, Any]:
+def _json_schema(text_format: JsonObject) -> JsonObject:
     # Responses flattens the schema fields into `format`; chat nests them in `json_schema`.
     return {key: text_format[key] for key in _JSON_SCHEMA_KEYS if text_format.get(key) is not None}
 
 
-def _end_user(request: dict[str, Any]) -> str | None:
+def _end_user(request: JsonObject) -> str | None:
     # `safety_identifier` is the Responses successor of `user`; chat only knows `user`, and
-    # the newer field wins when a client sends both.
-    if request.get("safety_identifier") is not None:
-        return request["safety_identifier"]
-    return request.get("user")
+    # the newer field wins when a client sends both. Both were validated as strings when the
+    # request was accepted.
+    safety_identifier: str | None = request.get("safety_identifier")
+    if safety_identifier is not None:
+        return safety_identifier
+    user: str | None = request.get("user")
+    return user

@@ -18,6 +18,7 @@ from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.usage import Usage, responses_usage
 from app.engine.events import Emitter
 from app.engine.items import ErrorInfo, Item, is_call, new_message, output_text_part
+from app.json_types import JsonObject
 from app.statuses import StepStatus
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class TurnTranslator:
         self.chunks_seen = 0
         self.content_seen = False
         self.finish_reason: str | None = None
-        self.raw_usage: Chunk | None = None
+        self.raw_usage: JsonObject | None = None  # the upstream's, before normalising
 
     async def on_chunk(self, chunk: Chunk) -> None:
         self.chunks_seen += 1
@@ -139,7 +140,7 @@ class TurnTranslator:
             part=output_text_part(""),
         )
 
-    async def _on_tool_call(self, call_delta: Chunk) -> None:
+    async def _on_tool_call(self, call_delta: JsonObject) -> None:
         self.content_seen = True
         index = call_delta.get("index", 0)
         function = call_delta.get("function") or {}

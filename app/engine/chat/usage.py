@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from app.json_types import JsonObject
+
 Usage = dict[str, Any]
 
 _CHAT_KEYS = ("prompt_tokens", "completion_tokens")
@@ -17,7 +19,7 @@ _ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens
 _RESPONSES_KEYS = ("input_tokens", "output_tokens")
 
 
-def responses_usage(raw: dict[str, Any] | None) -> Usage | None:
+def responses_usage(raw: JsonObject | None) -> Usage | None:
     """Responses-shaped usage for an upstream usage object; None when there is none."""
     if not isinstance(raw, dict) or not raw:
         return None
@@ -31,7 +33,7 @@ def responses_usage(raw: dict[str, Any] | None) -> Usage | None:
     return None
 
 
-def _from_chat(raw: dict[str, Any]) -> Usage:
+def _from_chat(raw: JsonObject) -> Usage:
     input_tokens = token_count(raw.get("prompt_tokens"))
     output_tokens = token_count(raw.get("completion_tokens"))
     return _usage(
@@ -48,7 +50,7 @@ def _from_chat(raw: dict[str, Any]) -> Usage:
     )
 
 
-def _from_anthropic(raw: dict[str, Any]) -> Usage:
+def _from_anthropic(raw: JsonObject) -> Usage:
     # Anthropic's `input_tokens` counts only the uncached part of the prompt, whereas
     # Responses `input_tokens` is the whole prompt with cached tokens as a subset.
     cache_read = token_count(raw.get("cache_read_input_tokens"))
@@ -68,7 +70,7 @@ def _from_anthropic(raw: dict[str, Any]) -> Usage:
     )
 
 
-def _from_responses(raw: dict[str, Any]) -> Usage:
+def _from_responses(raw: JsonObject) -> Usage:
     input_tokens = token_count(raw.get("input_tokens"))
     output_tokens = token_count(raw.get("output_tokens"))
     # Extra detail keys (such as `cache_write_tokens` from an earlier conversion) are
@@ -104,7 +106,7 @@ def _usage(
     }
 
 
-def _total(raw: dict[str, Any], input_tokens: int, output_tokens: int) -> int:
+def _total(raw: JsonObject, input_tokens: int, output_tokens: int) -> int:
     # Only a usable reported total is trusted; a missing or malformed one is recomputed
     # rather than reported as 0.
     if _is_count(raw.get("total_tokens")):
@@ -112,7 +114,7 @@ def _total(raw: dict[str, Any], input_tokens: int, output_tokens: int) -> int:
     return input_tokens + output_tokens
 
 
-def _detail(raw: dict[str, Any], details_key: str, key: str) -> int:
+def _detail(raw: JsonObject, details_key: str, key: str) -> int:
     # Detail objects are optional and are sent as null by some upstreams (vLLM).
     details = raw.get(details_key)
     return token_count(details.get(key)) if isinstance(details, dict) else 0
@@ -145,8 +147,9 @@ def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
     return _sum_fields(a or {}, b or {})
 
 
-def _sum_fields(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    total: dict[str, Any] = {}
+def _sum_fields(a: JsonObject, b: JsonObject) -> JsonObject:
+    # Usages and their nested detail objects alike: whatever keys either side holds.
+    total: JsonObject = {}
     # Union of keys, in first-seen order, so a detail only one side reports is kept.
     for key in dict.fromkeys([*a, *b]):
         left, right = a.get(key), b.get(key)
@@ -157,5 +160,5 @@ def _sum_fields(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return total
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
+def _as_dict(value: Any) -> JsonObject:
     return value if isinstance(value, dict) else {}

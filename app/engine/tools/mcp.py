@@ -8,10 +8,12 @@ model makes becomes an `mcp_call` item that the loop completes with the server's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app import ids
 from app.engine.errors import RequestError
+from app.engine.items import Item
+from app.json_types import JsonObject
 
 if TYPE_CHECKING:  # the mcp package is heavy to import; only MCP work loads it
     from app.engine.tools.mcp_client import McpTool
@@ -28,7 +30,7 @@ class McpServer:
         return self.allowed_tools is None or name in self.allowed_tools
 
 
-def mcp_servers(request: dict[str, Any]) -> list[McpServer]:
+def mcp_servers(request: JsonObject) -> list[McpServer]:
     """The MCP servers of a (validated) request, in the order given."""
     servers = []
     for tool in request.get("tools") or []:
@@ -48,7 +50,7 @@ def mcp_servers(request: dict[str, Any]) -> list[McpServer]:
     return servers
 
 
-def check_mcp_urls(tools: list[dict[str, Any]] | None, allowed_prefixes: list[str]) -> None:
+def check_mcp_urls(tools: list[JsonObject] | None, allowed_prefixes: list[str]) -> None:
     """Every MCP server must be on the operator's allow-list: Ferry connects to it."""
     for index, tool in enumerate(tools or []):
         if tool.get("type") != "mcp":
@@ -62,7 +64,7 @@ def check_mcp_urls(tools: list[dict[str, Any]] | None, allowed_prefixes: list[st
             )
 
 
-def list_tools_item(server: McpServer, tools: list[McpTool], error: str | None) -> dict[str, Any]:
+def list_tools_item(server: McpServer, tools: list[McpTool], error: str | None) -> Item:
     return {
         "id": ids.new_id("mcpl"),
         "type": "mcp_list_tools",
@@ -81,9 +83,9 @@ def list_tools_item(server: McpServer, tools: list[McpTool], error: str | None) 
     }
 
 
-def offered_functions(list_items: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+def offered_functions(list_items: list[Item]) -> dict[str, tuple[str, JsonObject]]:
     """Function tools for the listed MCP tools: name -> (server label, function tool)."""
-    offered: dict[str, tuple[str, dict[str, Any]]] = {}
+    offered: dict[str, tuple[str, JsonObject]] = {}
     for item in list_items:
         for tool in item["tools"]:
             # Two servers offering one name: the first keeps it, as calls are by name.

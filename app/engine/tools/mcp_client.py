@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -25,6 +25,8 @@ import mcp_types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+
+from app.json_types import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ _T = TypeVar("_T")
 class McpTool:
     name: str
     description: str | None
-    input_schema: dict[str, Any]
-    annotations: dict[str, Any] | None
+    input_schema: JsonObject  # JSON Schema
+    annotations: JsonObject | None
 
 
 class McpError(Exception):
@@ -80,7 +82,7 @@ async def call_mcp_tool(
     server_url: str,
     headers: dict[str, str] | None,
     name: str,
-    arguments: dict[str, Any],
+    arguments: JsonObject,
     *,
     timeout_s: float,
 ) -> tuple[str | None, str | None]:

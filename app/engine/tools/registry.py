@@ -20,11 +20,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.engine.errors import RequestError
+from app.json_types import JsonObject
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -37,7 +37,7 @@ class _ToolEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    parameters: JsonObject = Field(default_factory=lambda: {"type": "object"})  # JSON Schema
     url: str = Field(pattern=r"^https?://")
     timeout_s: float = Field(default=30.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -48,13 +48,13 @@ class _ToolEntry(BaseModel):
 class HttpTool:
     name: str
     description: str
-    parameters: dict[str, Any]
+    parameters: JsonObject  # JSON Schema
     url: str
     timeout_s: float
     headers: dict[str, str] = field(repr=False)  # may hold secrets
     retry_safe: bool
 
-    def as_function_tool(self) -> dict[str, Any]:
+    def as_function_tool(self) -> JsonObject:
         """How the tool is offered to the model: a Responses function tool."""
         return {
             "type": "function",
@@ -71,13 +71,13 @@ class ToolRegistry:
     def get(self, name: str) -> HttpTool | None:
         return self.tools.get(name)
 
-    def offered_to(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+    def offered_to(self, request: JsonObject) -> list[JsonObject]:
         """The tools offered to the model next to the client's: all, unless it asked none."""
         if request.get("tool_choice") == "none":
             return []
         return [tool.as_function_tool() for tool in self.tools.values()]
 
-    def check_client_tools(self, tools: list[dict[str, Any]] | None) -> None:
+    def check_client_tools(self, tools: list[JsonObject] | None) -> None:
         """A client tool may not take the name of a registered one: calls would be ambiguous."""
         for index, tool in enumerate(tools or []):
             if tool.get("type") == "function" and tool.get("name") in self.tools:

@@ -1,0 +1,59 @@
+"""What the loop needs of the store: its response row and its steps, nothing else.
+
+`ResponseStore` (Postgres) is the implementation; the unit tests drive the loop with an
+in-memory one of the same shape, so the loop's branches are tested without a database.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from app.engine.chat.usage import Usage
+from app.engine.items import ErrorInfo, IncompleteDetails, Item
+from app.engine.run_state import StepResult
+from app.json_types import JsonObject
+from app.statuses import ResponseStatus, StepKind, StepStatus
+from app.store.responses import StoredResponse, StoredStep
+
+
+class StepStore(Protocol):
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None: ...
+
+    async def mark_in_progress(self, response_id: str) -> StoredResponse | None:
+        """The row, now `in_progress`; None when it has already ended."""
+        ...
+
+    async def finish(
+        self,
+        response_id: str,
+        *,
+        status: ResponseStatus,
+        output: list[Item],
+        usage: Usage | None,
+        usage_missing: bool = False,
+        error: ErrorInfo | None = None,
+        incomplete_details: IncompleteDetails | None = None,
+    ) -> StoredResponse | None:
+        """Move a running response to a terminal state; None if it had already ended."""
+        ...
+
+    async def steps(self, response_id: str) -> list[StoredStep]: ...
+
+    async def start_step(
+        self, response_id: str, ordinal: int, kind: StepKind, request: JsonObject | None
+    ) -> None: ...
+
+    async def record_step_items(self, response_id: str, ordinal: int, items: list[Item]) -> None:
+        """Items a running step has finished so far, so GET can show them already."""
+        ...
+
+    async def finish_step(
+        self,
+        response_id: str,
+        ordinal: int,
+        *,
+        status: StepStatus,
+        result: StepResult,
+        usage: Usage | None,
+        error: ErrorInfo | None,
+    ) -> None: ...
