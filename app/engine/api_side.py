@@ -22,8 +22,7 @@ from psycopg import AsyncConnection
 from app import ids
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, RequestError
-from app.engine.events import Event, EventSink
-from app.engine.items import Item
+from app.engine.events import EventSink
 from app.engine.loop import HAND_BACK
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import ResponseObject, response_object
@@ -32,7 +31,7 @@ from app.engine.runtime import Runtime
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
-from app.json_types import JsonObject
+from app.shapes import Event, Item, JsonObject
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE
 from app.store.responses import NewResponse, StoredResponse

@@ -8,8 +8,8 @@ item is completed in place.
 
 from __future__ import annotations
 
-from app.engine.events import Event
-from app.engine.items import Item, output_text_part
+from app.engine.items import output_text_part
+from app.shapes import Event, Item
 
 _TEXT_DELTA = "response.output_text.delta"
 _ARGUMENTS_DELTA = "response.function_call_arguments.delta"

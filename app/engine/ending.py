@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from app.engine.chat.usage import Usage, add_usage
-from app.engine.events import Event, error_event
-from app.engine.items import ErrorInfo
+from app.engine.chat.usage import add_usage
+from app.engine.events import error_event
 from app.engine.resource import response_object
 from app.engine.run_state import output_of_steps
+from app.shapes import ErrorInfo, Event, Usage
 from app.statuses import ResponseStatus
 from app.store.queue import JobQueue
 from app.store.responses import ResponseStore, StoredResponse

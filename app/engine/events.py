@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol, TypedDict
 
+from app.shapes import Event
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.responses import ResponseStore
-
-#: A streaming event as sent: `type`, `sequence_number` and the fields of its type.
-Event = dict[str, Any]
 
 # Events after which a batching sink should flush: an item or the response changed state.
 BOUNDARY_EVENT_TYPES = TERMINAL_EVENT_TYPES | {

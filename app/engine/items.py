@@ -7,30 +7,11 @@ places build has one constructor here, so no two copies can drift apart.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
-
 from app import ids
-
-#: An input or output item: `{"type": "message" | "function_call" | ..., "id": ..., ...}`.
-Item = dict[str, Any]
-#: A content part of a message: `{"type": "output_text" | "input_text" | ..., ...}`.
-Part = dict[str, Any]
+from app.shapes import Item, Part
 
 #: Item types that are tool calls the loop must answer.
 CALL_TYPES = frozenset({"function_call", "mcp_call"})
-
-
-class ErrorInfo(TypedDict):
-    """A response's (or a step's) `error`: a machine-readable code and a message."""
-
-    code: str
-    message: str
-
-
-class IncompleteDetails(TypedDict):
-    """An `incomplete` response's `incomplete_details`: the limit that cut it short."""
-
-    reason: str | None
 
 
 def output_text_part(text: str) -> Part:

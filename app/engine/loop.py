@@ -19,16 +19,16 @@ from app.engine.chat.request import chat_completion_body
 from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter, EventSink, stream_error
-from app.engine.items import Item, call_key
+from app.engine.items import call_key
 from app.engine.resource import response_object
-from app.engine.run_state import ABANDONED, Ending, FinishedTurn, RunState, StepResult
+from app.engine.run_state import ABANDONED, Ending, FinishedTurn, RunState
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.mcp import mcp_servers, offered_functions
 from app.engine.tools.registry import ToolRegistry
-from app.json_types import JsonObject
 from app.logs import current_response_id
+from app.shapes import Item, JsonObject, StepResult
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import StoredResponse
 

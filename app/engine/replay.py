@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 
-from app.engine.events import Event, stream_error
-from app.engine.items import Item
+from app.engine.events import stream_error
 from app.engine.resource import ResponseObject
+from app.shapes import Event, Item
 from app.statuses import ResponseStatus
 
 

@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import ids
 from app.engine.errors import RequestError
-from app.engine.items import Item, Part
-from app.json_types import JsonObject
+from app.shapes import Item, JsonObject, Part
 
 ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
 ToolChoiceMode = Literal["none", "auto", "required"]

@@ -9,8 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.engine.items import Item
-from app.json_types import JsonObject
+from app.shapes import Item, JsonObject
 from app.store.responses import StoredResponse
 
 #: A Response object, as `response_object` builds it.

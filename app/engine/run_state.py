@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NotRequired, TypedDict
 
-from app.engine.chat.usage import Usage, add_usage
-from app.engine.items import ErrorInfo, IncompleteDetails, Item, is_call
+from app.engine.chat.usage import add_usage
+from app.engine.items import is_call
+from app.shapes import ErrorInfo, IncompleteDetails, Item, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import StoredStep
 
@@ -25,14 +25,6 @@ ABANDONED: ErrorInfo = {
     "code": ABANDONED_CODE,
     "message": "the process running this step stopped",
 }
-
-
-class StepResult(TypedDict):
-    """What a finished step leaves on its row: the output items it produced."""
-
-    items: list[Item]
-    usage_missing: NotRequired[bool]  # a model turn whose upstream reported no usage
-    incomplete_reason: NotRequired[str | None]  # a model turn cut short by a limit
 
 
 def is_abandoned(step: StoredStep) -> bool:

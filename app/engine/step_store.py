@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from app.engine.chat.usage import Usage
-from app.engine.items import ErrorInfo, IncompleteDetails, Item
-from app.engine.run_state import StepResult
-from app.json_types import JsonObject
+from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import StoredResponse, StoredStep
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from app.engine.events import Event
 from app.engine.waiting import wait_or_stop
+from app.shapes import Event
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.notify import EventNotifier
 from app.store.responses import ResponseStore

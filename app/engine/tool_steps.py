@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 
 from app.engine.events import Emitter
-from app.engine.items import ErrorInfo, Item, call_key, function_call_output
-from app.engine.run_state import ABANDONED, RunState, StepResult
+from app.engine.items import call_key, function_call_output
+from app.engine.run_state import ABANDONED, RunState
 from app.engine.step_store import StepStore
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
 from app.engine.tools.mcp import McpServer, list_tools_item
@@ -25,6 +25,7 @@ from app.engine.tools.mcp_errors import (
     protocol_error,
 )
 from app.engine.tools.registry import ToolRegistry
+from app.shapes import ErrorInfo, Item, StepResult
 from app.statuses import StepKind, StepStatus
 from app.store.responses import StoredResponse
 

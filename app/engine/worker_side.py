@@ -13,10 +13,10 @@ import logging
 from app.engine.cut_items import cut_off_items
 from app.engine.ending import end_from_outside
 from app.engine.events import DiscardSink, EventLogSink
-from app.engine.items import ErrorInfo
 from app.engine.loop import RunMode
 from app.engine.runtime import Runtime
 from app.logs import current_response_id
+from app.shapes import ErrorInfo
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, RUN_RESPONSE_TASK
 from app.store.retention import RetentionReport, apply_retention

@@ -15,7 +15,6 @@ from app.config import Settings
 from app.engine.api_side import ApiSide, Idempotency, KeyTaken
 from app.engine.errors import RequestError
 from app.engine.events import DiscardSink, QueueSink, error_event
-from app.engine.items import Item
 from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
 from app.engine.request import CreateResponseRequest, parse_create_request
@@ -26,6 +25,7 @@ from app.http.errors import GatewayTimeout
 from app.http.query import query_bool, query_choice, query_int
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
+from app.shapes import Item
 from app.store.responses import StoredResponse
 
 log = logging.getLogger(__name__)

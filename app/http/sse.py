@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.engine.events import Event
+from app.shapes import Event
 
 KEEPALIVE = b": keep-alive\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

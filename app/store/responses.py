@@ -10,24 +10,16 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from app.json_types import JsonObject
+from app.shapes import ErrorInfo, Event, IncompleteDetails, Item, JsonObject, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.queries import QUERIES
-
-if TYPE_CHECKING:
-    # The JSON columns hold the engine's shapes. Named for the checker only: at run time
-    # the store does not depend on the engine (which imports the store).
-    from app.engine.chat.usage import Usage
-    from app.engine.events import Event
-    from app.engine.items import ErrorInfo, IncompleteDetails, Item
-    from app.engine.run_state import StepResult
 
 
 @dataclass(frozen=True)

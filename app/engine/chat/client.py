@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from app.config import Settings
-from app.json_types import JsonObject
+from app.shapes import JsonObject
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from app.engine.items import Item, Part
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
-from app.json_types import JsonObject
+from app.shapes import Item, JsonObject, Part
 
 ChatMessage = dict[str, Any]
 ItemHandler = Callable[[list[ChatMessage], Item], None]

@@ -8,7 +8,7 @@ serialised.
 from __future__ import annotations
 
 from app.engine.chat.messages import ChatMessage
-from app.json_types import JsonObject
+from app.shapes import JsonObject
 
 # Sampling fields that exist on both APIs, keyed Responses name -> chat name.
 _SAMPLING_FIELDS: dict[str, str] = {

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from app import ids
 from app.engine.chat.client import Chunk, UpstreamError
-from app.engine.chat.usage import Usage, responses_usage
+from app.engine.chat.usage import responses_usage
 from app.engine.events import Emitter
-from app.engine.items import ErrorInfo, Item, is_call, new_message, output_text_part
-from app.json_types import JsonObject
+from app.engine.items import is_call, new_message, output_text_part
+from app.shapes import ErrorInfo, Item, JsonObject, Usage
 from app.statuses import StepStatus
 
 log = logging.getLogger(__name__)

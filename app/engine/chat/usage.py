@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from app.json_types import JsonObject
-
-Usage = dict[str, Any]
+from app.shapes import JsonObject, Usage
 
 _CHAT_KEYS = ("prompt_tokens", "completion_tokens")
 _ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")

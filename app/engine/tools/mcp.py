@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 from app import ids
 from app.engine.errors import RequestError
-from app.engine.items import Item
-from app.json_types import JsonObject
+from app.shapes import Item, JsonObject
 
 if TYPE_CHECKING:  # the mcp package is heavy to import; only MCP work loads it
     from app.engine.tools.mcp_client import McpTool

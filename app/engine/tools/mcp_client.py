@@ -26,7 +26,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from app.json_types import JsonObject
+from app.shapes import JsonObject
 
 log = logging.getLogger(__name__)
 

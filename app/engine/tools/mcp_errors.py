@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-from app.json_types import JsonObject
+from app.shapes import JsonObject
 
 # JSON-RPC "internal error": the code given to failures that carry none of their own.
 INTERNAL_ERROR = -32603
