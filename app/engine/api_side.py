@@ -56,6 +56,22 @@ class Idempotency:
         return cls(key=key, digest=hashlib.sha256(canonical.encode()).hexdigest())
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A create request as accepted at the door: who sent it, what it asks, its input as
+    normalised items, and its Idempotency-Key if it came with one."""
+
+    owner: str
+    request: CreateResponseRequest
+    items: list[Item]
+    idempotency: Idempotency | None = None
+
+    @property
+    def deferred(self) -> bool:
+        """Run by a worker (background or flex) rather than by this process."""
+        return self.request.background or self.request.service_tier == "flex"
+
+
 def stored_request(request: CreateResponseRequest, items: list[Item]) -> JsonObject:
     """The request as kept on the row: every parameter, with `input` as normalised items."""
     data = request.model_dump(mode="json", by_alias=True, exclude={"input"})
@@ -75,19 +91,14 @@ class ApiSide:
     # --- accepting -------------------------------------------------------------------
 
     def _new_row(
-        self,
-        owner: str,
-        request: CreateResponseRequest,
-        items: list[Item],
-        *,
-        status: ResponseStatus,
-        lease_owner: str | None = None,
+        self, submission: Submission, *, status: ResponseStatus, lease_owner: str | None = None
     ) -> NewResponse:
+        request = submission.request
         return NewResponse(
             id=ids.response_id(),
-            owner=owner,
+            owner=submission.owner,
             status=status,
-            request=stored_request(request, items),
+            request=stored_request(request, submission.items),
             model=request.model,
             service_tier=request.service_tier or "auto",
             background=request.background,
@@ -97,13 +108,7 @@ class ApiSide:
             lease_ttl_s=self.settings.inline_lease_s,
         )
 
-    async def create_inline(
-        self,
-        owner: str,
-        request: CreateResponseRequest,
-        items: list[Item],
-        idempotency: Idempotency | None = None,
-    ) -> StoredResponse:
+    async def create_inline(self, submission: Submission) -> StoredResponse:
         """Insert the row of a response this process will run now, holding its lease.
 
         Reserves one of this process's inline slots; `run_inline` gives it back.
@@ -112,31 +117,22 @@ class ApiSide:
             raise Busy(
                 "Too many responses are running on this server; retry shortly.", retry_after_s=1
             )
-        await self._check_references(owner, request)
+        await self._check_references(submission)
         new = self._new_row(
-            owner,
-            request,
-            items,
-            status=ResponseStatus.IN_PROGRESS,
-            lease_owner=self.runtime.instance_id,
+            submission, status=ResponseStatus.IN_PROGRESS, lease_owner=self.runtime.instance_id
         )
         async with self.store.transaction() as conn:
             stored = await self.store.insert(new, conn)
-            await self._claim(owner, idempotency, stored.id, conn)
+            await self._claim(submission, stored.id, conn)
         self.inline_running += 1
         return stored
 
-    async def _claim(
-        self,
-        owner: str,
-        idempotency: Idempotency | None,
-        response_id: str,
-        conn: AsyncConnection,
-    ) -> None:
+    async def _claim(self, submission: Submission, response_id: str, conn: AsyncConnection) -> None:
+        idempotency = submission.idempotency
         if idempotency is None:
             return
         claimed = await self.store.claim_idempotency_key(
-            owner,
+            submission.owner,
             idempotency.key,
             idempotency.digest,
             response_id,
@@ -169,28 +165,23 @@ class ApiSide:
             )
         return await self.store.get(response_id, owner)
 
-    async def create_deferred(
-        self,
-        owner: str,
-        request: CreateResponseRequest,
-        items: list[Item],
-        idempotency: Idempotency | None = None,
-    ) -> StoredResponse:
+    async def create_deferred(self, submission: Submission) -> StoredResponse:
         """Insert a `queued` row and defer its job in one transaction: neither exists alone.
 
         A background stream's log starts here with `response.created` and `response.queued`,
         so a client tailing it sees the response before any worker picks it up.
         """
-        await self._check_references(owner, request)
+        request = submission.request
+        await self._check_references(submission)
         queue = FLEX_QUEUE if request.service_tier == "flex" else BACKGROUND_QUEUE
         if queue == FLEX_QUEUE:
             await self._admit_flex()
         else:
-            await self._admit_background(owner)
+            await self._admit_background(submission.owner)
         async with self.store.transaction() as conn:
-            new = self._new_row(owner, request, items, status=ResponseStatus.QUEUED)
+            new = self._new_row(submission, status=ResponseStatus.QUEUED)
             stored = await self.store.insert(new, conn)
-            await self._claim(owner, idempotency, stored.id, conn)
+            await self._claim(submission, stored.id, conn)
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
                 opening: list[Event] = [
@@ -216,11 +207,12 @@ class ApiSide:
                 "default service tier."
             )
 
-    async def _check_references(self, owner: str, request: CreateResponseRequest) -> None:
+    async def _check_references(self, submission: Submission) -> None:
         """What the request names must exist: its previous response, its tools' names."""
+        request = submission.request
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
-        await self._check_previous(owner, request.previous_response_id)
+        await self._check_previous(submission.owner, request.previous_response_id)
 
     async def _check_previous(self, owner: str, previous_id: str | None) -> None:
         if previous_id is None:

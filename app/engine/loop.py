@@ -21,7 +21,7 @@ from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.items import call_key
 from app.engine.resource import response_object
-from app.engine.run_state import ABANDONED, Ending, FinishedTurn, RunState
+from app.engine.run_state import ABANDONED, Ending, FinishedTurn, Run, RunState
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
@@ -107,28 +107,28 @@ class ResponseLoop:
         ends the response `failed`.
         """
         token = current_response_id.set(stored.id)
-        emitter = Emitter(sink, next_sequence_number)
-        state = RunState()
+        run = Run(stored, Emitter(sink, next_sequence_number), RunState())
         try:
             running = await self.store.mark_in_progress(stored.id)
             if running is None:  # it ended (e.g. was cancelled) before the loop started
                 return await self._reload(stored)
+            run.response = running
             if mode.resumes:
-                state = await self._restore(running)
-            snapshot = response_object(running, state.output)
-            if emitter.next_sequence_number == 0:
-                await emitter.emit("response.created", response=snapshot)
-            await emitter.emit("response.in_progress", response=snapshot)
-            ending = await self._work_within_deadline(running, emitter, state, mode)
-            return await self._finish(running, emitter, state, ending)
+                run.state = await self._restore(running)
+            snapshot = response_object(running, run.state.output)
+            if run.emitter.next_sequence_number == 0:
+                await run.emitter.emit("response.created", response=snapshot)
+            await run.emitter.emit("response.in_progress", response=snapshot)
+            ending = await self._work_within_deadline(run, mode)
+            return await self._finish(run, ending)
         except asyncio.CancelledError as cancelled:
             if not (mode.hands_back_on_cancel or HAND_BACK in cancelled.args):
-                await asyncio.shield(self._finish_cancelled(stored, state))
+                await asyncio.shield(self._finish_cancelled(run))
             raise
         except Exception:
             log.exception("response loop crashed")
             ending = Ending.failed("server_error", "internal error")
-            return await asyncio.shield(self._finish(stored, emitter, state, ending))
+            return await asyncio.shield(self._finish(run, ending))
         finally:
             current_response_id.reset(token)
 
@@ -151,28 +151,24 @@ class ResponseLoop:
             )
         return state
 
-    async def _work_within_deadline(
-        self, stored: StoredResponse, emitter: Emitter, state: RunState, mode: RunMode
-    ) -> Ending:
+    async def _work_within_deadline(self, run: Run, mode: RunMode) -> Ending:
         """`_work`, bounded by RESPONSE_TIMEOUT_S."""
         try:
             async with asyncio.timeout(self.settings.response_timeout_s):
-                return await self._work(stored, emitter, state, mode)
+                return await self._work(run, mode)
         except TimeoutError:
             message = f"the response took longer than {self.settings.response_timeout_s:g}s"
             return Ending.failed("timeout", message)
 
-    async def _work(
-        self, stored: StoredResponse, emitter: Emitter, state: RunState, mode: RunMode
-    ) -> Ending:
-        """Model turns and their server-side tool calls, carrying on from whatever `state`
-        holds, until an answer, a client call or a limit."""
-        request = stored.request
-        conversation = await self._conversation(stored)
+    async def _work(self, run: Run, mode: RunMode) -> Ending:
+        """Model turns and their server-side tool calls, carrying on from whatever the run's
+        state holds, until an answer, a client call or a limit."""
+        request, state = run.response.request, run.state
+        conversation = await self._conversation(run.response)
         servers = mcp_servers(request)
         unlisted = [server for server in servers if server.label not in state.mcp_listed]
         if unlisted:
-            failure = await self.tool_steps.list_mcp_tools(stored, emitter, state, unlisted)
+            failure = await self.tool_steps.list_mcp_tools(run, unlisted)
             if failure is not None:
                 return Ending.failed("mcp_error", failure)
         mcp_offer = offered_functions([state.mcp_listed[server.label] for server in servers])
@@ -196,7 +192,7 @@ class ResponseLoop:
                 messages = to_chat_messages(
                     request.get("instructions"), conversation + state.output
                 )
-                turn = await self._model_turn(stored, emitter, state, messages, offer, mode)
+                turn = await self._model_turn(run, messages, offer, mode)
             ending = turn.ending()
             if ending is not None:
                 return ending
@@ -206,12 +202,10 @@ class ResponseLoop:
                 # cannot, so they are closed unrun.
                 unrun = [call for call in pending if call["type"] == "mcp_call"]
                 await self.tool_steps.run_calls(
-                    stored,
-                    emitter,
-                    state,
+                    run,
                     by_label,
-                    run=[],
-                    skip=unrun,
+                    to_run=[],
+                    to_skip=unrun,
                     skip_reason="not run: the model also called client tools in this turn",
                 )
                 return Ending(ResponseStatus.COMPLETED)
@@ -226,34 +220,21 @@ class ResponseLoop:
             if max_tool_calls is not None:
                 budget = max(0, min(budget, max_tool_calls - state.tool_calls_run))
             await self.tool_steps.run_calls(
-                stored,
-                emitter,
-                state,
+                run,
                 by_label,
-                run=pending[:budget],
-                skip=pending[budget:],
+                to_run=pending[:budget],
+                to_skip=pending[budget:],
                 skip_reason=f"not run: the response reached max_tool_calls ({max_tool_calls})",
             )
 
     async def _model_turn(
-        self,
-        stored: StoredResponse,
-        emitter: Emitter,
-        state: RunState,
-        messages: list[ChatMessage],
-        offer: ToolOffer,
-        mode: RunMode,
+        self, run: Run, messages: list[ChatMessage], offer: ToolOffer, mode: RunMode
     ) -> FinishedTurn:
         """One model turn; in a worker, redone when the upstream cuts it off mid-stream."""
         attempts = self.settings.upstream_max_attempts if mode.redoes_cut_turns else 1
         for attempt in range(1, attempts + 1):
             turn = await self._model_turn_attempt(
-                stored,
-                emitter,
-                state,
-                messages,
-                offer,
-                last_try=attempt == attempts,
+                run, messages, offer, last_try=attempt == attempts
             )
             if turn is not None:
                 return turn
@@ -261,16 +242,10 @@ class ResponseLoop:
         raise AssertionError("unreachable: the last try always returns a turn")
 
     async def _model_turn_attempt(
-        self,
-        stored: StoredResponse,
-        emitter: Emitter,
-        state: RunState,
-        messages: list[ChatMessage],
-        offer: ToolOffer,
-        *,
-        last_try: bool,
+        self, run: Run, messages: list[ChatMessage], offer: ToolOffer, *, last_try: bool
     ) -> FinishedTurn | None:
         """A model turn as a step; None when it was cut off mid-stream and should be redone."""
+        stored, emitter, state = run.response, run.emitter, run.state
         body = chat_completion_body(stored.request, messages, extra_tools=offer.functions)
         [ordinal] = state.claim_ordinals(1)
         # The step records the call's shape, not the whole conversation again.
@@ -357,38 +332,37 @@ class ResponseLoop:
         items.extend(stored.request.get("input") or [])
         return items
 
-    async def _finish(
-        self, stored: StoredResponse, emitter: Emitter, state: RunState, ending: Ending
-    ) -> StoredResponse:
-        output = state.output
-        final = await self.store.finish(
-            stored.id,
+    async def _finish(self, run: Run, ending: Ending) -> StoredResponse:
+        """Commit the ending, then announce it: a client that saw the terminal event always
+        finds the same response with GET."""
+        final = await self._commit(run, ending)
+        if final is None:  # someone else ended it first (cancel); theirs is the truth
+            return await self._reload(run.response)
+        log.info("response finished", extra={"status": final.status})
+        snapshot = response_object(final, run.state.output)
+        if ending.status == ResponseStatus.FAILED and ending.error is not None:
+            error = stream_error(ending.error["code"], ending.error["message"])
+            await run.emitter.emit("error", error=error)
+        await run.emitter.emit(final.status.terminal_event_type, response=snapshot)
+        return final
+
+    async def _finish_cancelled(self, run: Run) -> None:
+        """Commit `cancelled`; no one is left to tell (the client went, or a cancel came)."""
+        await self._commit(run, Ending(ResponseStatus.CANCELLED))
+        log.info("response cancelled")
+
+    async def _commit(self, run: Run, ending: Ending) -> StoredResponse | None:
+        """The response ended as `ending` says, with what the run holds; None if it had
+        already ended."""
+        return await self.store.finish(
+            run.response.id,
             status=ending.status,
-            output=output,
-            usage=state.usage,
-            usage_missing=state.usage_missing,
+            output=run.state.output,
+            usage=run.state.usage,
+            usage_missing=run.state.usage_missing,
             error=ending.error,
             incomplete_details=ending.incomplete_details,
         )
-        if final is None:  # someone else ended it first (cancel); theirs is the truth
-            return await self._reload(stored)
-        log.info("response finished", extra={"status": final.status})
-        snapshot = response_object(final, output)
-        if ending.status == ResponseStatus.FAILED and ending.error is not None:
-            error = stream_error(ending.error["code"], ending.error["message"])
-            await emitter.emit("error", error=error)
-        await emitter.emit(ResponseStatus(final.status).terminal_event_type, response=snapshot)
-        return final
-
-    async def _finish_cancelled(self, stored: StoredResponse, state: RunState) -> None:
-        await self.store.finish(
-            stored.id,
-            status=ResponseStatus.CANCELLED,
-            output=state.output,
-            usage=state.usage,
-            usage_missing=state.usage_missing,
-        )
-        log.info("response cancelled")
 
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)

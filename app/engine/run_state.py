@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from app.engine.chat.usage import add_usage
+from app.engine.events import Emitter
 from app.engine.items import is_call
 from app.shapes import ErrorInfo, IncompleteDetails, Item, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import StoredStep
+from app.store.responses import StoredResponse, StoredStep
 
 #: The error code of a step whose process stopped mid-way; the step is redone.
 ABANDONED_CODE = "abandoned"
@@ -91,6 +92,15 @@ class FinishedTurn:
         if not self.calls:
             return Ending(ResponseStatus.COMPLETED)
         return None
+
+
+@dataclass
+class Run:
+    """One run of the loop over one response: its row, where its events go, what it did."""
+
+    response: StoredResponse
+    emitter: Emitter
+    state: RunState
 
 
 @dataclass

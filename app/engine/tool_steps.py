@@ -12,9 +12,8 @@ import asyncio
 import json
 from dataclasses import dataclass
 
-from app.engine.events import Emitter
 from app.engine.items import call_key, function_call_output
-from app.engine.run_state import ABANDONED, RunState
+from app.engine.run_state import ABANDONED, Run, RunState
 from app.engine.step_store import StepStore
 from app.engine.tools.http_tool import HttpToolRunner, tool_error
 from app.engine.tools.mcp import McpServer, list_tools_item
@@ -68,14 +67,9 @@ class ToolSteps:
 
     # --- MCP tool listing ------------------------------------------------------------
 
-    async def list_mcp_tools(
-        self,
-        stored: StoredResponse,
-        emitter: Emitter,
-        state: RunState,
-        servers: list[McpServer],
-    ) -> str | None:
+    async def list_mcp_tools(self, run: Run, servers: list[McpServer]) -> str | None:
         """List each server's tools as an `mcp_list_tools` step; an error message on failure."""
+        stored, emitter, state = run.response, run.emitter, run.state
         # Imported here: the mcp package takes most of a second to load, which every API and
         # worker process would otherwise pay at start-up, MCP or not.
         from app.engine.tools.mcp_client import McpError, list_mcp_tools
@@ -120,17 +114,18 @@ class ToolSteps:
 
     async def run_calls(
         self,
-        stored: StoredResponse,
-        emitter: Emitter,
-        state: RunState,
+        run: Run,
         servers: dict[str, McpServer],
         *,
-        run: list[Item],
-        skip: list[Item],
+        to_run: list[Item],
+        to_skip: list[Item],
         skip_reason: str,
     ) -> None:
-        """Run `run` at once, each a step; close `skip` unrun with `skip_reason`, in order."""
-        pending = self._announceable([*run, *skip], state)
+        """Run `to_run` at once, each a step; close `to_skip` unrun with `skip_reason`, in
+        order."""
+        stored, emitter, state = run.response, run.emitter, run.state
+        pending = self._announceable([*to_run, *to_skip], state)
+        ran = len(to_run)
         for p in pending:
             if p.announced_here:
                 await emitter.emit(
@@ -146,15 +141,15 @@ class ToolSteps:
         finished = await asyncio.gather(
             *(
                 self._call_step(stored, ordinal, p, servers)
-                for ordinal, p in zip(ordinals, pending[: len(run)], strict=False)
+                for ordinal, p in zip(ordinals, pending[:ran], strict=False)
             ),
             *(
                 self._skipped_step(stored, ordinal, p, skip_reason)
-                for ordinal, p in zip(ordinals[len(run) :], pending[len(run) :], strict=True)
+                for ordinal, p in zip(ordinals[ran:], pending[ran:], strict=True)
             ),
         )
-        state.tool_calls_run += len(run)
-        state.skipped.update(call_key(p.call) for p in pending[len(run) :])
+        state.tool_calls_run += ran
+        state.skipped.update(call_key(p.call) for p in pending[ran:])
         for p, done in zip(pending, finished, strict=True):
             state.step_results.append({"items": [done]})
             state.answered.add(call_key(p.call))

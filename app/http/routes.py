@@ -12,12 +12,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.config import Settings
-from app.engine.api_side import ApiSide, Idempotency, KeyTaken
+from app.engine.api_side import ApiSide, Idempotency, KeyTaken, Submission
 from app.engine.errors import RequestError
 from app.engine.events import DiscardSink, QueueSink, error_event
 from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
-from app.engine.request import CreateResponseRequest, parse_create_request
+from app.engine.request import parse_create_request
 from app.engine.waiting import wait_or_stop
 from app.http.auth import authenticate
 from app.http.body import read_json
@@ -25,7 +25,6 @@ from app.http.errors import GatewayTimeout
 from app.http.query import query_bool, query_choice, query_int
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
-from app.shapes import Item
 from app.store.responses import StoredResponse
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,8 @@ async def create_response(request: Request) -> Response:
     earlier = await service.find_by_idempotency(owner, idempotency)
     if earlier is None:
         try:
-            return await _create(request, service, owner, create, items, idempotency)
+            submission = Submission(owner, create, items, idempotency)
+            return await _create(request, service, submission)
         except KeyTaken:  # a concurrent twin claimed the key first: answer with its response
             earlier = await service.find_by_idempotency(owner, idempotency)
             assert earlier is not None
@@ -64,19 +64,13 @@ async def create_response(request: Request) -> Response:
     return await _answer_with(service, earlier, stream=create.stream, settings=settings)
 
 
-async def _create(
-    request: Request,
-    service: ApiSide,
-    owner: str,
-    create: CreateResponseRequest,
-    items: list[Item],
-    idempotency: Idempotency | None,
-) -> Response:
+async def _create(request: Request, service: ApiSide, submission: Submission) -> Response:
     settings: Settings = request.app.state.settings
-    if create.background or create.service_tier == "flex":
-        stored = await service.create_deferred(owner, create, items, idempotency)
+    create = submission.request
+    if submission.deferred:
+        stored = await service.create_deferred(submission)
         return await _answer_with(service, stored, stream=create.stream, settings=settings)
-    stored = await service.create_inline(owner, create, items, idempotency)
+    stored = await service.create_inline(submission)
     current_response_id.set(stored.id)
     log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:

@@ -62,6 +62,11 @@ class _OpenMessage:
     output_index: int
     text: list[str] = field(default_factory=list)
 
+    @property
+    def part_at(self) -> JsonObject:
+        """Where its one `output_text` part is, as every part and text event names it."""
+        return {"item_id": self.item["id"], "output_index": self.output_index, "content_index": 0}
+
 
 @dataclass
 class _OpenCall:
@@ -119,9 +124,7 @@ class TurnTranslator:
         self.message.text.append(text)
         await self.emitter.emit(
             "response.output_text.delta",
-            item_id=self.message.item["id"],
-            output_index=self.message.output_index,
-            content_index=0,
+            **self.message.part_at,
             delta=text,
             logprobs=[],
         )
@@ -133,11 +136,7 @@ class TurnTranslator:
             "response.output_item.added", output_index=self.message.output_index, item=item
         )
         await self.emitter.emit(
-            "response.content_part.added",
-            item_id=item["id"],
-            output_index=self.message.output_index,
-            content_index=0,
-            part=output_text_part(""),
+            "response.content_part.added", **self.message.part_at, part=output_text_part("")
         )
 
     async def _on_tool_call(self, call_delta: JsonObject) -> None:
@@ -201,25 +200,15 @@ class TurnTranslator:
         if message is None:
             return
         text = "".join(message.text)
-        item_id, index = message.item["id"], message.output_index
         part = output_text_part(text)
         await self.emitter.emit(
-            "response.output_text.done",
-            item_id=item_id,
-            output_index=index,
-            content_index=0,
-            text=text,
-            logprobs=[],
+            "response.output_text.done", **message.part_at, text=text, logprobs=[]
         )
-        await self.emitter.emit(
-            "response.content_part.done",
-            item_id=item_id,
-            output_index=index,
-            content_index=0,
-            part=part,
-        )
+        await self.emitter.emit("response.content_part.done", **message.part_at, part=part)
         done = {**message.item, "status": status, "content": [part]}
-        await self.emitter.emit("response.output_item.done", output_index=index, item=done)
+        await self.emitter.emit(
+            "response.output_item.done", output_index=message.output_index, item=done
+        )
         await self._item_done(done)
 
     async def _close_calls(self, status: str) -> None:
