@@ -41,3 +41,18 @@ def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
             done["arguments"] = "".join(arguments.get(item_id, []))
         closed.append((index, done))
     return closed
+
+
+def closing_events(logged: list[Event]) -> list[Event]:
+    """The events that close what `logged` left open, numbered on from its last event: what
+    a resumed run appends before it starts its own."""
+    number = logged[-1]["sequence_number"] + 1 if logged else 0
+    return [
+        {
+            "type": "response.output_item.done",
+            "sequence_number": number + offset,
+            "output_index": index,
+            "item": item,
+        }
+        for offset, (index, item) in enumerate(cut_off_items(logged))
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.engine.cut_items import cut_off_items
+from app.engine.cut_items import closing_events
 from app.engine.ending import end_from_outside
 from app.engine.events import DiscardSink, EventLogSink
 from app.engine.loop import RunMode
@@ -62,19 +62,11 @@ class WorkerSide:
     async def _close_cut_items(self, response_id: str, sink: EventLogSink) -> int:
         """Close the items an earlier attempt left open in the log; the next number to use."""
         logged = await self.store.events_after(response_id, -1)
-        next_number = logged[-1]["sequence_number"] + 1 if logged else 0
-        for index, item in cut_off_items(logged):
-            await sink.send(
-                {
-                    "type": "response.output_item.done",
-                    "sequence_number": next_number,
-                    "output_index": index,
-                    "item": item,
-                }
-            )
-            next_number += 1
+        closing = closing_events(logged)
+        for event in closing:
+            await sink.send(event)
         await sink.flush()
-        return next_number
+        return (closing or logged)[-1]["sequence_number"] + 1 if logged else 0
 
     # --- recovery --------------------------------------------------------------------
 

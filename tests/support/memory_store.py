@@ -1,0 +1,362 @@
+"""An in-memory `StepStore`: the Postgres store's semantics that the loop relies on, without
+a database. A testing API, not for production use.
+
+What it models, query for query (see `app/store/queries.sql`):
+
+- `mark_in_progress` and `finish` only move a response that is still active (`queued` or
+  `in_progress`) and return None otherwise: the first terminal state wins.
+- Steps are keyed by (response id, ordinal): starting one twice, or one of a response that
+  does not exist, raises (a primary or foreign key violation); `finish_step` overwrites
+  whatever the step holds; `record_step_items` only touches a step still `in_progress`.
+- Every value goes in and comes out as JSON does through `jsonb`, so no caller can change a
+  stored row through an alias, and whatever could not be stored fails here too.
+- Rows come back as `StoredResponse` / `StoredStep`, built by their `from_row`.
+- Every call is a suspension point, as a database round trip is. A write is committed even
+  when its caller is cancelled during the call (the real store shields its queries).
+
+For fault injection, `crash_at` makes the store behave like a database whose client process
+died at a chosen write (as with `kill -9`): that call and every later one raise
+`ProcessCrash`, and `restarted()` is a store holding exactly what was committed, for the
+next attempt to resume from.
+
+    store = MemoryStore()
+    stored = store.seed({"model": "m", "input": "Hi"})
+    store.crash_at(lambda write: write.name == "finish_step")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn, TypeVar
+
+from app import ids
+from app.engine.api_side import stored_request
+from app.engine.request import parse_create_request
+from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
+from app.statuses import ACTIVE_STATUSES, ResponseStatus, StepKind, StepStatus
+from app.store.responses import StoredResponse, StoredStep
+
+Row = dict[str, Any]
+_T = TypeVar("_T")
+
+
+class ProcessCrash(BaseException):
+    """The process using the store died: nothing it does from here on reaches the database.
+
+    A `BaseException`, like the `SystemExit` of a dying process, so that no `except
+    Exception` in the code under test can turn it into an orderly ending.
+    """
+
+
+class StoreError(Exception):
+    """A write the database would refuse: a key violation."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to the store, numbered from 1 in the order they were made."""
+
+    number: int
+    name: str  # the method: "mark_in_progress", "finish", "start_step", ...
+    response_id: str
+    ordinal: int | None = None
+
+
+def _json(value: Any) -> Any:
+    """`value` as it reads back from a `jsonb` column."""
+    return None if value is None else json.loads(json.dumps(value))
+
+
+_LEASE = timedelta(seconds=30)  # a live inline lease, as the API process holds one
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stored_response(
+    body: Mapping[str, Any],
+    *,
+    status: ResponseStatus = ResponseStatus.QUEUED,
+    owner: str = "",
+    response_id: str | None = None,
+    lease_owner: str | None = None,
+) -> StoredResponse:
+    """The row the API side would insert for a create request `body`.
+
+    The body is validated and normalised as POST /v1/responses does it (`parse_create_request`,
+    then `stored_request`), so `request["input"]` holds the normalised items with their ids.
+    `status` is `queued` for deferred work and `in_progress` for an inline run.
+    """
+    request, items = parse_create_request(dict(body))
+    now = _now()
+    row: Row = {
+        "id": response_id or ids.response_id(),
+        "owner": owner,
+        "status": status,
+        "request": _json(stored_request(request, items)),
+        "model": request.model,
+        "service_tier": request.service_tier or "auto",
+        "background": request.background,
+        "stream": request.stream,
+        "previous_response_id": request.previous_response_id,
+        "output": None,
+        "usage": None,
+        "usage_missing": False,
+        "error": None,
+        "incomplete_details": None,
+        "lease_owner": lease_owner,
+        "lease_expires_at": now + _LEASE if lease_owner is not None else None,
+        "created_at": now,
+        "started_at": None,
+        "completed_at": None,
+        "updated_at": now,
+        "job_id": None,
+    }
+    return StoredResponse.from_row(row)
+
+
+@dataclass
+class _Crash:
+    at: Callable[[Write], bool]
+    committed: bool  # whether the write the crash happens at reached the database
+
+
+@dataclass
+class MemoryStore:
+    """Responses and their steps in dicts; see the module docstring for the semantics."""
+
+    responses: dict[str, Row] = field(default_factory=dict)
+    step_rows: dict[tuple[str, int], Row] = field(default_factory=dict)
+    #: Every write made, in order (including one a crash stopped).
+    writes: list[Write] = field(default_factory=list)
+    _crash: _Crash | None = field(default=None, repr=False)
+    _crashed: MemoryStore | None = field(default=None, repr=False)
+
+    # --- seeding and inspecting (testing API) -------------------------------------------
+
+    def seed(
+        self,
+        body: Mapping[str, Any],
+        *,
+        status: ResponseStatus = ResponseStatus.QUEUED,
+        owner: str = "",
+        response_id: str | None = None,
+        lease_owner: str | None = None,
+    ) -> StoredResponse:
+        """Insert the row of a create request `body` (see `stored_response`) and return it."""
+        return self.insert(
+            stored_response(
+                body,
+                status=status,
+                owner=owner,
+                response_id=response_id,
+                lease_owner=lease_owner,
+            )
+        )
+
+    def insert(self, stored: StoredResponse) -> StoredResponse:
+        if stored.id in self.responses:
+            raise StoreError(f"duplicate response id {stored.id}")
+        row = {**stored.__dict__, "request": _json(stored.request)}
+        self.responses[stored.id] = row
+        return StoredResponse.from_row(copy.deepcopy(row))
+
+    def response(self, response_id: str) -> StoredResponse:
+        """The row as it is now, whoever owns it; KeyError when there is none."""
+        return StoredResponse.from_row(copy.deepcopy(self.responses[response_id]))
+
+    def step_list(self, response_id: str) -> list[StoredStep]:
+        """The response's steps as they are now, in order."""
+        rows = [row for (rid, _), row in self.step_rows.items() if rid == response_id]
+        rows.sort(key=lambda row: row["ordinal"])
+        return [StoredStep.from_row(copy.deepcopy(row)) for row in rows]
+
+    # --- fault injection (testing API) --------------------------------------------------
+
+    def crash_at(self, at: Callable[[Write], bool], *, committed: bool = False) -> None:
+        """Die at the first write `at` accepts: before it commits, or just after when
+        `committed` (the database got it; the process died before hearing back)."""
+        self._crash = _Crash(at, committed)
+
+    @property
+    def crashed(self) -> bool:
+        return self._crashed is not None
+
+    def restarted(self) -> MemoryStore:
+        """After a crash: a store holding what was committed, for the next process to use
+        (with a write log of its own, empty)."""
+        assert self._crashed is not None, "the store has not crashed"
+        return copy.deepcopy(self._crashed)
+
+    def _begin(self, name: str, response_id: str, ordinal: int | None = None) -> Write:
+        """Record a write about to be made (on a store that is still alive)."""
+        self._check_alive()
+        write = Write(len(self.writes) + 1, name, response_id, ordinal)
+        self.writes.append(write)
+        return write
+
+    def _commit(self, write: Write, apply: Callable[[], _T]) -> _T:
+        """Make the write; or die at it, after making it when the crash is `committed`."""
+        crash = self._crash
+        if crash is not None and crash.at(write):
+            if crash.committed:
+                apply()
+            self._die()
+        return apply()
+
+    def _die(self) -> NoReturn:
+        self._crash = None
+        self._crashed = MemoryStore(
+            responses=copy.deepcopy(self.responses),
+            step_rows=copy.deepcopy(self.step_rows),
+        )
+        raise ProcessCrash(f"crashed at write {len(self.writes)}")
+
+    def _check_alive(self) -> None:
+        if self._crashed is not None:
+            raise ProcessCrash("the store is gone with its process")
+
+    async def _round_trip(self) -> None:
+        """Where a database call would suspend the caller (and may be cancelled)."""
+        await asyncio.sleep(0)
+
+    # --- StepStore ----------------------------------------------------------------------
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        self._check_alive()
+        row = self.responses.get(response_id)
+        found = None
+        if row is not None and row["owner"] == owner:
+            found = StoredResponse.from_row(copy.deepcopy(row))
+        await self._round_trip()
+        return found
+
+    async def mark_in_progress(self, response_id: str) -> StoredResponse | None:
+        write = self._begin("mark_in_progress", response_id)
+
+        def apply() -> StoredResponse | None:
+            row = self.responses.get(response_id)
+            if row is None or row["status"] not in ACTIVE_STATUSES:
+                return None
+            now = _now()
+            row.update(
+                status=ResponseStatus.IN_PROGRESS,
+                started_at=row["started_at"] or now,
+                updated_at=now,
+            )
+            return StoredResponse.from_row(copy.deepcopy(row))
+
+        result = self._commit(write, apply)
+        await self._round_trip()
+        return result
+
+    async def finish(
+        self,
+        response_id: str,
+        *,
+        status: ResponseStatus,
+        output: list[Item],
+        usage: Usage | None,
+        usage_missing: bool = False,
+        error: ErrorInfo | None = None,
+        incomplete_details: IncompleteDetails | None = None,
+    ) -> StoredResponse | None:
+        write = self._begin("finish", response_id)
+
+        def apply() -> StoredResponse | None:
+            row = self.responses.get(response_id)
+            if row is None or row["status"] not in ACTIVE_STATUSES:
+                return None
+            now = _now()
+            row.update(
+                status=ResponseStatus(status),
+                output=_json(output),
+                usage=_json(usage),
+                usage_missing=usage_missing,
+                error=_json(error),
+                incomplete_details=_json(incomplete_details),
+                completed_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            return StoredResponse.from_row(copy.deepcopy(row))
+
+        result = self._commit(write, apply)
+        await self._round_trip()
+        return result
+
+    async def steps(self, response_id: str) -> list[StoredStep]:
+        self._check_alive()
+        found = self.step_list(response_id)
+        await self._round_trip()
+        return found
+
+    async def start_step(
+        self, response_id: str, ordinal: int, kind: StepKind, request: JsonObject | None
+    ) -> None:
+        write = self._begin("start_step", response_id, ordinal)
+
+        def apply() -> None:
+            if response_id not in self.responses:
+                raise StoreError(f"no response {response_id} for step {ordinal}")
+            if (response_id, ordinal) in self.step_rows:
+                raise StoreError(f"step {ordinal} of {response_id} already exists")
+            self.step_rows[(response_id, ordinal)] = {
+                "response_id": response_id,
+                "ordinal": ordinal,
+                "kind": StepKind(kind),
+                "status": StepStatus.IN_PROGRESS,
+                "request": _json(request),
+                "result": None,
+                "usage": None,
+                "error": None,
+                "started_at": _now(),
+                "completed_at": None,
+            }
+
+        self._commit(write, apply)
+        await self._round_trip()
+
+    async def record_step_items(self, response_id: str, ordinal: int, items: list[Item]) -> None:
+        write = self._begin("record_step_items", response_id, ordinal)
+
+        def apply() -> None:
+            row = self.step_rows.get((response_id, ordinal))
+            if row is not None and row["status"] == StepStatus.IN_PROGRESS:
+                row["result"] = _json({"items": items})
+
+        self._commit(write, apply)
+        await self._round_trip()
+
+    async def finish_step(
+        self,
+        response_id: str,
+        ordinal: int,
+        *,
+        status: StepStatus,
+        result: StepResult,
+        usage: Usage | None,
+        error: ErrorInfo | None,
+    ) -> None:
+        write = self._begin("finish_step", response_id, ordinal)
+
+        def apply() -> None:
+            row = self.step_rows.get((response_id, ordinal))
+            if row is not None:
+                row.update(
+                    status=StepStatus(status),
+                    result=_json(result),
+                    usage=_json(usage),
+                    error=_json(error),
+                    completed_at=_now(),
+                )
+
+        self._commit(write, apply)
+        await self._round_trip()

@@ -1,0 +1,281 @@
+"""The loop's plain answers: text, the token limit, usage, the conversation it sends, and
+the run that finds its response already ended."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.engine.events import DiscardSink, QueueSink
+from app.engine.loop import RunMode
+from app.statuses import ResponseStatus, StepKind, StepStatus
+from tests.unit.harness import Harness
+from tests.unit.openresponses import assert_valid, assert_valid_events
+from tests.unit.streams import (
+    RecordingSink,
+    assert_numbered_from,
+    assert_well_formed,
+    text_deltas,
+)
+from tests.unit.upstream import (
+    ScriptedUpstream,
+    TokenUsage,
+    ToolCall,
+    call_chunks,
+    completion,
+    text_chunks,
+)
+
+TEXT_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+]
+
+
+async def test_plain_text_answer(harness: Harness, upstream: ScriptedUpstream) -> None:
+    usage = TokenUsage(prompt_tokens=9, completion_tokens=2, cached_tokens=4)
+    upstream.then(completion(*text_chunks("Hel", "lo!"), usage=usage))
+
+    run = await harness.run({"model": "m", "input": "Say hello"})
+
+    assert run.types == [*TEXT_EVENTS, "response.completed"]
+    assert_numbered_from(run.events, 0)
+    assert_well_formed(run.events)
+    assert_valid_events(run.events)
+    message_id = run.events[2]["item"]["id"]
+    assert [e["delta"] for e in run.of_type("response.output_text.delta")] == ["Hel", "lo!"]
+    assert all(e["item_id"] == message_id for e in run.events[3:8])
+    assert run.events[8]["item"]["id"] == message_id
+    assert run.events[6]["text"] == "Hello!"
+
+    assert run.final.status == ResponseStatus.COMPLETED
+    [message] = run.output
+    assert message["id"] == message_id
+    assert message["status"] == "completed"
+    assert message["role"] == "assistant"
+    assert message["content"][0]["text"] == "Hello!"
+    assert run.final.usage == usage.responses()
+    assert run.final.usage_missing is False
+    # What the stream ended with is what GET shows.
+    assert run.events[-1]["response"]["output"] == run.output
+    assert run.events[-1]["response"]["status"] == "completed"
+    assert_valid(run.response)
+    [step] = run.steps
+    assert (step.kind, step.status, step.ordinal) == (StepKind.MODEL_CALL, StepStatus.COMPLETED, 0)
+    assert step.result is not None and step.result["items"] == run.output
+    assert step.usage == usage.responses()
+
+
+async def test_the_upstream_gets_the_conversation_as_chat_messages(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(completion(*text_chunks("ok")))
+
+    await harness.run(
+        {
+            "model": "m",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": "One"},
+                {"role": "assistant", "content": "Two"},
+                {"role": "user", "content": "Three"},
+            ],
+            "temperature": 0.2,
+        }
+    )
+
+    [body] = upstream.requests
+    assert body["model"] == "m"
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["temperature"] == 0.2
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "One"},
+        {"role": "assistant", "content": "Two"},
+        {"role": "user", "content": "Three"},
+    ]
+    # The registered tools are offered on every request.
+    offered = [tool["function"]["name"] for tool in body["tools"]]
+    assert "lookup_weather" in offered
+
+
+async def test_tool_choice_none_offers_no_registered_tool(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(completion(*text_chunks("ok")))
+
+    await harness.run({"model": "m", "input": "hi", "tool_choice": "none"})
+
+    [body] = upstream.requests
+    assert "tools" not in body
+    assert "tool_choice" not in body
+
+
+async def test_previous_response_id_continues_the_conversation(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(completion(*text_chunks("First answer")), completion(*text_chunks("Second")))
+    first = await harness.run({"model": "m", "instructions": "Old rules.", "input": "Q1"})
+
+    second = await harness.run(
+        {"model": "m", "input": "Q2", "previous_response_id": first.final.id}
+    )
+
+    assert second.final.status == ResponseStatus.COMPLETED
+    # The previous input and output come first; its instructions are not inherited.
+    assert upstream.requests[1]["messages"] == [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "First answer"},
+        {"role": "user", "content": "Q2"},
+    ]
+    assert second.response["previous_response_id"] == first.final.id
+
+
+async def test_a_deleted_previous_response_is_skipped(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(completion(*text_chunks("ok")))
+
+    run = await harness.run({"model": "m", "input": "Q", "previous_response_id": "resp_gone"})
+
+    assert run.final.status == ResponseStatus.COMPLETED
+    assert upstream.requests[0]["messages"] == [{"role": "user", "content": "Q"}]
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "reason"),
+    [("length", "max_output_tokens"), ("content_filter", "content_filter")],
+)
+async def test_a_turn_cut_short_by_a_limit_ends_incomplete(
+    harness: Harness, upstream: ScriptedUpstream, finish_reason: str, reason: str
+) -> None:
+    upstream.then(completion(*text_chunks("Once upon"), finish_reason=finish_reason))
+
+    run = await harness.run({"model": "m", "input": "A story", "max_output_tokens": 16})
+
+    assert upstream.requests[0]["max_tokens"] == 16
+    assert run.final.status == ResponseStatus.INCOMPLETE
+    assert run.final.incomplete_details == {"reason": reason}
+    [message] = run.output
+    assert message["status"] == "incomplete"
+    assert message["content"][0]["text"] == "Once upon"
+    assert run.types[-2:] == ["response.output_item.done", "response.incomplete"]
+    assert run.events[-2]["item"]["status"] == "incomplete"
+    assert run.events[-1]["response"]["incomplete_details"] == {"reason": reason}
+    assert_well_formed(run.events)
+    assert_valid_events(run.events)
+    assert_valid(run.response)
+    [step] = run.steps
+    assert step.status == StepStatus.INCOMPLETE
+
+
+async def test_calls_cut_short_by_the_token_limit_are_not_run(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    call = ToolCall("lookup_weather", {"city": "Oslo"}, "call_1")
+    upstream.then(completion(*call_chunks(call), finish_reason="length"))
+
+    run = await harness.run({"model": "m", "input": "Weather?", "max_output_tokens": 5})
+
+    assert run.final.status == ResponseStatus.INCOMPLETE
+    assert run.final.incomplete_details == {"reason": "max_output_tokens"}
+    [item] = run.output
+    assert item["type"] == "function_call"
+    assert item["status"] == "incomplete"
+    assert harness.tools.calls == []
+    assert len(upstream.requests) == 1
+
+
+async def test_missing_usage_completes_with_null_usage_and_is_flagged(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(completion(*text_chunks("no count"), usage=None))
+
+    run = await harness.run({"model": "m", "input": "count me"})
+
+    assert run.final.status == ResponseStatus.COMPLETED
+    assert run.final.usage is None
+    assert run.final.usage_missing is True
+    assert run.events[-1]["response"]["usage"] is None
+
+
+async def test_worker_run_numbers_events_after_the_logged_ones(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    """A background stream's log already holds `response.created` and `response.queued`."""
+    upstream.then(completion(*text_chunks("Hel", "lo!")))
+    stored = harness.seed(
+        {"model": "m", "input": "hi", "background": True, "stream": True}, RunMode.WORKER
+    )
+
+    run = await harness.run(stored, RunMode.WORKER, next_sequence_number=2)
+
+    assert run.types == [*TEXT_EVENTS[1:], "response.completed"]
+    assert_numbered_from(run.events, 2)
+    assert run.events[0]["response"]["status"] == "in_progress"
+    assert run.final.status == ResponseStatus.COMPLETED
+    assert run.final.started_at is not None
+
+
+async def test_a_response_that_already_ended_is_not_run(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    stored = harness.seed({"model": "m", "input": "hi", "background": True}, RunMode.WORKER)
+    cancelled = await harness.store.finish(
+        stored.id, status=ResponseStatus.CANCELLED, output=[], usage=None
+    )
+    assert cancelled is not None
+
+    run = await harness.run(stored, RunMode.WORKER)
+
+    assert run.final.status == ResponseStatus.CANCELLED
+    assert run.events == []
+    assert upstream.requests == []
+    assert run.steps == []
+
+
+async def test_emitter_flushes_at_item_boundaries_only(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    """Batching sinks rely on it: a flush after each boundary event, none after a delta."""
+    upstream.then(completion(*text_chunks("a", "b", "c")))
+    sink = RecordingSink()
+
+    await harness.run({"model": "m", "input": "hi"}, sink=sink)
+
+    flushed_after = [sink.events[count - 1]["type"] for count in sink.flushes]
+    assert flushed_after == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert text_deltas(sink.events) == "abc"
+
+
+async def test_the_inline_drivers_sinks(harness: Harness, upstream: ScriptedUpstream) -> None:
+    """Blocking requests discard the events; an inline stream reads them from a queue. The
+    run, and what it stores, is the same either way."""
+    upstream.then(completion(*text_chunks("Hi")), completion(*text_chunks("Hi")))
+    queued = QueueSink()
+
+    streamed = await harness.run({"model": "m", "input": "hi", "stream": True}, sink=queued)
+    blocking = await harness.run({"model": "m", "input": "hi"}, sink=DiscardSink())
+    queued.close()
+
+    events = []
+    while (event := queued.queue.get_nowait()) is not None:
+        events.append(event)
+    assert [e["type"] for e in events] == [*TEXT_EVENTS[:4], *TEXT_EVENTS[5:], "response.completed"]
+    assert events[-1]["response"]["output"] == streamed.output
+    assert streamed.final.status == blocking.final.status == ResponseStatus.COMPLETED
+    assert [i["content"] for i in streamed.output] == [i["content"] for i in blocking.output]
+    assert queued.queue.empty()

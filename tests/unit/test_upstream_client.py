@@ -1,0 +1,155 @@
+"""The UpstreamClient on its own: reading the SSE wire format, the error messages it builds,
+and the delays between tries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from app.engine.chat.client import UpstreamClient, UpstreamError
+from tests.unit.harness import unit_settings
+from tests.unit.upstream import (
+    DONE,
+    Reply,
+    ScriptedUpstream,
+    chunk,
+    completion,
+    sse,
+    status,
+    text_chunks,
+)
+
+
+async def chunks_of(client: UpstreamClient) -> list[dict[str, Any]]:
+    return [c async for c in client.stream_chat({"model": "m", "messages": []})]
+
+
+async def client_for(upstream: ScriptedUpstream, **settings: Any) -> AsyncIterator[UpstreamClient]:
+    client = UpstreamClient(
+        unit_settings(**settings), transport=httpx.MockTransport(upstream.handler)
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def client(upstream: ScriptedUpstream) -> AsyncIterator[UpstreamClient]:
+    async for c in client_for(upstream):
+        yield c
+
+
+async def test_only_data_lines_carry_chunks(
+    client: UpstreamClient, upstream: ScriptedUpstream
+) -> None:
+    first, second = chunk({"content": "a"}), chunk({"content": "b"})
+    upstream.then(
+        Reply(
+            [
+                b": keep-alive\n\n",
+                b"event: message\n" + sse(first),
+                b"data:\n\n",  # an empty data line says nothing
+                b"data:" + sse(second)[5:].lstrip(),  # no space after the colon
+                DONE,
+                sse(chunk({"content": "after the end"})),
+            ]
+        )
+    )
+
+    assert await chunks_of(client) == [first, second]
+
+
+async def test_the_request_is_a_streaming_post_with_the_key(upstream: ScriptedUpstream) -> None:
+    seen: list[httpx.Request] = []
+    upstream.then(completion(*text_chunks("ok")))
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return await upstream.handler(request)
+
+    client = UpstreamClient(
+        unit_settings(upstream_api_key="sk-upstream"),
+        transport=httpx.MockTransport(recording),
+    )
+    try:
+        await chunks_of(client)
+    finally:
+        await client.aclose()
+
+    [request] = seen
+    assert request.headers["authorization"] == "Bearer sk-upstream"
+    assert request.headers["accept"] == "text/event-stream"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error": {"message": "no such model"}}', "upstream returned 404: no such model"),
+        (b'{"error": "plain words"}', "upstream returned 404: plain words"),
+        (b"<html>Not Found</html>", "upstream returned 404: <html>Not Found</html>"),
+        (b"", "upstream returned 404"),
+    ],
+)
+async def test_an_error_status_names_what_the_upstream_said(
+    client: UpstreamClient, upstream: ScriptedUpstream, body: bytes, message: str
+) -> None:
+    upstream.then(Reply([body], status=404))
+
+    with pytest.raises(UpstreamError) as info:
+        await chunks_of(client)
+
+    assert info.value.message == message
+    assert info.value.status_code == 404
+    assert len(upstream.requests) == 1
+
+
+async def retry_delays(
+    upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture, **settings: Any
+) -> list[float]:
+    with caplog.at_level(logging.WARNING, logger="app.engine.chat.client"):
+        async for client in client_for(upstream, **settings):
+            await chunks_of(client)
+    return [vars(r)["delay_s"] for r in caplog.records if r.name == "app.engine.chat.client"]
+
+
+async def test_retry_after_is_capped_at_the_longest_backoff(
+    upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.then(status(503, retry_after="30"), completion(*text_chunks("ok")))
+
+    delays = await retry_delays(upstream, caplog, upstream_backoff_max_s=0.01)
+
+    assert delays == [0.01]
+
+
+async def test_retry_after_as_a_date_in_the_past_means_now(
+    upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    past = format_datetime(datetime.now(UTC) - timedelta(minutes=5), usegmt=True)
+    upstream.then(status(429, retry_after=past), completion(*text_chunks("ok")))
+
+    delays = await retry_delays(
+        upstream, caplog, upstream_backoff_base_s=0.5, upstream_backoff_max_s=1.0
+    )
+
+    assert delays == [0.0]
+
+
+@pytest.mark.parametrize("unusable", ["soon", "nan", "inf"])
+async def test_an_unusable_retry_after_falls_back_to_the_backoff(
+    upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture, unusable: str
+) -> None:
+    upstream.then(status(503, retry_after=unusable), completion(*text_chunks("ok")))
+
+    [delay] = await retry_delays(
+        upstream, caplog, upstream_backoff_base_s=0.004, upstream_backoff_max_s=0.004
+    )
+
+    assert 0.0 <= delay <= 0.004
