@@ -8,7 +8,7 @@ import logging
 from app.engine.chat.usage import add_usage
 from app.engine.events import error_event
 from app.engine.resource import response_object
-from app.engine.run_state import output_of_steps
+from app.engine.run_state import output_of_steps, settled
 from app.shapes import ErrorInfo, Event, Usage
 from app.statuses import ResponseStatus
 from app.store.queue import JobQueue
@@ -32,7 +32,7 @@ async def end_from_outside(
     so the log ends with it and nothing the worker still sends gets in after.
     """
     steps = await store.steps(stored.id)
-    output = output_of_steps(steps)
+    output = settled(output_of_steps(steps))
     usage: Usage | None = None
     for step in steps:
         usage = add_usage(usage, step.usage)

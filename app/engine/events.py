@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol, TypedDict
 
-from app.shapes import Event
+from app.shapes import Event, Item
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.responses import ResponseStore
 
@@ -61,13 +61,22 @@ class EventSink(Protocol):
 
 
 class Emitter:
+    """Numbers events and hands them to a sink; remembers which items it left open, so a
+    run that ends abruptly can close them before its terminal event."""
+
     def __init__(self, sink: EventSink, next_sequence_number: int = 0) -> None:
         self.sink = sink
         self.next_sequence_number = next_sequence_number
+        # item id -> (output index, the item as announced), for items added but not done
+        self.open_items: dict[str, tuple[int, Item]] = {}
 
     async def emit(self, event_type: str, **fields: Any) -> Event:
         event = {"type": event_type, "sequence_number": self.next_sequence_number, **fields}
         self.next_sequence_number += 1
+        if event_type == "response.output_item.added":
+            self.open_items[fields["item"]["id"]] = (fields["output_index"], fields["item"])
+        elif event_type == "response.output_item.done":
+            self.open_items.pop(fields["item"]["id"], None)
         await self.sink.send(event)
         if event_type in BOUNDARY_EVENT_TYPES:
             await self.sink.flush()

@@ -21,7 +21,7 @@ from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.items import call_key
 from app.engine.resource import response_object
-from app.engine.run_state import ABANDONED, Ending, FinishedTurn, Run, RunState
+from app.engine.run_state import ABANDONED, Ending, FinishedTurn, Run, RunState, settled
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
@@ -339,12 +339,24 @@ class ResponseLoop:
         if final is None:  # someone else ended it first (cancel); theirs is the truth
             return await self._reload(run.response)
         log.info("response finished", extra={"status": final.status})
-        snapshot = response_object(final, run.state.output)
+        output = settled(run.state.output)
+        await self._close_open_items(run, output)
         if ending.status == ResponseStatus.FAILED and ending.error is not None:
             error = stream_error(ending.error["code"], ending.error["message"])
             await run.emitter.emit("error", error=error)
+        snapshot = response_object(final, output)
         await run.emitter.emit(final.status.terminal_event_type, response=snapshot)
         return final
+
+    async def _close_open_items(self, run: Run, output: list[Item]) -> None:
+        """Close what the stream left open when the work ended abruptly (a timeout cut a
+        turn or a tool call short), as the final output has it, before the terminal event."""
+        final_copy = {item["id"]: item for item in output}
+        for item_id, (index, announced) in sorted(
+            run.emitter.open_items.items(), key=lambda entry: entry[1][0]
+        ):
+            item = final_copy.get(item_id, {**announced, "status": "incomplete"})
+            await run.emitter.emit("response.output_item.done", output_index=index, item=item)
 
     async def _finish_cancelled(self, run: Run) -> None:
         """Commit `cancelled`; no one is left to tell (the client went, or a cancel came)."""
@@ -357,7 +369,7 @@ class ResponseLoop:
         return await self.store.finish(
             run.response.id,
             status=ending.status,
-            output=run.state.output,
+            output=settled(run.state.output),
             usage=run.state.usage,
             usage_missing=run.state.usage_missing,
             error=ending.error,

@@ -54,6 +54,15 @@ def assemble_output(step_results: Iterable[StepResult | None]) -> list[Item]:
     return output
 
 
+def settled(output: list[Item]) -> list[Item]:
+    """The output of a response that has ended: an item still `in_progress` (cut off by a
+    timeout, a cancel or a failure) can never finish now, so it reads `incomplete`."""
+    return [
+        {**item, "status": "incomplete"} if item.get("status") == "in_progress" else item
+        for item in output
+    ]
+
+
 def output_of_steps(steps: list[StoredStep]) -> list[Item]:
     """The output the persisted steps hold, without the work of steps since abandoned."""
     return assemble_output(step.result for step in steps if not is_abandoned(step))

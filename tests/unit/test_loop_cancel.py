@@ -209,12 +209,6 @@ async def test_the_response_timeout_stops_a_tool_call(
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RESPONSE_TIMEOUT_S ends the stream with response.failed while the item it cut off "
-    "is still open: no output_item.done (status incomplete) is sent for it, though the README "
-    "promises that an item cut off by a failure is closed first",
-)
 @pytest.mark.parametrize("cut_in", ["model_turn", "tool_call"])
 async def test_the_response_timeout_closes_the_item_it_cuts_off(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost, cut_in: str

@@ -257,12 +257,6 @@ async def test_a_cut_off_mcp_call_is_redone_and_completed_in_place(
     assert run.of_type("response.output_item.done")[0]["item"]["id"] == call["id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a response that ends (RESPONSE_TIMEOUT_S, or an inline cancel) while an mcp_call "
-    "runs keeps that item `in_progress` in its terminal output: the model turn's copy of the "
-    "call is never closed when its tool step is cut off",
-)
 @pytest.mark.parametrize("ending", ["timeout", "inline-cancel"])
 async def test_an_mcp_call_cut_off_by_the_end_of_the_response_is_not_left_in_progress(
     harness: Harness,
