@@ -22,10 +22,10 @@ import pytest
 from psycopg.rows import dict_row
 
 from app.config import Settings
-from app.demo.upstream import create_app as create_demo_upstream
 from app.http.server import build_app
 from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
+from tests.fakes.upstream import create_app as create_fake_upstream
 from tests.mcp_server import McpTestServer, run_mcp_server
 from tests.processes import (
     STARTUP_TIMEOUT_S,
@@ -86,7 +86,7 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def upstream_url() -> Iterator[str]:
     """Base URL of the demo upstream, as UPSTREAM_BASE_URL would be set."""
-    with serve(create_demo_upstream(), ready_path="/models", lifespan="off") as url:
+    with serve(create_fake_upstream(), ready_path="/models", lifespan="off") as url:
         yield f"{url}/v1"
 
 

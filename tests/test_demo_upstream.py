@@ -1,4 +1,4 @@
-"""The demo upstream, exercised over real HTTP: uvicorn on a loopback port, httpx as client."""
+"""The fake upstream, exercised over real HTTP: uvicorn on a loopback port, httpx as client."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.demo.upstream import (
+from tests.fakes.upstream import (
     MAX_RECORDED_REQUESTS,
     create_app,
     parse_directives,
