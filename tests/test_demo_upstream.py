@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import queue
 import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,9 +22,6 @@ from tests.fakes.upstream import (
     split_directives,
 )
 from tests.servers import serve
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 10.0
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -616,49 +608,6 @@ async def test_request_log_keeps_only_the_latest(client: httpx.AsyncClient) -> N
     last_text = recorded[-1]["body"]["messages"][0]["content"]
     assert (first_text, last_text) == ("n5", f"n{total - 1}")
     await client.delete("/_demo/requests")
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_module_entry_point_serves() -> None:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.demo", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    # A reader thread turns the blocking pipe into a queue we can wait on with a timeout.
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True)
-    reader.start()
-    try:
-        # uvicorn logs this once the socket is listening; wait for it, boundedly.
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        seen: list[str] = []
-        while not any("Uvicorn running on" in line for line in seen):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"server did not start: {seen}"
-            seen.append(lines.get(timeout=remaining))
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions", json=user("cli"), timeout=5.0
-        )
-        assert response.json()["choices"][0]["message"]["content"] == "Hello! You said: cli"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        reader.join(timeout=10)  # the pipe hits EOF once the process is gone
-        stderr.close()
 
 
 # --------------------------------------------------------------------------- fail-first
