@@ -15,7 +15,8 @@ import pytest
 
 from app.config import Settings
 from app.store.migrate import apply_migrations
-from tests.conftest import running_api, scratch_database
+from tests.support.database import scratch_database
+from tests.support.servers import running_api
 
 
 def key() -> dict[str, str]:

@@ -17,14 +17,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.engine.tools.mcp_client import McpError, McpTool, call_mcp_tool, list_mcp_tools
-from tests.mcp_server import (
+from tests.support.mcp_server import (
     PIXEL_PNG_B64,
     TEST_HEADER,
     TOOL_NAMES,
     McpTestServer,
     run_mcp_server,
 )
-from tests.servers import serve
+from tests.support.servers import serve
 
 TIMEOUT_S = 10.0
 # Failures that need no waiting (refused connection, HTTP error) must come back well inside

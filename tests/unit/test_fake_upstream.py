@@ -1,19 +1,18 @@
-"""The fake upstream, exercised over real HTTP: uvicorn on a loopback port, httpx as client."""
+"""The fake upstream, in process: its replies, directives, faults and request spy over httpx.
+
+Timing (chunk spacing, a client hanging up) needs a real server: tests/e2e/test_fake_upstream.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.fakes.upstream import (
     MAX_RECORDED_REQUESTS,
@@ -21,7 +20,6 @@ from tests.fakes.upstream import (
     parse_directives,
     split_directives,
 )
-from tests.servers import serve
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -38,15 +36,11 @@ TOOLS: list[dict[str, Any]] = [
 # --------------------------------------------------------------------------- harness
 
 
-@pytest.fixture(scope="session")
-def base_url() -> Iterator[str]:
-    with serve(create_app(), ready_path="/models", lifespan="off") as url:
-        yield url
-
-
 @pytest.fixture
-async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as http:
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh fake (empty request log, no fail-first counts), called in process."""
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://fake") as http:
         yield http
 
 
@@ -490,60 +484,6 @@ async def test_reasoning_directive_usage_details(client: httpx.AsyncClient) -> N
     assert usage["completion_tokens_details"] == {"reasoning_tokens": 5}
     assert usage["prompt_tokens_details"] == {"cached_tokens": 2}
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-
-
-async def test_delay_directive_spaces_chunks(client: httpx.AsyncClient) -> None:
-    arrivals: list[float] = []
-    payload = user("a b [[delay:60]]", stream=True)
-    async with client.stream("POST", "/chat/completions", json=payload) as response:
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and '"content"' in line:
-                arrivals.append(time.monotonic())
-
-    # 5 content tokens -> 4 gaps of 60 ms between the first and the last.
-    assert len(arrivals) == 5
-    assert arrivals[-1] - arrivals[0] >= 0.2
-
-
-class _CompletionTracker:
-    """ASGI wrapper noting when the app finishes handling a completion request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.finished = threading.Event()
-        self.elapsed: float | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/chat/completions":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.elapsed = time.monotonic() - started
-            self.finished.set()
-
-
-async def test_client_disconnect_stops_the_stream() -> None:
-    tracker = _CompletionTracker(create_app())
-    words = " ".join(f"w{i}" for i in range(40))
-    with serve(tracker, ready_path="/models", lifespan="off") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
-            # 43 chunks 250 ms apart would take over 10 s if the server kept going.
-            payload = user(f"{words} [[delay:250]]", stream=True)
-            async with http.stream("POST", "/chat/completions", json=payload) as response:
-                first = await anext(response.aiter_lines())
-            assert json.loads(first.removeprefix("data: "))["choices"][0]["delta"] == {
-                "role": "assistant",
-                "content": "Hello! ",
-            }
-            finished = await asyncio.to_thread(tracker.finished.wait, 5.0)
-            still_serving = await http.get("/models")
-
-    assert finished, "the handler kept streaming after the client went away"
-    assert tracker.elapsed is not None and tracker.elapsed < 3.0
-    assert still_serving.status_code == 200
 
 
 # --------------------------------------------------------------------------- validation

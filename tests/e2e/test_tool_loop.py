@@ -12,10 +12,10 @@ import openai
 import psycopg
 import pytest
 
-from tests.conftest import TEST_MAX_MODEL_TURNS
-from tests.mcp_server import McpTestServer
-from tests.tool_server import ToolServer
-from tests.waiting import wait_for
+from tests.support.mcp_server import McpTestServer
+from tests.support.settings import TEST_MAX_MODEL_TURNS
+from tests.support.tool_server import ToolServer
+from tests.support.waiting import wait_for
 
 MODES = ["blocking", "inline_sse", "background_poll", "background_stream", "flex"]
 CLIENT_TOOL = {"type": "function", "name": "client_fn", "parameters": {"type": "object"}}

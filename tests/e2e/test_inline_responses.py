@@ -11,9 +11,9 @@ import openai
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import TEXT_EVENT_ORDER
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.servers import running_api
+from tests.support.sse import TEXT_EVENT_ORDER
 
 WEATHER_TOOL = {
     "type": "function",

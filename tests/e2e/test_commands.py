@@ -20,9 +20,9 @@ import pytest
 
 from app.config import DEMO_UPSTREAM_PORT
 from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP
-from tests.conftest import scratch_database
-from tests.processes import (
-    PROJECT_ROOT,
+from tests.support import PROJECT_ROOT
+from tests.support.database import scratch_database
+from tests.support.processes import (
     STARTUP_TIMEOUT_S,
     Command,
     command_env,

@@ -9,9 +9,9 @@ import httpx
 import psycopg
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.sse import iter_frames
-from tests.waiting import wait_for
+from tests.support.servers import running_api
+from tests.support.sse import iter_frames
+from tests.support.waiting import wait_for
 
 
 def test_idle_stream_sends_comment_keepalives(api_url: str) -> None:

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import TEXT_EVENT_ORDER, frames_from_lines, iter_frames
-from tests.waiting import wait_for
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.servers import running_api
+from tests.support.sse import TEXT_EVENT_ORDER, frames_from_lines, iter_frames
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 

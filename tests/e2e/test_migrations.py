@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP, apply_migrations
-from tests.conftest import scratch_database
+from tests.support.database import scratch_database
 
 EXPECTED = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
 

@@ -13,9 +13,10 @@ import pytest
 
 from app.config import Settings
 from app.store.migrate import apply_migrations
-from tests.conftest import running_api, scratch_database
-from tests.schema import assert_valid_response
-from tests.waiting import wait_for
+from tests.support.database import scratch_database
+from tests.support.schema import assert_valid_response
+from tests.support.servers import running_api
+from tests.support.waiting import wait_for
 
 SLOW = " ".join(f"w{i}" for i in range(40)) + " [[delay:150]]"
 

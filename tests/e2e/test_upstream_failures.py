@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import stream_events
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.servers import running_api
+from tests.support.sse import stream_events
 
 LONG_INPUT = " ".join(f"word{i}" for i in range(40))
 

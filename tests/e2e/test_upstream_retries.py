@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
+from tests.support.servers import running_api
 
 MAX_ATTEMPTS = 3
 

@@ -11,9 +11,8 @@ import pytest
 
 from app.config import Settings
 from app.demo.upstream import create_app
-from tests.conftest import running_api
-from tests.processes import STARTUP_TIMEOUT_S, command_env, free_port, run_command
-from tests.servers import serve
+from tests.support.processes import STARTUP_TIMEOUT_S, command_env, free_port, run_command
+from tests.support.servers import running_api, serve
 
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
 

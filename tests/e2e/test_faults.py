@@ -30,8 +30,8 @@ from starlette.routing import Route
 
 from app.config import Settings
 from app.store.migrate import apply_migrations
-from tests.conftest import running_api, scratch_database
-from tests.processes import (
+from tests.support.database import scratch_database
+from tests.support.processes import (
     STARTUP_TIMEOUT_S,
     Command,
     command_env,
@@ -39,9 +39,9 @@ from tests.processes import (
     run_command,
     wait_until_healthy,
 )
-from tests.servers import serve
-from tests.sse import iter_frames
-from tests.waiting import wait_for
+from tests.support.servers import running_api, serve
+from tests.support.sse import iter_frames
+from tests.support.waiting import wait_for
 
 KILL_POINTS = range(1, 11)
 RECOVERY_TIMEOUT_S = 60.0

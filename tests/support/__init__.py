@@ -1,0 +1,8 @@
+"""What the tests share that is not a fixture: servers, processes, waits, SSE and schema checks.
+
+Fixtures live in tests/e2e/conftest.py and are built from these pieces.
+"""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
