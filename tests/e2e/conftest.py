@@ -23,6 +23,7 @@ from app.config import Settings
 from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
 from tests.fakes.upstream import create_app as create_fake_upstream
+from tests.support.clients import sdk_client
 from tests.support.database import ADMIN_URL, scratch_database
 from tests.support.mcp_server import McpTestServer, run_mcp_server
 from tests.support.processes import (
@@ -132,8 +133,9 @@ def api_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def client(api_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0, timeout=30)
+def client(api_url: str) -> Iterator[openai.OpenAI]:
+    with sdk_client(api_url, timeout=30) as sdk:
+        yield sdk
 
 
 @pytest.fixture

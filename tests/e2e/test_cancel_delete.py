@@ -13,6 +13,7 @@ import pytest
 
 from app.config import Settings
 from app.store.migrate import apply_migrations
+from tests.support.clients import sdk_client
 from tests.support.database import scratch_database
 from tests.support.schema import assert_valid_response
 from tests.support.servers import running_api
@@ -112,13 +113,13 @@ def idle_api(
 
 def test_cancel_queued_cancels_its_job(idle_api: tuple[str, str]) -> None:
     api, database_url = idle_api
-    sdk = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
-    queued = sdk.responses.create(model="demo", input="never picked up", background=True)
-    assert queued.status == "queued"
+    with sdk_client(api) as sdk:
+        queued = sdk.responses.create(model="demo", input="never picked up", background=True)
+        assert queued.status == "queued"
 
-    cancelled = sdk.responses.cancel(queued.id)
-    assert cancelled.status == "cancelled"
-    assert sdk.responses.cancel(queued.id).status == "cancelled"
+        cancelled = sdk.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled"
+        assert sdk.responses.cancel(queued.id).status == "cancelled"
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT j.status FROM procrastinate_jobs j JOIN responses r ON r.job_id = j.id"
@@ -165,9 +166,9 @@ def test_delete_of_a_running_response_stops_it_first(
 
 def test_previous_response_must_have_ended(idle_api: tuple[str, str]) -> None:
     api, _ = idle_api
-    sdk = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
-    queued = sdk.responses.create(model="demo", input="still queued", background=True)
-    with pytest.raises(openai.BadRequestError) as info:
-        sdk.responses.create(model="demo", input="next", previous_response_id=queued.id)
+    with sdk_client(api) as sdk:
+        queued = sdk.responses.create(model="demo", input="still queued", background=True)
+        with pytest.raises(openai.BadRequestError) as info:
+            sdk.responses.create(model="demo", input="next", previous_response_id=queued.id)
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert info.value.body["code"] == "previous_response_not_finished"  # type: ignore[index]

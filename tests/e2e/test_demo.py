@@ -11,6 +11,7 @@ import pytest
 
 from app.config import Settings
 from app.demo.upstream import create_app
+from tests.support.clients import sdk_client
 from tests.support.processes import STARTUP_TIMEOUT_S, command_env, free_port, run_command
 from tests.support.servers import running_api, serve
 
@@ -33,7 +34,8 @@ def sdk(make_settings: Callable[..., Settings]) -> Iterator[openai.OpenAI]:
     """The openai SDK on a Ferry API whose upstream is the demo, as `dev` runs them."""
     with serve(create_app(pace_s=0), ready_path="/models", lifespan="off") as demo:
         with running_api(make_settings(upstream_base_url=f"{demo}/v1")) as api:
-            yield openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+            with sdk_client(api) as client:
+                yield client
 
 
 def test_ferry_streams_the_echo(sdk: openai.OpenAI) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from app.config import Settings
 from app.store.migrate import apply_migrations
+from tests.support.clients import sdk_client
 from tests.support.database import scratch_database
 from tests.support.servers import running_api
 
@@ -104,9 +105,11 @@ def test_an_expired_key_makes_a_new_response(
 
 def test_keys_are_per_api_key(make_settings: Callable[..., Settings]) -> None:
     headers = key()
-    with running_api(make_settings(api_keys="key-a,key-b")) as url:
-        a = openai.OpenAI(base_url=f"{url}/v1", api_key="key-a", max_retries=0)
-        b = openai.OpenAI(base_url=f"{url}/v1", api_key="key-b", max_retries=0)
+    with (
+        running_api(make_settings(api_keys="key-a,key-b")) as url,
+        sdk_client(url, "key-a") as a,
+        sdk_client(url, "key-b") as b,
+    ):
         from_a = a.responses.create(model="demo", input="shared key", extra_headers=headers)
         from_b = b.responses.create(model="demo", input="shared key", extra_headers=headers)
     assert from_a.id != from_b.id

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from app.config import Settings
+from tests.support.clients import sdk_client
 from tests.support.schema import assert_valid_event, assert_valid_response
 from tests.support.servers import running_api
 from tests.support.sse import TEXT_EVENT_ORDER
@@ -255,8 +256,7 @@ def test_parallel_calls_are_streamed_one_item_after_another(client: openai.OpenA
 def test_wall_clock_limit_fails_the_response_with_timeout(
     make_settings: Callable[..., Settings],
 ) -> None:
-    with running_api(make_settings(response_timeout_s=0.5)) as url:
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(make_settings(response_timeout_s=0.5)) as url, sdk_client(url) as sdk:
         response = sdk.responses.create(model="demo", input="a b c d e f [[delay:200]]")
     assert response.status == "failed"
     assert response.error is not None

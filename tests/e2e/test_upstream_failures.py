@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from app.config import Settings
+from tests.support.clients import sdk_client
 from tests.support.schema import assert_valid_event, assert_valid_response
 from tests.support.servers import running_api
 from tests.support.sse import stream_events
@@ -144,8 +145,7 @@ def test_unreachable_upstream_fails_the_response(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(upstream_base_url="http://127.0.0.1:9/v1", upstream_timeout_s=5)
-    with running_api(settings) as url:
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(settings) as url, sdk_client(url) as sdk:
         response = sdk.responses.create(model="demo", input="anyone there?")
     assert response.status == "failed"
     assert response.error is not None

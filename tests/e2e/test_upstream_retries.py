@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from app.config import Settings
+from tests.support.clients import sdk_client
 from tests.support.servers import running_api
 
 MAX_ATTEMPTS = 3
@@ -34,9 +35,10 @@ def fast_api_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def sdk(fast_api_url: str) -> openai.OpenAI:
-    # max_retries=0: any retry observed upstream is Ferry's own.
-    return openai.OpenAI(base_url=f"{fast_api_url}/v1", api_key="unused", max_retries=0, timeout=30)
+def sdk(fast_api_url: str) -> Iterator[openai.OpenAI]:
+    # The SDK does not retry: any retry observed upstream is Ferry's own.
+    with sdk_client(fast_api_url, timeout=30) as client:
+        yield client
 
 
 def prompt(directives: str) -> tuple[str, str]:
@@ -169,8 +171,7 @@ def test_unreachable_upstream_is_tried_max_attempts_times(
         upstream_backoff_max_s=0.2,
         upstream_max_attempts=MAX_ATTEMPTS,
     )
-    with running_api(settings) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(settings) as url, sdk_client(url) as client:
         response = client.responses.create(model="demo", input="anyone there?")
 
     assert response.status == "failed"
