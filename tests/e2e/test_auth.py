@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from app.config import Settings
+from tests.fakes.upstream.spy import requests_mentioning
 from tests.support.clients import sdk_client
 from tests.support.servers import running_api
 
@@ -56,8 +56,5 @@ def test_responses_are_visible_only_to_their_key(keyed_api: str, alpha: openai.O
 
 def test_upstream_key_is_sent_as_bearer(alpha: openai.OpenAI, upstream_url: str) -> None:
     alpha.responses.create(model="demo", input="who am I?")
-    recorded: list[dict[str, Any]] = httpx.get(
-        f"{upstream_url.removesuffix('/v1')}/_demo/requests"
-    ).json()
-    last = next(r for r in reversed(recorded) if "who am I?" in str(r["body"]["messages"]))
+    last = requests_mentioning(upstream_url, "who am I?")[-1]
     assert last["headers"]["authorization"] == "Bearer sk-upstream-1"

@@ -13,6 +13,7 @@ import pytest
 
 from app.config import Settings
 from app.store.migrate import apply_migrations
+from tests.fakes.upstream.spy import stream_end, stream_state
 from tests.support.clients import sdk_client
 from tests.support.database import scratch_database
 from tests.support.schema import assert_valid_response
@@ -22,32 +23,18 @@ from tests.support.waiting import wait_for
 SLOW = " ".join(f"w{i}" for i in range(40)) + " [[delay:150]]"
 
 
-def upstream_state(upstream_url: str, marker: str) -> str | None:
-    """How the demo upstream's stream for the prompt containing `marker` stands, if begun."""
-    recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
-    mine = [r for r in recorded if marker in str(r["body"]["messages"])]
-    return mine[-1]["stream"] if mine else None
-
-
-def upstream_ended(upstream_url: str, marker: str) -> str:
-    return wait_for(
-        lambda: (state := upstream_state(upstream_url, marker)) not in (None, "open") and state,
-        what=f"the upstream stream for {marker} to end",
-    )
-
-
 @pytest.mark.usefixtures("worker")
 def test_cancel_running_stops_the_upstream_call_and_is_idempotent(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
     queued = client.responses.create(model="demo", input=f"cancel-running {SLOW}", background=True)
-    wait_for(lambda: upstream_state(upstream_url, "cancel-running") == "open")
+    wait_for(lambda: stream_state(upstream_url, "cancel-running") == "open")
 
     raw = client.responses.with_raw_response.cancel(queued.id)
     assert_valid_response(raw.http_response.json())
     cancelled = raw.parse()
     assert cancelled.status == "cancelled"
-    assert upstream_ended(upstream_url, "cancel-running") == "abandoned"
+    assert stream_end(upstream_url, "cancel-running") == "abandoned"
 
     again = client.responses.cancel(queued.id)
     assert again.status == "cancelled"
@@ -157,9 +144,9 @@ def test_delete_of_a_running_response_stops_it_first(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
     queued = client.responses.create(model="demo", input=f"delete-running {SLOW}", background=True)
-    wait_for(lambda: upstream_state(upstream_url, "delete-running") == "open")
+    wait_for(lambda: stream_state(upstream_url, "delete-running") == "open")
     client.responses.delete(queued.id)
-    assert upstream_ended(upstream_url, "delete-running") == "abandoned"
+    assert stream_end(upstream_url, "delete-running") == "abandoned"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(queued.id)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from app.config import Settings
+from tests.fakes.upstream.spy import spied_requests
 from tests.support.clients import sdk_client
 from tests.support.schema import assert_valid_event, assert_valid_response
 from tests.support.servers import running_api
@@ -27,11 +26,6 @@ WEATHER_TOOL = {
 def collapse(types: list[str]) -> list[str]:
     """Event types with runs of the same type folded into one (deltas repeat)."""
     return [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
-
-
-def last_upstream_request(upstream_url: str) -> dict[str, Any]:
-    recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
-    return recorded[-1]
 
 
 def test_blocking_create_returns_the_completed_response(client: openai.OpenAI) -> None:
@@ -170,7 +164,7 @@ def test_client_function_call_round_trip(client: openai.OpenAI, upstream_url: st
     assert second.previous_response_id == first.id
     assert second.output_text == "Tool results: get_weather=sunny"
     # The upstream saw the whole chain: user message, assistant tool call, tool result.
-    messages = last_upstream_request(upstream_url)["body"]["messages"]
+    messages = spied_requests(upstream_url)[-1]["body"]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert messages[1]["tool_calls"][0]["id"] == call.call_id
     assert messages[2]["tool_call_id"] == call.call_id
@@ -202,7 +196,7 @@ def test_upstream_request_carries_the_mapped_parameters(
             }
         },
     )
-    body = last_upstream_request(upstream_url)["body"]
+    body = spied_requests(upstream_url)[-1]["body"]
     assert body["model"] == "demo-model-x"
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
