@@ -35,7 +35,7 @@ from tests.support.processes import (
     wait_until_healthy,
 )
 from tests.support.servers import running_api, serve
-from tests.support.settings import TEST_MAX_MODEL_TURNS
+from tests.support.settings import SUITE_TUNING, as_environment
 from tests.support.tool_server import ToolServer, tools_toml
 
 
@@ -105,22 +105,25 @@ def mcp_allowed(mcp_server: McpTestServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def make_settings(
+def suite_settings(
     database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
-) -> Callable[..., Settings]:
+) -> dict[str, Any]:
+    """What every API and worker of the suite is configured with, in process or not."""
+    return {
+        "database_url": database_url,
+        "upstream_base_url": upstream_url,
+        "tools_file": tools_file,
+        "mcp_allowed_urls": mcp_allowed,
+        **SUITE_TUNING,
+    }
+
+
+@pytest.fixture(scope="session")
+def make_settings(suite_settings: dict[str, Any]) -> Callable[..., Settings]:
+    """Settings for an API in this process: the suite's, with `overrides`."""
+
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "upstream_base_url": upstream_url,
-            "db_pool_max_size": 10,
-            "sse_keepalive_s": 0.5,
-            "tools_file": tools_file,
-            "max_model_turns": TEST_MAX_MODEL_TURNS,
-            "mcp_allowed_urls": mcp_allowed,
-            "upstream_backoff_base_s": 0.05,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return Settings(**{**suite_settings, **overrides})
 
     return make
 
@@ -145,19 +148,9 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="session")
-def service_env(
-    database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
-) -> dict[str, str]:
+def service_env(suite_settings: dict[str, Any]) -> dict[str, str]:
     """Environment for a Ferry process on the test database, fake upstream and tools."""
-    return command_env(
-        DATABASE_URL=database_url,
-        UPSTREAM_BASE_URL=upstream_url,
-        SSE_KEEPALIVE_S="0.5",
-        TOOLS_FILE=tools_file,
-        MAX_MODEL_TURNS=str(TEST_MAX_MODEL_TURNS),
-        MCP_ALLOWED_URLS=mcp_allowed,
-        UPSTREAM_BACKOFF_BASE_S="0.05",
-    )
+    return command_env(**as_environment(suite_settings))
 
 
 @pytest.fixture(scope="session")
