@@ -24,7 +24,7 @@ from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
 from tests.fakes.upstream import create_app as create_fake_upstream
 from tests.support.clients import sdk_client
-from tests.support.database import ADMIN_URL, scratch_database
+from tests.support.database import ADMIN_URL, migrated_scratch_database
 from tests.support.mcp_server import McpTestServer, run_mcp_server
 from tests.support.processes import (
     STARTUP_TIMEOUT_S,
@@ -62,8 +62,7 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
         asyncio.run(apply_migrations(url))
         yield url
         return
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         yield url
 
 

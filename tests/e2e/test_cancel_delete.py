@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,10 +11,9 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.store.migrate import apply_migrations
 from tests.fakes.upstream.spy import stream_end, stream_state
 from tests.support.clients import sdk_client
-from tests.support.database import scratch_database
+from tests.support.database import migrated_scratch_database
 from tests.support.schema import assert_valid_response
 from tests.support.servers import running_api
 from tests.support.waiting import wait_for
@@ -92,8 +90,7 @@ def idle_api(
     postgres_admin_url: str, make_settings: Callable[..., Settings]
 ) -> Iterator[tuple[str, str]]:
     """An API on a database no worker serves: background responses stay queued."""
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         with running_api(make_settings(database_url=url)) as api:
             yield api, url
 

@@ -19,9 +19,8 @@ import psycopg
 import pytest
 
 from app.config import DEMO_UPSTREAM_PORT
-from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP
 from tests.support import PROJECT_ROOT
-from tests.support.database import scratch_database
+from tests.support.database import EXPECTED_MIGRATIONS, applied_migrations, scratch_database
 from tests.support.processes import (
     STARTUP_TIMEOUT_S,
     Command,
@@ -34,8 +33,6 @@ from tests.support.processes import (
     wait_for_group_to_empty,
     wait_until_healthy,
 )
-
-EXPECTED_MIGRATIONS = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
 
 EXIT_TIMEOUT_S = 20.0
 # `dev` without DATABASE_URL runs initdb for its embedded Postgres first: that takes a while.
@@ -75,12 +72,6 @@ def assert_says_hello(base_url: str, *, api_key: str | None = None) -> None:
     body = response.json()
     assert body["status"] == "completed", body
     assert output_text(body) == "Hello! You said: hi", body
-
-
-def applied_migrations(url: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
-    return [name for (name,) in rows]
 
 
 # --------------------------------------------------------------------------- migrate

@@ -29,8 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.config import Settings
-from app.store.migrate import apply_migrations
-from tests.support.database import scratch_database
+from tests.support.database import migrated_scratch_database
 from tests.support.processes import (
     STARTUP_TIMEOUT_S,
     Command,
@@ -113,10 +112,9 @@ def faults(
 ) -> Iterator[Faults]:
     tool = GatedTool()
     with (
-        scratch_database(postgres_admin_url) as database_url,
+        migrated_scratch_database(postgres_admin_url) as database_url,
         serve(tool.app(), ready_path="/pay", lifespan="off", ready_status=405) as tool_url,
     ):
-        asyncio.run(apply_migrations(database_url))
         tools_file = tmp_path_factory.mktemp("fault-tools") / "tools.toml"
         tools_file.write_text(
             f'[[tools]]\nname = "pay"\nurl = "{tool_url}/pay"\ntimeout_s = 60\n\n'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +13,8 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.store.migrate import apply_migrations
 from tests.support.clients import sdk_client
-from tests.support.database import scratch_database
+from tests.support.database import migrated_scratch_database
 from tests.support.servers import running_api
 
 
@@ -143,8 +141,7 @@ def test_caps_answer_429_and_write_nothing(
 def test_vanished_database_is_503_not_a_hang(
     postgres_admin_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
         with running_api(make_settings(database_url=url, db_pool_timeout_s=1)) as api:
             with psycopg.connect(postgres_admin_url, autocommit=True) as admin:

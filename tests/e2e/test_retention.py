@@ -20,9 +20,8 @@ from psycopg.types.json import Jsonb
 
 from app.config import Settings
 from app.store.db import create_pool
-from app.store.migrate import apply_migrations
 from app.store.retention import RetentionReport, apply_retention
-from tests.support.database import scratch_database
+from tests.support.database import migrated_scratch_database
 
 DAY = timedelta(days=1)
 RESPONSE_AGE = 30 * DAY
@@ -36,8 +35,7 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 @pytest.fixture
 def scratch_url(postgres_admin_url: str) -> Iterator[str]:
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         yield url
 
 

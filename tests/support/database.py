@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 from collections.abc import Iterator
 
 import psycopg
+
+from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP, apply_migrations
+
+# What a fully migrated database records as applied, in order.
+EXPECTED_MIGRATIONS = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
 
 # Where scratch databases are made: the local server unless told otherwise.
 ADMIN_URL = os.environ.get(
@@ -25,3 +31,18 @@ def scratch_database(admin_url: str) -> Iterator[str]:
             yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def migrated_scratch_database(admin_url: str) -> Iterator[str]:
+    """A new database with every migration applied, dropped afterwards."""
+    with scratch_database(admin_url) as url:
+        asyncio.run(apply_migrations(url))
+        yield url
+
+
+def applied_migrations(url: str) -> list[str]:
+    """The migrations the database at `url` records as applied, by name."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
+    return [name for (name,) in rows]
