@@ -164,5 +164,6 @@ def test_unreachable_upstream_is_tried_max_attempts_times(
 
     assert response.status == "failed"
     assert response.error is not None
+    assert response.error.code == "upstream_error"
     assert response.error.message.startswith("upstream connection failed")
     assert response.error.message.endswith(f"(after {MAX_ATTEMPTS} attempts)")
