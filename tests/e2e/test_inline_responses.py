@@ -143,33 +143,6 @@ def test_stream_of_function_call_events(client: openai.OpenAI) -> None:
     assert call.call_id.startswith("call_")
 
 
-def test_client_function_call_round_trip(client: openai.OpenAI, upstream_url: str) -> None:
-    first = client.responses.create(
-        model="demo",
-        input='Weather in Oslo? [[call:get_weather {"city": "Oslo"}]]',
-        tools=[WEATHER_TOOL],
-    )
-    assert first.status == "completed"
-    [call] = first.output
-    assert call.type == "function_call"
-    assert json.loads(call.arguments) == {"city": "Oslo"}
-
-    second = client.responses.create(
-        model="demo",
-        previous_response_id=first.id,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
-        tools=[WEATHER_TOOL],
-    )
-    assert second.status == "completed"
-    assert second.previous_response_id == first.id
-    assert second.output_text == "Tool results: get_weather=sunny"
-    # The upstream saw the whole chain: user message, assistant tool call, tool result.
-    messages = spied_requests(upstream_url)[-1]["body"]["messages"]
-    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
-    assert messages[1]["tool_calls"][0]["id"] == call.call_id
-    assert messages[2]["tool_call_id"] == call.call_id
-
-
 def test_upstream_request_carries_the_mapped_parameters(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
