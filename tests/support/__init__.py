@@ -1,4 +1,5 @@
-"""What the tests share that is not a fixture: servers, processes, waits, SSE and schema checks.
+"""What the tests share that is not a fixture: servers and processes to run, the SDK client,
+scratch databases, the suite's settings, bounded waits, SSE reading and schema checks.
 
 Fixtures live in tests/e2e/conftest.py and are built from these pieces.
 """

@@ -7,7 +7,8 @@ in each way a real upstream can. It needs no API key and no network. It is a tes
 not product: ``python -m app.demo`` is the small demo upstream for people trying Ferry.
 
 Modules: :mod:`.directives` (parsing the ``[[...]]`` directives), :mod:`.replies` (what the
-fake model answers) and :mod:`.app` (the HTTP surface, faults and the request spy).
+fake model answers), :mod:`.app` (the HTTP surface, faults and the request spy) and
+:mod:`.spy` (reading the request spy from a test).
 
 Surface
 -------
