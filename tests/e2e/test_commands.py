@@ -10,7 +10,9 @@ import json
 import os
 import re
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +227,18 @@ def stop_leftover_postgres(pgdata: Path) -> None:
         time.sleep(0.1)  # another session's process shutting down; nothing to wait on
 
 
+@pytest.fixture
+def dev_dir() -> Iterator[Path]:
+    """Where `dev` runs (and keeps its embedded Postgres): not under pytest's temporary root.
+
+    The embedded Postgres runs as another user, so pgserver opens the directories above its
+    data to others; every pytest run that starts takes those permissions back from its own
+    temporary root, which would lock a concurrent run's Postgres out of its data.
+    """
+    with tempfile.TemporaryDirectory(prefix="ferry-dev-") as path:
+        yield Path(path)
+
+
 @pytest.mark.parametrize(
     ("given_database", "given_upstream", "ctrl_c_to_group"),
     [
@@ -239,7 +253,7 @@ def stop_leftover_postgres(pgdata: Path) -> None:
 )
 def test_dev_starts_everything_and_stops_everything(
     request: pytest.FixtureRequest,
-    tmp_path: Path,
+    dev_dir: Path,
     given_database: bool,
     given_upstream: bool,
     ctrl_c_to_group: bool,
@@ -247,7 +261,7 @@ def test_dev_starts_everything_and_stops_everything(
     if not given_upstream and not port_is_bindable(DEMO_UPSTREAM_PORT):
         pytest.skip(f"port {DEMO_UPSTREAM_PORT}, where `dev` runs the demo upstream, is in use")
     port = free_port()
-    pgdata = tmp_path / ".ferry" / "pgdata"
+    pgdata = dev_dir / ".ferry" / "pgdata"
     env = command_env(
         DATABASE_URL=request.getfixturevalue("database_url") if given_database else None,
         UPSTREAM_BASE_URL=request.getfixturevalue("upstream_url") if given_upstream else None,
@@ -259,7 +273,7 @@ def test_dev_starts_everything_and_stops_everything(
         + ([] if given_upstream else [f"-m app.demo --port {DEMO_UPSTREAM_PORT}"])
     )
     try:
-        with run_command("-m", "app", "dev", "--port", str(port), env=env, cwd=tmp_path) as dev:
+        with run_command("-m", "app", "dev", "--port", str(port), env=env, cwd=dev_dir) as dev:
             base_url = wait_for_dev(dev, port)
             assert_says_hello(base_url)
 
@@ -268,7 +282,7 @@ def test_dev_starts_everything_and_stops_everything(
             commands = sorted(" ".join(cmd.split()[1:]) for cmd in children.values())
             assert commands == expected_children, children
             if given_database:
-                assert not (tmp_path / ".ferry").exists(), "embedded Postgres despite DATABASE_URL"
+                assert not (dev_dir / ".ferry").exists(), "embedded Postgres despite DATABASE_URL"
             else:
                 assert (pgdata / "PG_VERSION").is_file()
                 assert (pgdata / "postmaster.pid").is_file(), "the embedded Postgres is not up"
