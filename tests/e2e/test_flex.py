@@ -13,10 +13,11 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import TEXT_EVENT_ORDER, frames_from_lines, iter_frames
-from tests.waiting import wait_for
+from tests.support.clients import sdk_client
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.servers import running_api
+from tests.support.sse import TEXT_EVENT_ORDER, frames_from_lines, iter_frames
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -71,8 +72,7 @@ def test_full_flex_queue_is_429_and_writes_nothing(
     make_settings: Callable[..., Settings], db: psycopg.Connection[dict[str, Any]]
 ) -> None:
     before = db.execute("SELECT count(*) AS n FROM responses").fetchone()
-    with running_api(make_settings(flex_max_queue_depth=0)) as url:
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(make_settings(flex_max_queue_depth=0)) as url, sdk_client(url) as sdk:
         with pytest.raises(openai.RateLimitError) as info:
             sdk.responses.create(model="demo", input="x", service_tier="flex")
     assert info.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
@@ -84,8 +84,7 @@ def test_flex_timeout_is_504_and_the_response_keeps_running(
     make_settings: Callable[..., Settings], client: openai.OpenAI
 ) -> None:
     settings = make_settings(flex_timeout_s=0.2, flex_poll_interval_s=0.05)
-    with running_api(settings) as url:
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(settings) as url, sdk_client(url) as sdk:
         with pytest.raises(openai.APIStatusError) as info:
             sdk.responses.create(
                 model="demo", input="slow flex a b c d [[delay:200]]", service_tier="flex"

@@ -20,9 +20,8 @@ from psycopg.types.json import Jsonb
 
 from app.config import Settings
 from app.store.db import create_pool
-from app.store.migrate import apply_migrations
 from app.store.retention import RetentionReport, apply_retention
-from tests.conftest import scratch_database
+from tests.support.database import migrated_scratch_database
 
 DAY = timedelta(days=1)
 RESPONSE_AGE = 30 * DAY
@@ -36,8 +35,7 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 @pytest.fixture
 def scratch_url(postgres_admin_url: str) -> Iterator[str]:
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         yield url
 
 
@@ -363,12 +361,3 @@ def test_rejects_ages_and_batch_sizes_that_would_misbehave(scratch_url: str, con
     with pytest.raises(ValueError, match="batch_size"):
         asyncio.run(run(response_age_s=60, event_age_s=60, batch_size=0))
     assert ids(conn, "SELECT id FROM responses") == {"recent_completed"}
-
-
-def test_the_worker_schedules_retention_hourly_and_recovery_often() -> None:
-    from app.config import Settings
-    from worker.tasks import build_blueprint
-
-    blueprint = build_blueprint(Settings(recovery_interval_s=3))
-    schedules = {p.task.name: p.cron for p in blueprint.periodic_registry.periodic_tasks.values()}
-    assert schedules == {"apply_retention": "17 * * * *", "recover": "* * * * * */3"}

@@ -12,10 +12,11 @@ import openai
 import psycopg
 import pytest
 
-from tests.conftest import TEST_MAX_MODEL_TURNS
-from tests.mcp_server import McpTestServer
-from tests.tool_server import ToolServer
-from tests.waiting import wait_for
+from tests.fakes.upstream.spy import requests_mentioning
+from tests.support.mcp_server import McpTestServer
+from tests.support.settings import TEST_MAX_MODEL_TURNS
+from tests.support.tool_server import ToolServer
+from tests.support.waiting import wait_for
 
 MODES = ["blocking", "inline_sse", "background_poll", "background_stream", "flex"]
 CLIENT_TOOL = {"type": "function", "name": "client_fn", "parameters": {"type": "object"}}
@@ -129,14 +130,18 @@ def test_parallel_server_tool_turn(
     assert_each_call_seen_once(tool_server, final)
 
 
-def test_client_function_call_round_trip(client: openai.OpenAI, mode: str) -> None:
+def test_client_function_call_round_trip(
+    client: openai.OpenAI, upstream_url: str, mode: str
+) -> None:
+    marker = secrets.token_hex(4)
     first, _ = create(
-        client, mode, input=unique('[[call:client_fn {"n": 1}]]'), tools=[CLIENT_TOOL]
+        client, mode, input=f'[[call:client_fn {{"n": 1}}]] ({marker})', tools=[CLIENT_TOOL]
     )
     assert first["status"] == "completed"
     [call] = first["output"]
     assert call["type"] == "function_call"
     assert call["name"] == "client_fn"
+    assert json.loads(call["arguments"]) == {"n": 1}
 
     second, _ = create(
         client,
@@ -146,7 +151,13 @@ def test_client_function_call_round_trip(client: openai.OpenAI, mode: str) -> No
         tools=[CLIENT_TOOL],
     )
     assert second["status"] == "completed"
+    assert second["previous_response_id"] == first["id"]
     assert text_of(second["output"]) == "Tool results: client_fn=42"
+    # The upstream saw the whole chain: user message, assistant tool call, tool result.
+    messages = requests_mentioning(upstream_url, marker)[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1]["tool_calls"][0]["id"] == call["call_id"]
+    assert messages[2]["tool_call_id"] == call["call_id"]
 
 
 def test_mixed_turn_goes_back_to_the_client(

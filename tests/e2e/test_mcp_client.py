@@ -1,13 +1,15 @@
-"""app.engine.tools.mcp_client against a real MCP server (streamable HTTP) on loopback."""
+"""app.engine.tools.mcp_client against a real MCP server (streamable HTTP) on loopback.
+
+`mcp_server` is the suite's (tests/e2e/conftest.py); calls are told apart by their arguments.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
@@ -17,14 +19,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.engine.tools.mcp_client import McpError, McpTool, call_mcp_tool, list_mcp_tools
-from tests.mcp_server import (
+from tests.support.mcp_server import (
     PIXEL_PNG_B64,
     TEST_HEADER,
     TOOL_NAMES,
     McpTestServer,
     run_mcp_server,
 )
-from tests.servers import serve
+from tests.support.processes import free_port
+from tests.support.servers import serve
 
 TIMEOUT_S = 10.0
 # Failures that need no waiting (refused connection, HTTP error) must come back well inside
@@ -32,12 +35,6 @@ TIMEOUT_S = 10.0
 FAST_S = 5.0
 
 _T = TypeVar("_T")
-
-
-@pytest.fixture(scope="module")
-def mcp_server() -> Iterator[McpTestServer]:
-    with run_mcp_server() as server:
-        yield server
 
 
 def run(coro: Awaitable[_T]) -> _T:
@@ -62,10 +59,7 @@ def run_expecting_error(coro: Awaitable[Any]) -> McpError:
 
 
 def closed_port_url() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mcp"
+    return f"http://127.0.0.1:{free_port()}/mcp"
 
 
 def call(server: McpTestServer, name: str, arguments: dict[str, Any], **kw: Any) -> Any:

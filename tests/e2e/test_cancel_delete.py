@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,26 +11,14 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.store.migrate import apply_migrations
-from tests.conftest import running_api, scratch_database
-from tests.schema import assert_valid_response
-from tests.waiting import wait_for
+from tests.fakes.upstream.spy import stream_end, stream_state
+from tests.support.clients import sdk_client
+from tests.support.database import migrated_scratch_database
+from tests.support.schema import assert_valid_response
+from tests.support.servers import running_api
+from tests.support.waiting import wait_for
 
 SLOW = " ".join(f"w{i}" for i in range(40)) + " [[delay:150]]"
-
-
-def upstream_state(upstream_url: str, marker: str) -> str | None:
-    """How the demo upstream's stream for the prompt containing `marker` stands, if begun."""
-    recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
-    mine = [r for r in recorded if marker in str(r["body"]["messages"])]
-    return mine[-1]["stream"] if mine else None
-
-
-def upstream_ended(upstream_url: str, marker: str) -> str:
-    return wait_for(
-        lambda: (state := upstream_state(upstream_url, marker)) not in (None, "open") and state,
-        what=f"the upstream stream for {marker} to end",
-    )
 
 
 @pytest.mark.usefixtures("worker")
@@ -39,13 +26,13 @@ def test_cancel_running_stops_the_upstream_call_and_is_idempotent(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
     queued = client.responses.create(model="demo", input=f"cancel-running {SLOW}", background=True)
-    wait_for(lambda: upstream_state(upstream_url, "cancel-running") == "open")
+    wait_for(lambda: stream_state(upstream_url, "cancel-running") == "open")
 
     raw = client.responses.with_raw_response.cancel(queued.id)
     assert_valid_response(raw.http_response.json())
     cancelled = raw.parse()
     assert cancelled.status == "cancelled"
-    assert upstream_ended(upstream_url, "cancel-running") == "abandoned"
+    assert stream_end(upstream_url, "cancel-running") == "abandoned"
 
     again = client.responses.cancel(queued.id)
     assert again.status == "cancelled"
@@ -103,21 +90,20 @@ def idle_api(
     postgres_admin_url: str, make_settings: Callable[..., Settings]
 ) -> Iterator[tuple[str, str]]:
     """An API on a database no worker serves: background responses stay queued."""
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         with running_api(make_settings(database_url=url)) as api:
             yield api, url
 
 
 def test_cancel_queued_cancels_its_job(idle_api: tuple[str, str]) -> None:
     api, database_url = idle_api
-    sdk = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
-    queued = sdk.responses.create(model="demo", input="never picked up", background=True)
-    assert queued.status == "queued"
+    with sdk_client(api) as sdk:
+        queued = sdk.responses.create(model="demo", input="never picked up", background=True)
+        assert queued.status == "queued"
 
-    cancelled = sdk.responses.cancel(queued.id)
-    assert cancelled.status == "cancelled"
-    assert sdk.responses.cancel(queued.id).status == "cancelled"
+        cancelled = sdk.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled"
+        assert sdk.responses.cancel(queued.id).status == "cancelled"
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT j.status FROM procrastinate_jobs j JOIN responses r ON r.job_id = j.id"
@@ -155,18 +141,18 @@ def test_delete_of_a_running_response_stops_it_first(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
     queued = client.responses.create(model="demo", input=f"delete-running {SLOW}", background=True)
-    wait_for(lambda: upstream_state(upstream_url, "delete-running") == "open")
+    wait_for(lambda: stream_state(upstream_url, "delete-running") == "open")
     client.responses.delete(queued.id)
-    assert upstream_ended(upstream_url, "delete-running") == "abandoned"
+    assert stream_end(upstream_url, "delete-running") == "abandoned"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(queued.id)
 
 
 def test_previous_response_must_have_ended(idle_api: tuple[str, str]) -> None:
     api, _ = idle_api
-    sdk = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
-    queued = sdk.responses.create(model="demo", input="still queued", background=True)
-    with pytest.raises(openai.BadRequestError) as info:
-        sdk.responses.create(model="demo", input="next", previous_response_id=queued.id)
+    with sdk_client(api) as sdk:
+        queued = sdk.responses.create(model="demo", input="still queued", background=True)
+        with pytest.raises(openai.BadRequestError) as info:
+            sdk.responses.create(model="demo", input="next", previous_response_id=queued.id)
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert info.value.body["code"] == "previous_response_not_finished"  # type: ignore[index]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from app.config import Settings
+from tests.support import PROJECT_ROOT
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (PROJECT_ROOT / "README.md").read_text()
 
 
 def test_every_setting_has_a_line_in_the_configuration_table() -> None:

@@ -9,9 +9,10 @@ import httpx
 import psycopg
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.sse import iter_frames
-from tests.waiting import wait_for
+from tests.fakes.upstream.spy import stream_end
+from tests.support.servers import running_api
+from tests.support.sse import iter_frames
+from tests.support.waiting import wait_for
 
 
 def test_idle_stream_sends_comment_keepalives(api_url: str) -> None:
@@ -56,12 +57,7 @@ def test_client_disconnect_cancels_the_work_and_records_it(
     assert step == {"status": "cancelled"}
 
     # Ferry hung up on the upstream rather than letting it stream on.
-    def upstream_stream_state() -> str | None:
-        recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
-        mine = [r for r in recorded if "disconnect-me" in str(r["body"]["messages"])]
-        return mine[-1]["stream"] if mine and mine[-1]["stream"] != "open" else None
-
-    assert wait_for(upstream_stream_state, timeout_s=5) == "abandoned"
+    assert stream_end(upstream_url, "disconnect-me", timeout_s=5) == "abandoned"
 
 
 def test_inline_lease_is_renewed_while_running_and_released_at_the_end(

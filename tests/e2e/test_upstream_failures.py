@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import openai
 import psycopg
 import pytest
 
-from app.config import Settings
-from tests.conftest import running_api
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import stream_events
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.sse import stream_events
 
 LONG_INPUT = " ".join(f"word{i}" for i in range(40))
 
@@ -138,16 +135,3 @@ def test_reasoning_and_cached_tokens_pass_through(client: openai.OpenAI) -> None
     assert response.usage is not None
     assert response.usage.output_tokens_details.reasoning_tokens == 5
     assert response.usage.input_tokens_details.cached_tokens == 2
-
-
-def test_unreachable_upstream_fails_the_response(
-    make_settings: Callable[..., Settings],
-) -> None:
-    settings = make_settings(upstream_base_url="http://127.0.0.1:9/v1", upstream_timeout_s=5)
-    with running_api(settings) as url:
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        response = sdk.responses.create(model="demo", input="anyone there?")
-    assert response.status == "failed"
-    assert response.error is not None
-    assert response.error.code == "upstream_error"
-    assert response.error.message.startswith("upstream connection failed")

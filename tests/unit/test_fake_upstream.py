@@ -1,35 +1,25 @@
-"""The demo upstream, exercised over real HTTP: uvicorn on a loopback port, httpx as client."""
+"""The fake upstream, in process: its replies, directives, faults and request spy over httpx.
+
+Timing (chunk spacing, a client hanging up) needs a real server: tests/e2e/test_fake_upstream.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import queue
 import secrets
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.demo.upstream import (
+from tests.fakes.upstream import (
     MAX_RECORDED_REQUESTS,
     create_app,
     parse_directives,
     split_directives,
 )
-from tests.servers import serve
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 10.0
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -46,15 +36,11 @@ TOOLS: list[dict[str, Any]] = [
 # --------------------------------------------------------------------------- harness
 
 
-@pytest.fixture(scope="session")
-def base_url() -> Iterator[str]:
-    with serve(create_app(), ready_path="/models", lifespan="off") as url:
-        yield url
-
-
 @pytest.fixture
-async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as http:
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh fake (empty request log, no fail-first counts), called in process."""
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://fake") as http:
         yield http
 
 
@@ -500,60 +486,6 @@ async def test_reasoning_directive_usage_details(client: httpx.AsyncClient) -> N
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-async def test_delay_directive_spaces_chunks(client: httpx.AsyncClient) -> None:
-    arrivals: list[float] = []
-    payload = user("a b [[delay:60]]", stream=True)
-    async with client.stream("POST", "/chat/completions", json=payload) as response:
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and '"content"' in line:
-                arrivals.append(time.monotonic())
-
-    # 5 content tokens -> 4 gaps of 60 ms between the first and the last.
-    assert len(arrivals) == 5
-    assert arrivals[-1] - arrivals[0] >= 0.2
-
-
-class _CompletionTracker:
-    """ASGI wrapper noting when the app finishes handling a completion request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.finished = threading.Event()
-        self.elapsed: float | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/chat/completions":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.elapsed = time.monotonic() - started
-            self.finished.set()
-
-
-async def test_client_disconnect_stops_the_stream() -> None:
-    tracker = _CompletionTracker(create_app())
-    words = " ".join(f"w{i}" for i in range(40))
-    with serve(tracker, ready_path="/models", lifespan="off") as url:
-        async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
-            # 43 chunks 250 ms apart would take over 10 s if the server kept going.
-            payload = user(f"{words} [[delay:250]]", stream=True)
-            async with http.stream("POST", "/chat/completions", json=payload) as response:
-                first = await anext(response.aiter_lines())
-            assert json.loads(first.removeprefix("data: "))["choices"][0]["delta"] == {
-                "role": "assistant",
-                "content": "Hello! ",
-            }
-            finished = await asyncio.to_thread(tracker.finished.wait, 5.0)
-            still_serving = await http.get("/models")
-
-    assert finished, "the handler kept streaming after the client went away"
-    assert tracker.elapsed is not None and tracker.elapsed < 3.0
-    assert still_serving.status_code == 200
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -616,49 +548,6 @@ async def test_request_log_keeps_only_the_latest(client: httpx.AsyncClient) -> N
     last_text = recorded[-1]["body"]["messages"][0]["content"]
     assert (first_text, last_text) == ("n5", f"n{total - 1}")
     await client.delete("/_demo/requests")
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_module_entry_point_serves() -> None:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.demo", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-    # A reader thread turns the blocking pipe into a queue we can wait on with a timeout.
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True)
-    reader.start()
-    try:
-        # uvicorn logs this once the socket is listening; wait for it, boundedly.
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        seen: list[str] = []
-        while not any("Uvicorn running on" in line for line in seen):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"server did not start: {seen}"
-            seen.append(lines.get(timeout=remaining))
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions", json=user("cli"), timeout=5.0
-        )
-        assert response.json()["choices"][0]["message"]["content"] == "Hello! You said: cli"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        reader.join(timeout=10)  # the pipe hits EOF once the process is gone
-        stderr.close()
 
 
 # --------------------------------------------------------------------------- fail-first

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
+from tests.fakes.upstream.spy import requests_mentioning
+from tests.support.clients import sdk_client
+from tests.support.servers import running_api
 
 MAX_ATTEMPTS = 3
 
@@ -34,26 +34,16 @@ def fast_api_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def sdk(fast_api_url: str) -> openai.OpenAI:
-    # max_retries=0: any retry observed upstream is Ferry's own.
-    return openai.OpenAI(base_url=f"{fast_api_url}/v1", api_key="unused", max_retries=0, timeout=30)
+def sdk(fast_api_url: str) -> Iterator[openai.OpenAI]:
+    # The SDK does not retry: any retry observed upstream is Ferry's own.
+    with sdk_client(fast_api_url, timeout=30) as client:
+        yield client
 
 
 def prompt(directives: str) -> tuple[str, str]:
     """(input text, marker): a prompt no other test sends, so counters and logs stay apart."""
     marker = secrets.token_hex(8)
     return f"retry {marker} one two three four {directives}", marker
-
-
-def upstream_requests(upstream_url: str, marker: str) -> list[dict[str, Any]]:
-    """The demo upstream's recorded completion requests whose messages carry `marker`."""
-    base = upstream_url.removesuffix("/v1")
-    recorded = httpx.get(f"{base}/_demo/requests", timeout=10).json()
-    return [
-        entry
-        for entry in recorded
-        if any(marker in str(message.get("content")) for message in entry["body"]["messages"])
-    ]
 
 
 def test_failures_before_the_first_token_are_retried(sdk: openai.OpenAI, upstream_url: str) -> None:
@@ -63,7 +53,7 @@ def test_failures_before_the_first_token_are_retried(sdk: openai.OpenAI, upstrea
 
     assert response.status == "completed"
     assert response.output_text == f"Hello! You said: retry {marker} one two three four"
-    assert len(upstream_requests(upstream_url, marker)) == 3
+    assert len(requests_mentioning(upstream_url, marker)) == 3
 
 
 def test_giving_up_reports_the_last_error_and_the_attempts(
@@ -79,7 +69,7 @@ def test_giving_up_reports_the_last_error_and_the_attempts(
     assert response.error.message == (
         f"upstream returned 503: demo upstream error 503 (after {MAX_ATTEMPTS} attempts)"
     )
-    assert len(upstream_requests(upstream_url, marker)) == MAX_ATTEMPTS
+    assert len(requests_mentioning(upstream_url, marker)) == MAX_ATTEMPTS
 
 
 def test_retry_after_is_honoured(
@@ -91,7 +81,7 @@ def test_retry_after_is_honoured(
         response = sdk.responses.create(model="demo", input=text)
 
     assert response.status == "completed"
-    assert len(upstream_requests(upstream_url, marker)) == 2
+    assert len(requests_mentioning(upstream_url, marker)) == 2
     [retry] = [r for r in caplog.records if r.name == "app.engine.chat.client"]
     # The upstream's 0.1 s, not a jittered backoff (which would be at most 0.01 s here).
     fields = vars(retry)
@@ -106,7 +96,7 @@ def test_client_errors_are_not_retried(sdk: openai.OpenAI, upstream_url: str) ->
     assert response.status == "failed"
     assert response.error is not None
     assert response.error.message == "upstream returned 400: demo upstream error 400"
-    assert len(upstream_requests(upstream_url, marker)) == 1
+    assert len(requests_mentioning(upstream_url, marker)) == 1
 
 
 @pytest.mark.parametrize(
@@ -128,7 +118,7 @@ def test_failures_after_the_first_token_are_not_retried(
     assert response.error.message == message
     # Tokens were already out: a second request would replay them into the same output.
     assert response.output[0].status == "incomplete"
-    assert len(upstream_requests(upstream_url, marker)) == 1
+    assert len(requests_mentioning(upstream_url, marker)) == 1
 
 
 def test_a_retried_turn_that_breaks_mid_stream_is_not_retried_again(
@@ -141,7 +131,7 @@ def test_a_retried_turn_that_breaks_mid_stream_is_not_retried_again(
     assert response.status == "failed"
     assert response.error is not None
     assert response.error.message == "upstream error mid-stream: demo upstream failed mid-stream"
-    assert len(upstream_requests(upstream_url, marker)) == 2
+    assert len(requests_mentioning(upstream_url, marker)) == 2
 
 
 def test_retries_are_invisible_to_a_streaming_client(sdk: openai.OpenAI, upstream_url: str) -> None:
@@ -157,7 +147,7 @@ def test_retries_are_invisible_to_a_streaming_client(sdk: openai.OpenAI, upstrea
     assert types[-1] == "response.completed"
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas == f"Hello! You said: retry {marker} one two three four"
-    assert len(upstream_requests(upstream_url, marker)) == 2
+    assert len(requests_mentioning(upstream_url, marker)) == 2
 
 
 def test_unreachable_upstream_is_tried_max_attempts_times(
@@ -169,11 +159,11 @@ def test_unreachable_upstream_is_tried_max_attempts_times(
         upstream_backoff_max_s=0.2,
         upstream_max_attempts=MAX_ATTEMPTS,
     )
-    with running_api(settings) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(settings) as url, sdk_client(url) as client:
         response = client.responses.create(model="demo", input="anyone there?")
 
     assert response.status == "failed"
     assert response.error is not None
+    assert response.error.code == "upstream_error"
     assert response.error.message.startswith("upstream connection failed")
     assert response.error.message.endswith(f"(after {MAX_ATTEMPTS} attempts)")

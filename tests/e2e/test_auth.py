@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
+from tests.fakes.upstream.spy import requests_mentioning
+from tests.support.clients import sdk_client
+from tests.support.servers import running_api
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,10 @@ def keyed_api(make_settings: Callable[..., Settings]) -> Iterator[str]:
         yield url
 
 
-def sdk(url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+@pytest.fixture(scope="module")
+def alpha(keyed_api: str) -> Iterator[openai.OpenAI]:
+    with sdk_client(keyed_api, "key-alpha") as sdk:
+        yield sdk
 
 
 def test_request_without_key_is_401(keyed_api: str) -> None:
@@ -31,27 +34,27 @@ def test_request_without_key_is_401(keyed_api: str) -> None:
 
 
 def test_wrong_key_is_401(keyed_api: str) -> None:
-    with pytest.raises(openai.AuthenticationError) as info:
-        sdk(keyed_api, "key-gamma").responses.create(model="demo", input="hi")
+    with (
+        sdk_client(keyed_api, "key-gamma") as gamma,
+        pytest.raises(openai.AuthenticationError) as info,
+    ):
+        gamma.responses.create(model="demo", input="hi")
     assert info.value.body["code"] == "invalid_api_key"  # type: ignore[index]
 
 
-def test_responses_are_visible_only_to_their_key(keyed_api: str) -> None:
-    alpha, beta = sdk(keyed_api, "key-alpha"), sdk(keyed_api, "key-beta")
+def test_responses_are_visible_only_to_their_key(keyed_api: str, alpha: openai.OpenAI) -> None:
     created = alpha.responses.create(model="demo", input="mine")
     assert alpha.responses.retrieve(created.id).output_text == "Hello! You said: mine"
-    with pytest.raises(openai.NotFoundError):
-        beta.responses.retrieve(created.id)
-    # A previous response of another key is as unknown as a missing one.
-    with pytest.raises(openai.BadRequestError) as info:
-        beta.responses.create(model="demo", input="hi", previous_response_id=created.id)
+    with sdk_client(keyed_api, "key-beta") as beta:
+        with pytest.raises(openai.NotFoundError):
+            beta.responses.retrieve(created.id)
+        # A previous response of another key is as unknown as a missing one.
+        with pytest.raises(openai.BadRequestError) as info:
+            beta.responses.create(model="demo", input="hi", previous_response_id=created.id)
     assert info.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
 
 
-def test_upstream_key_is_sent_as_bearer(keyed_api: str, upstream_url: str) -> None:
-    sdk(keyed_api, "key-alpha").responses.create(model="demo", input="who am I?")
-    recorded: list[dict[str, Any]] = httpx.get(
-        f"{upstream_url.removesuffix('/v1')}/_demo/requests"
-    ).json()
-    last = next(r for r in reversed(recorded) if "who am I?" in str(r["body"]["messages"]))
+def test_upstream_key_is_sent_as_bearer(alpha: openai.OpenAI, upstream_url: str) -> None:
+    alpha.responses.create(model="demo", input="who am I?")
+    last = requests_mentioning(upstream_url, "who am I?")[-1]
     assert last["headers"]["authorization"] == "Bearer sk-upstream-1"

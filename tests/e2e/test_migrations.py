@@ -8,16 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP, apply_migrations
-from tests.conftest import scratch_database
-
-EXPECTED = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
-
-
-def applied(url: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
-    return [name for (name,) in rows]
+from app.store.migrate import PROCRASTINATE_STEP, apply_migrations
+from tests.support.database import EXPECTED_MIGRATIONS, applied_migrations, scratch_database
 
 
 def test_concurrent_runners_apply_each_migration_once(postgres_admin_url: str) -> None:
@@ -27,8 +19,8 @@ def test_concurrent_runners_apply_each_migration_once(postgres_admin_url: str) -
     with scratch_database(postgres_admin_url) as url:
         results = asyncio.run(four_at_once(url))
         # Exactly one runner did the work; the others found nothing pending.
-        assert sorted(results, key=len) == [[], [], [], EXPECTED]
-        assert applied(url) == EXPECTED
+        assert sorted(results, key=len) == [[], [], [], EXPECTED_MIGRATIONS]
+        assert applied_migrations(url) == EXPECTED_MIGRATIONS
         assert asyncio.run(apply_migrations(url)) == []
         with psycopg.connect(url) as conn:
             tables = {
@@ -48,6 +40,6 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(
     with scratch_database(postgres_admin_url) as url:
         with pytest.raises(psycopg.errors.UndefinedFunction):
             asyncio.run(apply_migrations(url, tmp_path))
-        assert applied(url) == [PROCRASTINATE_STEP, "0001_good"]
+        assert applied_migrations(url) == [PROCRASTINATE_STEP, "0001_good"]
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.engine.tools.registry import ToolsFileError, load_tools
+from tests.support import PROJECT_ROOT
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -80,7 +81,7 @@ def test_bad_files_are_refused_with_a_clear_reason(tmp_path: Path, text: str, me
 
 def test_the_example_file_in_the_readme_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEATHER_TOKEN", "t")
-    example = Path(__file__).resolve().parents[1] / "examples" / "tools.toml"
+    example = PROJECT_ROOT / "examples" / "tools.toml"
     registry = load_tools(example)
     assert set(registry.tools) == {"get_weather", "send_invoice"}
     assert registry.tools["send_invoice"].retry_safe is False

@@ -10,7 +10,9 @@ import json
 import os
 import re
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,9 @@ import psycopg
 import pytest
 
 from app.config import DEMO_UPSTREAM_PORT
-from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP
-from tests.conftest import scratch_database
-from tests.processes import (
-    PROJECT_ROOT,
+from tests.support import PROJECT_ROOT
+from tests.support.database import EXPECTED_MIGRATIONS, applied_migrations, scratch_database
+from tests.support.processes import (
     STARTUP_TIMEOUT_S,
     Command,
     command_env,
@@ -34,8 +35,6 @@ from tests.processes import (
     wait_for_group_to_empty,
     wait_until_healthy,
 )
-
-EXPECTED_MIGRATIONS = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
 
 EXIT_TIMEOUT_S = 20.0
 # `dev` without DATABASE_URL runs initdb for its embedded Postgres first: that takes a while.
@@ -75,12 +74,6 @@ def assert_says_hello(base_url: str, *, api_key: str | None = None) -> None:
     body = response.json()
     assert body["status"] == "completed", body
     assert output_text(body) == "Hello! You said: hi", body
-
-
-def applied_migrations(url: str) -> list[str]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
-    return [name for (name,) in rows]
 
 
 # --------------------------------------------------------------------------- migrate
@@ -234,6 +227,18 @@ def stop_leftover_postgres(pgdata: Path) -> None:
         time.sleep(0.1)  # another session's process shutting down; nothing to wait on
 
 
+@pytest.fixture
+def dev_dir() -> Iterator[Path]:
+    """Where `dev` runs (and keeps its embedded Postgres): not under pytest's temporary root.
+
+    The embedded Postgres runs as another user, so pgserver opens the directories above its
+    data to others; every pytest run that starts takes those permissions back from its own
+    temporary root, which would lock a concurrent run's Postgres out of its data.
+    """
+    with tempfile.TemporaryDirectory(prefix="ferry-dev-") as path:
+        yield Path(path)
+
+
 @pytest.mark.parametrize(
     ("given_database", "given_upstream", "ctrl_c_to_group"),
     [
@@ -248,7 +253,7 @@ def stop_leftover_postgres(pgdata: Path) -> None:
 )
 def test_dev_starts_everything_and_stops_everything(
     request: pytest.FixtureRequest,
-    tmp_path: Path,
+    dev_dir: Path,
     given_database: bool,
     given_upstream: bool,
     ctrl_c_to_group: bool,
@@ -256,7 +261,7 @@ def test_dev_starts_everything_and_stops_everything(
     if not given_upstream and not port_is_bindable(DEMO_UPSTREAM_PORT):
         pytest.skip(f"port {DEMO_UPSTREAM_PORT}, where `dev` runs the demo upstream, is in use")
     port = free_port()
-    pgdata = tmp_path / ".ferry" / "pgdata"
+    pgdata = dev_dir / ".ferry" / "pgdata"
     env = command_env(
         DATABASE_URL=request.getfixturevalue("database_url") if given_database else None,
         UPSTREAM_BASE_URL=request.getfixturevalue("upstream_url") if given_upstream else None,
@@ -268,7 +273,7 @@ def test_dev_starts_everything_and_stops_everything(
         + ([] if given_upstream else [f"-m app.demo --port {DEMO_UPSTREAM_PORT}"])
     )
     try:
-        with run_command("-m", "app", "dev", "--port", str(port), env=env, cwd=tmp_path) as dev:
+        with run_command("-m", "app", "dev", "--port", str(port), env=env, cwd=dev_dir) as dev:
             base_url = wait_for_dev(dev, port)
             assert_says_hello(base_url)
 
@@ -277,7 +282,7 @@ def test_dev_starts_everything_and_stops_everything(
             commands = sorted(" ".join(cmd.split()[1:]) for cmd in children.values())
             assert commands == expected_children, children
             if given_database:
-                assert not (tmp_path / ".ferry").exists(), "embedded Postgres despite DATABASE_URL"
+                assert not (dev_dir / ".ferry").exists(), "embedded Postgres despite DATABASE_URL"
             else:
                 assert (pgdata / "PG_VERSION").is_file()
                 assert (pgdata / "postmaster.pid").is_file(), "the embedded Postgres is not up"

@@ -21,7 +21,8 @@ from typing import IO, Any
 import httpx
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tests.support import PROJECT_ROOT
+
 STARTUP_TIMEOUT_S = 30.0
 GROUP_EMPTY_TIMEOUT_S = 5.0
 

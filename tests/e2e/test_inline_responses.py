@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from app.config import Settings
-from tests.conftest import running_api
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import TEXT_EVENT_ORDER
+from tests.fakes.upstream.spy import spied_requests
+from tests.support.clients import sdk_client
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.servers import running_api
+from tests.support.sse import TEXT_EVENT_ORDER
 
 WEATHER_TOOL = {
     "type": "function",
@@ -26,11 +26,6 @@ WEATHER_TOOL = {
 def collapse(types: list[str]) -> list[str]:
     """Event types with runs of the same type folded into one (deltas repeat)."""
     return [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t]
-
-
-def last_upstream_request(upstream_url: str) -> dict[str, Any]:
-    recorded = httpx.get(f"{upstream_url.removesuffix('/v1')}/_demo/requests").json()
-    return recorded[-1]
 
 
 def test_blocking_create_returns_the_completed_response(client: openai.OpenAI) -> None:
@@ -148,33 +143,6 @@ def test_stream_of_function_call_events(client: openai.OpenAI) -> None:
     assert call.call_id.startswith("call_")
 
 
-def test_client_function_call_round_trip(client: openai.OpenAI, upstream_url: str) -> None:
-    first = client.responses.create(
-        model="demo",
-        input='Weather in Oslo? [[call:get_weather {"city": "Oslo"}]]',
-        tools=[WEATHER_TOOL],
-    )
-    assert first.status == "completed"
-    [call] = first.output
-    assert call.type == "function_call"
-    assert json.loads(call.arguments) == {"city": "Oslo"}
-
-    second = client.responses.create(
-        model="demo",
-        previous_response_id=first.id,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
-        tools=[WEATHER_TOOL],
-    )
-    assert second.status == "completed"
-    assert second.previous_response_id == first.id
-    assert second.output_text == "Tool results: get_weather=sunny"
-    # The upstream saw the whole chain: user message, assistant tool call, tool result.
-    messages = last_upstream_request(upstream_url)["body"]["messages"]
-    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
-    assert messages[1]["tool_calls"][0]["id"] == call.call_id
-    assert messages[2]["tool_call_id"] == call.call_id
-
-
 def test_upstream_request_carries_the_mapped_parameters(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
@@ -201,7 +169,7 @@ def test_upstream_request_carries_the_mapped_parameters(
             }
         },
     )
-    body = last_upstream_request(upstream_url)["body"]
+    body = spied_requests(upstream_url)[-1]["body"]
     assert body["model"] == "demo-model-x"
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
@@ -255,8 +223,7 @@ def test_parallel_calls_are_streamed_one_item_after_another(client: openai.OpenA
 def test_wall_clock_limit_fails_the_response_with_timeout(
     make_settings: Callable[..., Settings],
 ) -> None:
-    with running_api(make_settings(response_timeout_s=0.5)) as url:
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with running_api(make_settings(response_timeout_s=0.5)) as url, sdk_client(url) as sdk:
         response = sdk.responses.create(model="demo", input="a b c d e f [[delay:200]]")
     assert response.status == "failed"
     assert response.error is not None

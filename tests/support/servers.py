@@ -11,6 +11,9 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from app.config import Settings
+from app.http.server import build_app
+
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -42,3 +45,10 @@ def serve(
         thread.join(timeout=STARTUP_TIMEOUT_S)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+@contextlib.contextmanager
+def running_api(settings: Settings) -> Iterator[str]:
+    """Ferry's API app with `settings`, served in this process; yield its base URL."""
+    with serve(build_app(settings), ready_path="/health") as url:
+        yield url

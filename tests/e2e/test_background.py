@@ -14,10 +14,10 @@ import openai
 import psycopg
 import pytest
 
-from tests.conftest import Command
-from tests.schema import assert_valid_event, assert_valid_response
-from tests.sse import iter_frames
-from tests.waiting import wait_for
+from tests.support.processes import Command
+from tests.support.schema import assert_valid_event, assert_valid_response
+from tests.support.sse import iter_frames
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +13,9 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.store.migrate import apply_migrations
-from tests.conftest import running_api, scratch_database
+from tests.support.clients import sdk_client
+from tests.support.database import migrated_scratch_database
+from tests.support.servers import running_api
 
 
 def key() -> dict[str, str]:
@@ -103,9 +103,11 @@ def test_an_expired_key_makes_a_new_response(
 
 def test_keys_are_per_api_key(make_settings: Callable[..., Settings]) -> None:
     headers = key()
-    with running_api(make_settings(api_keys="key-a,key-b")) as url:
-        a = openai.OpenAI(base_url=f"{url}/v1", api_key="key-a", max_retries=0)
-        b = openai.OpenAI(base_url=f"{url}/v1", api_key="key-b", max_retries=0)
+    with (
+        running_api(make_settings(api_keys="key-a,key-b")) as url,
+        sdk_client(url, "key-a") as a,
+        sdk_client(url, "key-b") as b,
+    ):
         from_a = a.responses.create(model="demo", input="shared key", extra_headers=headers)
         from_b = b.responses.create(model="demo", input="shared key", extra_headers=headers)
     assert from_a.id != from_b.id
@@ -139,8 +141,7 @@ def test_caps_answer_429_and_write_nothing(
 def test_vanished_database_is_503_not_a_hang(
     postgres_admin_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
         with running_api(make_settings(database_url=url, db_pool_timeout_s=1)) as api:
             with psycopg.connect(postgres_admin_url, autocommit=True) as admin:

@@ -1,12 +1,12 @@
 """A real MCP server (streamable HTTP, official `mcp` 2.x SDK) for the tests.
 
-It records every tool call it receives, like `tests/tool_server.py`, so tests can assert the
-server saw each call exactly once. Start it from a fixture with:
+It records every tool call it receives, like `tool_server.py` beside it, so tests can assert
+the server saw each call exactly once. Start it from a fixture with:
 
     with run_mcp_server() as mcp_server:
         ...  # mcp_server.url is the MCP endpoint; mcp_server.calls what it received
 
-which is `tests.servers.serve(build_mcp_app(server), ready_path=HEALTH_PATH)` underneath.
+which is `servers.serve(build_mcp_app(server), ready_path=HEALTH_PATH)` underneath.
 serve's default lifespan="on" is required: the SDK's session manager runs in the Starlette
 lifespan, and the MCP endpoint answers nothing without it.
 """
@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from tests.servers import serve
+from tests.support.servers import serve
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/health"

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh Postgres database, the demo upstream, and Ferry's API, all real.
+"""Shared fixtures: a fresh Postgres database, the fake upstream, and Ferry's API, all real.
 
 Postgres: TEST_DATABASE_URL when set (used as is); otherwise a fresh database on the
 server at 127.0.0.1:5432 (or TEST_DATABASE_ADMIN_URL), dropped afterwards; when no server
@@ -8,9 +8,7 @@ answers there, an embedded Postgres in a temporary directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +20,13 @@ import pytest
 from psycopg.rows import dict_row
 
 from app.config import Settings
-from app.demo.upstream import create_app as create_demo_upstream
-from app.http.server import build_app
 from app.store.embedded import start_embedded_postgres
 from app.store.migrate import apply_migrations
-from tests.mcp_server import McpTestServer, run_mcp_server
-from tests.processes import (
+from tests.fakes.upstream import create_app as create_fake_upstream
+from tests.support.clients import sdk_client
+from tests.support.database import ADMIN_URL, migrated_scratch_database
+from tests.support.mcp_server import McpTestServer, run_mcp_server
+from tests.support.processes import (
     STARTUP_TIMEOUT_S,
     Command,
     command_env,
@@ -35,12 +34,9 @@ from tests.processes import (
     run_command,
     wait_until_healthy,
 )
-from tests.servers import serve
-from tests.tool_server import ToolServer, tools_toml
-
-ADMIN_URL = os.environ.get(
-    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from tests.support.servers import running_api, serve
+from tests.support.settings import SUITE_TUNING, as_environment
+from tests.support.tool_server import ToolServer, tools_toml
 
 
 @pytest.fixture(scope="session")
@@ -59,18 +55,6 @@ def postgres_admin_url() -> Iterator[str]:
     yield ADMIN_URL
 
 
-@contextlib.contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A new empty database, dropped afterwards."""
-    name = f"ferry_test_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def database_url(postgres_admin_url: str) -> Iterator[str]:
     """The suite's database, migrated: TEST_DATABASE_URL when set, else a scratch one."""
@@ -78,20 +62,15 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
         asyncio.run(apply_migrations(url))
         yield url
         return
-    with scratch_database(postgres_admin_url) as url:
-        asyncio.run(apply_migrations(url))
+    with migrated_scratch_database(postgres_admin_url) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def upstream_url() -> Iterator[str]:
-    """Base URL of the demo upstream, as UPSTREAM_BASE_URL would be set."""
-    with serve(create_demo_upstream(), ready_path="/models", lifespan="off") as url:
+    """Base URL of the fake upstream, as UPSTREAM_BASE_URL would be set."""
+    with serve(create_fake_upstream(), ready_path="/models", lifespan="off") as url:
         yield f"{url}/v1"
-
-
-# Small enough that the turn-limit tests end quickly.
-TEST_MAX_MODEL_TURNS = 3
 
 
 @pytest.fixture(scope="session")
@@ -125,30 +104,27 @@ def mcp_allowed(mcp_server: McpTestServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def make_settings(
+def suite_settings(
     database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
-) -> Callable[..., Settings]:
+) -> dict[str, Any]:
+    """What every API and worker of the suite is configured with, in process or not."""
+    return {
+        "database_url": database_url,
+        "upstream_base_url": upstream_url,
+        "tools_file": tools_file,
+        "mcp_allowed_urls": mcp_allowed,
+        **SUITE_TUNING,
+    }
+
+
+@pytest.fixture(scope="session")
+def make_settings(suite_settings: dict[str, Any]) -> Callable[..., Settings]:
+    """Settings for an API in this process: the suite's, with `overrides`."""
+
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "upstream_base_url": upstream_url,
-            "db_pool_max_size": 10,
-            "sse_keepalive_s": 0.5,
-            "tools_file": tools_file,
-            "max_model_turns": TEST_MAX_MODEL_TURNS,
-            "mcp_allowed_urls": mcp_allowed,
-            "upstream_backoff_base_s": 0.05,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return Settings(**{**suite_settings, **overrides})
 
     return make
-
-
-@contextlib.contextmanager
-def running_api(settings: Settings) -> Iterator[str]:
-    with serve(build_app(settings), ready_path="/health") as url:
-        yield url
 
 
 @pytest.fixture(scope="session")
@@ -159,8 +135,9 @@ def api_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def client(api_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0, timeout=30)
+def client(api_url: str) -> Iterator[openai.OpenAI]:
+    with sdk_client(api_url, timeout=30) as sdk:
+        yield sdk
 
 
 @pytest.fixture
@@ -170,19 +147,9 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="session")
-def service_env(
-    database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
-) -> dict[str, str]:
-    """Environment for a Ferry process on the test database, demo upstream and tools."""
-    return command_env(
-        DATABASE_URL=database_url,
-        UPSTREAM_BASE_URL=upstream_url,
-        SSE_KEEPALIVE_S="0.5",
-        TOOLS_FILE=tools_file,
-        MAX_MODEL_TURNS=str(TEST_MAX_MODEL_TURNS),
-        MCP_ALLOWED_URLS=mcp_allowed,
-        UPSTREAM_BACKOFF_BASE_S="0.05",
-    )
+def service_env(suite_settings: dict[str, Any]) -> dict[str, str]:
+    """Environment for a Ferry process on the test database, fake upstream and tools."""
+    return command_env(**as_environment(suite_settings))
 
 
 @pytest.fixture(scope="session")

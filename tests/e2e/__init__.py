@@ -1,0 +1,1 @@
+"""Tests against real Postgres, real uvicorn servers and real processes."""

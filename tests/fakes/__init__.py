@@ -1,0 +1,1 @@
+"""Stand-ins for the services Ferry talks to, used only by the tests."""

@@ -1,0 +1,48 @@
+"""Scratch Postgres databases for the tests that need one of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+
+from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP, apply_migrations
+
+# What a fully migrated database records as applied, in order.
+EXPECTED_MIGRATIONS = [PROCRASTINATE_STEP, *sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))]
+
+# Where scratch databases are made: the local server unless told otherwise.
+ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new empty database, dropped afterwards."""
+    name = f"ferry_test_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def migrated_scratch_database(admin_url: str) -> Iterator[str]:
+    """A new database with every migration applied, dropped afterwards."""
+    with scratch_database(admin_url) as url:
+        asyncio.run(apply_migrations(url))
+        yield url
+
+
+def applied_migrations(url: str) -> list[str]:
+    """The migrations the database at `url` records as applied, by name."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
+    return [name for (name,) in rows]
