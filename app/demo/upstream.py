@@ -103,7 +103,7 @@ async def completions(request: Request) -> Response:
         choice = {"index": 0, "message": message, "finish_reason": finish}
         return JSONResponse({**head, "choices": [choice], "usage": usage})
     head["object"] = "chat.completion.chunk"
-    choices = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+    choices: list[Any] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
     choices.append({"index": 0, "delta": {}, "finish_reason": finish})
     chunks = [{**head, "choices": [choice]} for choice in choices]
     options = body.get("stream_options")

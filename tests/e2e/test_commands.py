@@ -192,7 +192,7 @@ def test_worker_starts_and_stops_on_sigterm(database_url: str) -> None:
     with run_command("-m", "worker", "--concurrency", "2", env=env) as worker:
         ready = json.loads(worker.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S))
         assert ready["concurrency"] == 2
-        assert ready["worker"].endswith(f":{worker.pid}")
+        assert f":{worker.pid}:" in ready["worker"]  # worker:<host>:<pid>:<random>
         # SIGTERM straight after "ready": the handler is installed before it is said.
         worker.popen.send_signal(signal.SIGTERM)
         assert worker.wait_exit(EXIT_TIMEOUT_S) == 0, worker.describe()
