@@ -8,8 +8,8 @@ import pytest
 from app.engine.events import DiscardSink, QueueSink
 from app.engine.loop import RunMode
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness
-from tests.unit.openresponses import assert_valid, assert_valid_events
 from tests.unit.streams import (
     RecordingSink,
     assert_numbered_from,
@@ -65,7 +65,7 @@ async def test_plain_text_answer(harness: Harness, upstream: ScriptedUpstream) -
     # What the stream ended with is what GET shows.
     assert run.events[-1]["response"]["output"] == run.output
     assert run.events[-1]["response"]["status"] == "completed"
-    assert_valid(run.response)
+    assert_valid_response(run.response)
     [step] = run.steps
     assert (step.kind, step.status, step.ordinal) == (StepKind.MODEL_CALL, StepStatus.COMPLETED, 0)
     assert step.result is not None and step.result["items"] == run.output
@@ -171,7 +171,7 @@ async def test_a_turn_cut_short_by_a_limit_ends_incomplete(
     assert run.events[-1]["response"]["incomplete_details"] == {"reason": reason}
     assert_well_formed(run.events)
     assert_valid_events(run.events)
-    assert_valid(run.response)
+    assert_valid_response(run.response)
     [step] = run.steps
     assert step.status == StepStatus.INCOMPLETE
 

@@ -13,8 +13,8 @@ from app.engine.loop import HAND_BACK, RunMode
 from app.engine.run_state import ABANDONED_CODE
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from tests.support.memory_store import MemoryStore
+from tests.support.schema import assert_valid_events
 from tests.unit.harness import Harness
-from tests.unit.openresponses import assert_valid_events
 from tests.unit.streams import WAIT_S, assert_well_formed, text_deltas
 from tests.unit.tool_host import ToolCallSeen, ToolHost
 from tests.unit.upstream import (

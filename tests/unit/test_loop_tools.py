@@ -14,8 +14,8 @@ import pytest
 from app.engine.run_state import output_of_steps
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from tests.support.memory_store import MemoryStore
+from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness
-from tests.unit.openresponses import assert_valid, assert_valid_events
 from tests.unit.streams import WAIT_S, assert_numbered_from, assert_well_formed, done_items
 from tests.unit.tool_host import ToolCallSeen, ToolHost
 from tests.unit.upstream import (
@@ -124,7 +124,7 @@ async def test_server_tool_round(
     assert done_items(run.events) == run.output
     assert_well_formed(run.events)
     assert_valid_events(run.events)
-    assert_valid(run.response)
+    assert_valid_response(run.response)
 
     assert [(s.ordinal, s.kind, s.status) for s in run.steps] == [
         (0, StepKind.MODEL_CALL, StepStatus.COMPLETED),
@@ -296,7 +296,7 @@ async def test_a_client_function_call_ends_the_response(
     assert run.types[-2:] == ["response.output_item.done", "response.completed"]
     assert_well_formed(run.events)
     assert_valid_events(run.events)
-    assert_valid(run.response)
+    assert_valid_response(run.response)
 
 
 async def test_client_round_trip_with_previous_response_id(
@@ -442,7 +442,7 @@ async def test_max_tool_calls_skips_the_calls_past_it(
     assert run.events[-1]["type"] == "response.incomplete"
     assert_well_formed(run.events)
     assert_valid_events(run.events)
-    assert_valid(run.response)
+    assert_valid_response(run.response)
 
 
 async def test_max_tool_calls_counts_across_turns(

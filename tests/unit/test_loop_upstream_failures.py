@@ -11,8 +11,8 @@ import pytest
 from app.engine.loop import RunMode
 from app.engine.run_state import ABANDONED_CODE
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness
-from tests.unit.openresponses import assert_valid, assert_valid_events
 from tests.unit.streams import assert_well_formed, done_items, text_deltas
 from tests.unit.upstream import (
     DONE,
@@ -98,7 +98,7 @@ async def test_giving_up_after_the_last_attempt_fails_with_an_error_event(
     assert run.events[2]["error"] == error_event_payload(code, message)
     assert run.events[3]["response"]["error"] == {"code": code, "message": message}
     assert_valid_events(run.events)
-    assert_valid(run.response)
+    assert_valid_response(run.response)
     [step] = run.steps
     assert step.status == StepStatus.FAILED
     assert step.error == {"code": code, "message": message}
@@ -179,7 +179,7 @@ async def test_inline_a_turn_broken_mid_stream_fails_the_response(
     assert run.events[-2]["error"] == error_event_payload("upstream_error", message)
     assert_well_formed(run.events)
     assert_valid_events(run.events)
-    assert_valid(run.response)
+    assert_valid_response(run.response)
     [step] = run.steps
     assert step.status == StepStatus.FAILED
 

@@ -10,8 +10,8 @@ import pytest
 
 from app.engine.replay import replay_events
 from app.shapes import Event
+from tests.support.schema import assert_valid_events
 from tests.unit.harness import Harness
-from tests.unit.openresponses import assert_valid_events
 from tests.unit.streams import assert_numbered_from, assert_well_formed, done_items
 from tests.unit.upstream import (
     ScriptedUpstream,

@@ -12,7 +12,7 @@ from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.turn import StreamedTurn, TurnTranslator, run_turn
 from app.engine.events import Emitter
 from app.statuses import StepStatus
-from tests.unit.openresponses import assert_valid_events
+from tests.support.schema import assert_valid_events
 from tests.unit.streams import RecordingSink, assert_numbered_from, assert_well_formed
 from tests.unit.upstream import (
     TokenUsage,
