@@ -12,7 +12,7 @@ from app.engine.run_state import output_of_steps, settled
 from app.shapes import ErrorInfo, Event, Usage
 from app.statuses import ResponseStatus
 from app.store.queue import JobQueue
-from app.store.responses import ResponseStore, StoredResponse
+from app.store.responses import Outcome, ResponseStore, StoredResponse
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,8 @@ async def end_from_outside(
     for step in steps:
         usage = add_usage(usage, step.usage)
     async with store.transaction() as conn:
-        final = await store.finish(
-            stored.id, status=status, output=output, usage=usage, error=error, conn=conn
-        )
+        outcome = Outcome(status, output, usage=usage, error=error)
+        final = await store.finish(stored.id, outcome, conn)
         if final is None:  # it ended on its own meanwhile
             return await store.get_any_owner(stored.id) or stored
         if final.background and final.stream:

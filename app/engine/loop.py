@@ -21,7 +21,7 @@ from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.items import call_key
 from app.engine.resource import response_object
-from app.engine.run_state import ABANDONED, Ending, FinishedTurn, Run, RunState, settled
+from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
@@ -29,8 +29,8 @@ from app.engine.tools.mcp import mcp_servers, offered_functions
 from app.engine.tools.registry import ToolRegistry
 from app.logs import current_response_id
 from app.shapes import Item, JsonObject, StepResult
-from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import StoredResponse
+from app.statuses import ResponseStatus, StepKind
+from app.store.responses import Outcome, StepOutcome, StoredResponse
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +136,7 @@ class ResponseLoop:
         """The state the persisted steps leave; steps cut off mid-way are marked abandoned."""
         state, cut = RunState.from_steps(await self.store.steps(stored.id))
         for step in cut:
-            await self.store.finish_step(
-                stored.id,
-                step.ordinal,
-                status=StepStatus.CANCELLED,
-                result={"items": []},
-                usage=None,
-                error=ABANDONED,
-            )
+            await self.store.finish_step(stored.id, step.ordinal, abandoned())
         if cut or state.model_turns:
             log.info(
                 "resuming",
@@ -269,27 +262,11 @@ class ResponseLoop:
             # shows them), but a later attempt redoes the whole turn.
             partial: StepResult = {"items": translator.partial_items()}
             state.step_results.append(partial)
-            await asyncio.shield(
-                self.store.finish_step(
-                    stored.id,
-                    ordinal,
-                    status=StepStatus.CANCELLED,
-                    result=partial,
-                    usage=None,
-                    error=ABANDONED,
-                )
-            )
+            await asyncio.shield(self.store.finish_step(stored.id, ordinal, abandoned(partial)))
             raise
         if result.cut_after_first_chunk and not last_try:
             # Dropped from the output; its items were closed `incomplete` in the stream.
-            await self.store.finish_step(
-                stored.id,
-                ordinal,
-                status=StepStatus.CANCELLED,
-                result={"items": []},
-                usage=result.usage,
-                error=ABANDONED,
-            )
+            await self.store.finish_step(stored.id, ordinal, abandoned(usage=result.usage))
             state.usage = add_usage(state.usage, result.usage)
             return None
         step_result: StepResult = {
@@ -298,14 +275,8 @@ class ResponseLoop:
             "incomplete_reason": result.incomplete_reason,
         }
         state.step_results.append(step_result)
-        await self.store.finish_step(
-            stored.id,
-            ordinal,
-            status=result.outcome,
-            result=step_result,
-            usage=result.usage,
-            error=result.error,
-        )
+        outcome = StepOutcome(result.outcome, step_result, result.usage, result.error)
+        await self.store.finish_step(stored.id, ordinal, outcome)
         turn = FinishedTurn(
             outcome=result.outcome,
             calls=result.calls,
@@ -366,15 +337,15 @@ class ResponseLoop:
     async def _commit(self, run: Run, ending: Ending) -> StoredResponse | None:
         """The response ended as `ending` says, with what the run holds; None if it had
         already ended."""
-        return await self.store.finish(
-            run.response.id,
-            status=ending.status,
-            output=settled(run.state.output),
+        outcome = Outcome(
+            ending.status,
+            settled(run.state.output),
             usage=run.state.usage,
             usage_missing=run.state.usage_missing,
             error=ending.error,
             incomplete_details=ending.incomplete_details,
         )
+        return await self.store.finish(run.response.id, outcome)
 
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)

@@ -18,7 +18,7 @@ from app.engine.events import Emitter
 from app.engine.items import is_call
 from app.shapes import ErrorInfo, IncompleteDetails, Item, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import StoredResponse, StoredStep
+from app.store.responses import StepOutcome, StoredResponse, StoredStep
 
 #: The error code of a step whose process stopped mid-way; the step is redone.
 ABANDONED_CODE = "abandoned"
@@ -26,6 +26,11 @@ ABANDONED: ErrorInfo = {
     "code": ABANDONED_CODE,
     "message": "the process running this step stopped",
 }
+
+
+def abandoned(result: StepResult | None = None, usage: Usage | None = None) -> StepOutcome:
+    """How a step cut off mid-way ends: `cancelled`, and recognisably abandoned."""
+    return StepOutcome(StepStatus.CANCELLED, result or {"items": []}, usage=usage, error=ABANDONED)
 
 
 def is_abandoned(step: StoredStep) -> bool:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
-from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import StoredResponse, StoredStep
+from app.shapes import Item, JsonObject
+from app.statuses import StepKind
+from app.store.responses import Outcome, StepOutcome, StoredResponse, StoredStep
 
 
 class StepStore(Protocol):
@@ -20,17 +20,7 @@ class StepStore(Protocol):
         """The row, now `in_progress`; None when it has already ended."""
         ...
 
-    async def finish(
-        self,
-        response_id: str,
-        *,
-        status: ResponseStatus,
-        output: list[Item],
-        usage: Usage | None,
-        usage_missing: bool = False,
-        error: ErrorInfo | None = None,
-        incomplete_details: IncompleteDetails | None = None,
-    ) -> StoredResponse | None:
+    async def finish(self, response_id: str, outcome: Outcome) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended."""
         ...
 
@@ -44,13 +34,4 @@ class StepStore(Protocol):
         """Items a running step has finished so far, so GET can show them already."""
         ...
 
-    async def finish_step(
-        self,
-        response_id: str,
-        ordinal: int,
-        *,
-        status: StepStatus,
-        result: StepResult,
-        usage: Usage | None,
-        error: ErrorInfo | None,
-    ) -> None: ...
+    async def finish_step(self, response_id: str, ordinal: int, outcome: StepOutcome) -> None: ...

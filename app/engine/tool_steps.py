@@ -26,7 +26,7 @@ from app.engine.tools.mcp_errors import (
 from app.engine.tools.registry import ToolRegistry
 from app.shapes import ErrorInfo, Item, StepResult
 from app.statuses import StepKind, StepStatus
-from app.store.responses import StoredResponse
+from app.store.responses import StepOutcome, StoredResponse
 
 
 @dataclass
@@ -92,14 +92,11 @@ class ToolSteps:
                 tools, error = [], str(exc)
             item = {**list_tools_item(server, tools, error), "id": placeholder["id"]}
             status = StepStatus.COMPLETED if error is None else StepStatus.FAILED
-            await self.store.finish_step(
-                stored.id,
-                ordinal,
-                status=status,
-                result={"items": [item]},
-                usage=None,
-                error=None if error is None else {"code": "mcp_error", "message": error},
+            failure: ErrorInfo | None = (
+                None if error is None else {"code": "mcp_error", "message": error}
             )
+            outcome = StepOutcome(status, {"items": [item]}, error=failure)
+            await self.store.finish_step(stored.id, ordinal, outcome)
             state.step_results.append({"items": [item]})
             await emitter.emit(
                 f"response.mcp_list_tools.{status}", item_id=item["id"], output_index=index
@@ -257,6 +254,4 @@ class ToolSteps:
         error: ErrorInfo | None = None,
     ) -> None:
         result: StepResult = {"items": [item] if item is not None else []}
-        await self.store.finish_step(
-            stored.id, ordinal, status=status, result=result, usage=None, error=error
-        )
+        await self.store.finish_step(stored.id, ordinal, StepOutcome(status, result, error=error))

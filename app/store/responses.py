@@ -74,6 +74,28 @@ class StoredStep:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a response ends with: written on its row by `finish`."""
+
+    status: ResponseStatus
+    output: list[Item]
+    usage: Usage | None = None
+    usage_missing: bool = False
+    error: ErrorInfo | None = None
+    incomplete_details: IncompleteDetails | None = None
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a step ends with: written on its row by `finish_step`."""
+
+    status: StepStatus
+    result: StepResult
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
 class NewResponse:
     id: str
     owner: str
@@ -164,26 +186,17 @@ class ResponseStore:
         return await self._one("renew_lease", params) is not None
 
     async def finish(
-        self,
-        response_id: str,
-        *,
-        status: ResponseStatus,
-        output: list[Item],
-        usage: Usage | None,
-        usage_missing: bool = False,
-        error: ErrorInfo | None = None,
-        incomplete_details: IncompleteDetails | None = None,
-        conn: AsyncConnection | None = None,
+        self, response_id: str, outcome: Outcome, conn: AsyncConnection | None = None
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended."""
         params = {
             "id": response_id,
-            "status": status,
-            "output": Jsonb(output),
-            "usage": _json(usage),
-            "usage_missing": usage_missing,
-            "error": _json(error),
-            "incomplete_details": _json(incomplete_details),
+            "status": outcome.status,
+            "output": Jsonb(outcome.output),
+            "usage": _json(outcome.usage),
+            "usage_missing": outcome.usage_missing,
+            "error": _json(outcome.error),
+            "incomplete_details": _json(outcome.incomplete_details),
         }
         row = await self._one("finish_response", params, conn)
         return StoredResponse.from_row(row) if row else None
@@ -207,23 +220,14 @@ class ResponseStore:
         params = {"response_id": response_id, "ordinal": ordinal, "result": Jsonb({"items": items})}
         await self._execute("record_step_items", params)
 
-    async def finish_step(
-        self,
-        response_id: str,
-        ordinal: int,
-        *,
-        status: StepStatus,
-        result: StepResult,
-        usage: Usage | None,
-        error: ErrorInfo | None,
-    ) -> None:
+    async def finish_step(self, response_id: str, ordinal: int, outcome: StepOutcome) -> None:
         params = {
             "response_id": response_id,
             "ordinal": ordinal,
-            "status": status,
-            "result": Jsonb(result),
-            "usage": _json(usage),
-            "error": _json(error),
+            "status": outcome.status,
+            "result": Jsonb(outcome.result),
+            "usage": _json(outcome.usage),
+            "error": _json(outcome.error),
         }
         await self._execute("finish_step", params)
 

@@ -37,9 +37,9 @@ from typing import Any, NoReturn, TypeVar
 from app import ids
 from app.engine.api_side import stored_request
 from app.engine.request import parse_create_request
-from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
+from app.shapes import Item, JsonObject
 from app.statuses import ACTIVE_STATUSES, ResponseStatus, StepKind, StepStatus
-from app.store.responses import StoredResponse, StoredStep
+from app.store.responses import Outcome, StepOutcome, StoredResponse, StoredStep
 
 Row = dict[str, Any]
 _T = TypeVar("_T")
@@ -256,17 +256,7 @@ class MemoryStore:
         await self._round_trip()
         return result
 
-    async def finish(
-        self,
-        response_id: str,
-        *,
-        status: ResponseStatus,
-        output: list[Item],
-        usage: Usage | None,
-        usage_missing: bool = False,
-        error: ErrorInfo | None = None,
-        incomplete_details: IncompleteDetails | None = None,
-    ) -> StoredResponse | None:
+    async def finish(self, response_id: str, outcome: Outcome) -> StoredResponse | None:
         write = self._begin("finish", response_id)
 
         def apply() -> StoredResponse | None:
@@ -275,12 +265,12 @@ class MemoryStore:
                 return None
             now = _now()
             row.update(
-                status=ResponseStatus(status),
-                output=_json(output),
-                usage=_json(usage),
-                usage_missing=usage_missing,
-                error=_json(error),
-                incomplete_details=_json(incomplete_details),
+                status=ResponseStatus(outcome.status),
+                output=_json(outcome.output),
+                usage=_json(outcome.usage),
+                usage_missing=outcome.usage_missing,
+                error=_json(outcome.error),
+                incomplete_details=_json(outcome.incomplete_details),
                 completed_at=now,
                 updated_at=now,
                 lease_owner=None,
@@ -335,26 +325,17 @@ class MemoryStore:
         self._commit(write, apply)
         await self._round_trip()
 
-    async def finish_step(
-        self,
-        response_id: str,
-        ordinal: int,
-        *,
-        status: StepStatus,
-        result: StepResult,
-        usage: Usage | None,
-        error: ErrorInfo | None,
-    ) -> None:
+    async def finish_step(self, response_id: str, ordinal: int, outcome: StepOutcome) -> None:
         write = self._begin("finish_step", response_id, ordinal)
 
         def apply() -> None:
             row = self.step_rows.get((response_id, ordinal))
             if row is not None:
                 row.update(
-                    status=StepStatus(status),
-                    result=_json(result),
-                    usage=_json(usage),
-                    error=_json(error),
+                    status=StepStatus(outcome.status),
+                    result=_json(outcome.result),
+                    usage=_json(outcome.usage),
+                    error=_json(outcome.error),
                     completed_at=_now(),
                 )
 

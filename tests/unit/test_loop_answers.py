@@ -8,6 +8,7 @@ import pytest
 from app.engine.events import DiscardSink, QueueSink
 from app.engine.loop import RunMode
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from app.store.responses import Outcome
 from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness
 from tests.unit.streams import (
@@ -228,9 +229,7 @@ async def test_a_response_that_already_ended_is_not_run(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
     stored = harness.seed({"model": "m", "input": "hi", "background": True}, RunMode.WORKER)
-    cancelled = await harness.store.finish(
-        stored.id, status=ResponseStatus.CANCELLED, output=[], usage=None
-    )
+    cancelled = await harness.store.finish(stored.id, Outcome(ResponseStatus.CANCELLED, []))
     assert cancelled is not None
 
     run = await harness.run(stored, RunMode.WORKER)

@@ -12,6 +12,7 @@ import pytest
 from app.engine.loop import HAND_BACK, RunMode
 from app.engine.run_state import ABANDONED_CODE
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from app.store.responses import Outcome
 from tests.support.memory_store import MemoryStore
 from tests.support.schema import assert_valid_events
 from tests.unit.harness import Harness
@@ -148,9 +149,7 @@ async def test_a_response_ended_elsewhere_keeps_that_ending(
 
     async with harness.started(stored, RunMode.WORKER) as (task, sink):
         await reached(hold.reached)
-        ended = await store.finish(
-            stored.id, status=ResponseStatus.CANCELLED, output=[], usage=None
-        )
+        ended = await store.finish(stored.id, Outcome(ResponseStatus.CANCELLED, []))
         assert ended is not None
         hold.release.set()
         async with asyncio.timeout(WAIT_S):

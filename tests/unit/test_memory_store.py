@@ -6,6 +6,7 @@ import pytest
 
 from app.engine.step_store import StepStore
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from app.store.responses import Outcome, StepOutcome
 from tests.support.memory_store import MemoryStore, ProcessCrash, StoreError
 
 
@@ -51,7 +52,7 @@ async def test_mark_in_progress_only_moves_an_active_response() -> None:
     assert first is not None and again is not None
     assert first.status == ResponseStatus.IN_PROGRESS
     assert again.started_at == first.started_at  # the first start is kept
-    await store.finish(stored.id, status=ResponseStatus.CANCELLED, output=[], usage=None)
+    await store.finish(stored.id, Outcome(ResponseStatus.CANCELLED, []))
     assert await store.mark_in_progress(stored.id) is None
     assert store.response(stored.id).status == ResponseStatus.CANCELLED
 
@@ -60,14 +61,14 @@ async def test_the_first_ending_wins() -> None:
     store = MemoryStore()
     stored = store.seed({"model": "m", "input": "Hi"}, lease_owner="api:1")
 
-    cancelled = await store.finish(
-        stored.id, status=ResponseStatus.CANCELLED, output=[], usage=None
-    )
+    cancelled = await store.finish(stored.id, Outcome(ResponseStatus.CANCELLED, []))
     completed = await store.finish(
         stored.id,
-        status=ResponseStatus.COMPLETED,
-        output=[{"id": "msg_1", "type": "message"}],
-        usage={"input_tokens": 1},
+        Outcome(
+            ResponseStatus.COMPLETED,
+            [{"id": "msg_1", "type": "message"}],
+            usage={"input_tokens": 1},
+        ),
     )
 
     assert cancelled is not None
@@ -102,9 +103,7 @@ async def test_step_items_are_recorded_only_while_the_step_runs() -> None:
 
     await store.record_step_items(stored.id, 0, [{"id": "msg_1"}])
     [running] = await store.steps(stored.id)
-    await store.finish_step(
-        stored.id, 0, status=StepStatus.COMPLETED, result={"items": []}, usage=None, error=None
-    )
+    await store.finish_step(stored.id, 0, StepOutcome(StepStatus.COMPLETED, {"items": []}))
     await store.record_step_items(stored.id, 0, [{"id": "msg_late"}])
     [finished] = await store.steps(stored.id)
 
@@ -118,9 +117,7 @@ async def test_values_are_stored_as_json_not_shared() -> None:
     stored = store.seed({"model": "m", "input": "Hi"})
     output = [{"id": "msg_1", "type": "message", "status": StepStatus.COMPLETED}]
 
-    final = await store.finish(
-        stored.id, status=ResponseStatus.COMPLETED, output=output, usage=None
-    )
+    final = await store.finish(stored.id, Outcome(ResponseStatus.COMPLETED, output))
     output[0]["id"] = "changed by the caller"
     assert final is not None and final.output is not None
     final.output[0]["id"] = "changed by a reader"
@@ -157,7 +154,7 @@ async def test_a_crash_after_the_commit_keeps_that_write() -> None:
     store.crash_at(lambda write: write.name == "finish", committed=True)
 
     with pytest.raises(ProcessCrash):
-        await store.finish(stored.id, status=ResponseStatus.COMPLETED, output=[], usage=None)
+        await store.finish(stored.id, Outcome(ResponseStatus.COMPLETED, []))
 
     assert store.crashed
     restarted = store.restarted()

@@ -9,7 +9,7 @@ from typing import Any
 from app.engine.run_state import ABANDONED, RunState, assemble_output, output_of_steps
 from app.shapes import ErrorInfo, StepResult
 from app.statuses import StepKind, StepStatus
-from app.store.responses import StoredStep
+from app.store.responses import StepOutcome, StoredStep
 from tests.support.memory_store import MemoryStore
 from tests.unit.upstream import TokenUsage
 
@@ -104,10 +104,7 @@ async def stored(*steps: Step) -> list[StoredStep]:
             await store.finish_step(
                 response.id,
                 ordinal,
-                status=step.status,
-                result={"items": step.items},
-                usage=usage,
-                error=step.error,
+                StepOutcome(step.status, {"items": step.items}, usage=usage, error=step.error),
             )
     return await store.steps(response.id)
 
