@@ -37,19 +37,12 @@ class _Pending:
     announced_here: bool  # a function_call_output is new; an mcp_call was announced by the turn
 
 
+@dataclass(frozen=True)
 class ToolSteps:
-    def __init__(
-        self,
-        store: StepStore,
-        registry: ToolRegistry,
-        http: HttpToolRunner,
-        *,
-        mcp_timeout_s: float,
-    ) -> None:
-        self.store = store
-        self.registry = registry
-        self.http = http
-        self.mcp_timeout_s = mcp_timeout_s
+    store: StepStore
+    registry: ToolRegistry
+    http: HttpToolRunner
+    mcp_timeout_s: float
 
     def is_server_side(self, call: Item) -> bool:
         return call["type"] == "mcp_call" or self.registry.get(call["name"]) is not None
