@@ -22,6 +22,15 @@ CONTENT_PART_TYPES = ("input_text", "input_image", "output_text", "refusal")
 ITEM_TYPES = ("message", "function_call", "function_call_output")
 
 
+# Counts beyond this are no limit at all; bounded so they fit every integer column and
+# every upstream's parser.
+MAX_COUNT = 2**31 - 1
+# OpenAI's limits on `metadata`.
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
+
+
 class FunctionToolChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
@@ -67,8 +76,8 @@ class CreateResponseRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    max_tool_calls: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_tool_calls: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     tools: list[JsonObject] | None = None  # as sent; `_check_tools` checks them
     tool_choice: ToolChoiceMode | FunctionToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -312,7 +321,8 @@ def _check_tools(tools: list[JsonObject] | None) -> None:
     labels: set[str] = set()
     for index, tool in enumerate(tools or []):
         where = f"tools[{index}]"
-        check = _TOOL_CHECKS.get(tool.get("type", ""))
+        kind = tool.get("type")
+        check = _TOOL_CHECKS.get(kind) if isinstance(kind, str) else None
         if check is None:
             raise _unsupported(f"{where}.type", tool.get("type"), tuple(_TOOL_CHECKS))
         check(tool, where)
@@ -320,6 +330,35 @@ def _check_tools(tools: list[JsonObject] | None) -> None:
             if tool["server_label"] in labels:
                 raise _invalid(f"{where}.server_label", "Each MCP server needs its own label.")
             labels.add(tool["server_label"])
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > METADATA_MAX_PAIRS:
+        raise _invalid(
+            "metadata",
+            f"Invalid 'metadata': too many properties. Expected an object with at most "
+            f"{METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} "
+            "properties instead.",
+            "object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if len(key) > METADATA_MAX_KEY_CHARS:
+            raise _invalid(
+                "metadata",
+                f"Invalid 'metadata': keys may be at most {METADATA_MAX_KEY_CHARS} characters "
+                f"long, but a key has {len(key)}.",
+                "string_above_max_length",
+            )
+        if len(value) > METADATA_MAX_VALUE_CHARS:
+            raise _invalid(
+                f"metadata.{key}",
+                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
+                f"length {METADATA_MAX_VALUE_CHARS}, but got a string with length {len(value)} "
+                "instead.",
+                "string_above_max_length",
+            )
 
 
 def _check_tool_choice(request: CreateResponseRequest) -> None:
@@ -351,6 +390,7 @@ def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
     if request.text is not None and request.text.format.type == "json_schema":
         if not request.text.format.name or request.text.format.schema_ is None:
             raise _invalid("text.format", "A json_schema format needs 'name' and 'schema'.")
+    _check_metadata(request.metadata)
     _check_tools(request.tools)
     _check_tool_choice(request)
     return request, normalise_input(request.input)

@@ -29,6 +29,9 @@ from app.store.responses import StoredResponse
 
 log = logging.getLogger(__name__)
 
+# As long as any client's keys need to be (a UUID is 36); longer ones are refused, not stored.
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
 
 def _service(request: Request) -> ApiSide:
     service: ApiSide = request.app.state.service
@@ -51,7 +54,7 @@ async def create_response(request: Request) -> Response:
             code="invalid_value",
         )
     service = _service(request)
-    idempotency = Idempotency.of(request.headers.get("idempotency-key"), body)
+    idempotency = Idempotency.of(_idempotency_key(request), body)
     earlier = await service.find_by_idempotency(owner, idempotency)
     if earlier is None:
         try:
@@ -62,6 +65,18 @@ async def create_response(request: Request) -> Response:
             assert earlier is not None
     log.info("idempotent retry", extra={"response_id": earlier.id})
     return await _answer_with(service, earlier, stream=create.stream, settings=settings)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise RequestError(
+            f"Invalid 'Idempotency-Key': at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, "
+            f"got {len(key)}.",
+            param="Idempotency-Key",
+            code="invalid_value",
+        )
+    return key
 
 
 async def _create(request: Request, service: ApiSide, submission: Submission) -> Response:
