@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+
+_WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def new_id(prefix: str) -> str:
@@ -19,3 +22,8 @@ def message_id() -> str:
 
 def function_call_id() -> str:
     return new_id("fc")
+
+
+def is_well_formed(value: str) -> bool:
+    """Whether `value` could be an id of ours (or a client's item id): short, plain ASCII."""
+    return _WELL_FORMED.fullmatch(value) is not None

@@ -266,6 +266,10 @@ class ApiSide:
     # --- showing ---------------------------------------------------------------------
 
     async def get(self, owner: str, response_id: str) -> StoredResponse:
+        if not ids.is_well_formed(response_id):
+            # Not one Ferry could have made (a NUL, 10,000 characters): it names nothing, is
+            # not looked up, and is not echoed back.
+            raise NotFound("No response has that id.", param="response_id")
         stored = await self.store.get(response_id, owner)
         if stored is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")

@@ -227,3 +227,18 @@ def test_no_generated_body_gets_a_5xx(api_url: str, body: dict[str, Any]) -> Non
     stored = httpx.get(f"{api_url}/v1/responses/{reply.json()['id']}", timeout=30)
     assert stored.status_code == 200
     assert stored.json()["status"] in ("completed", "incomplete", "failed")
+
+
+@pytest.mark.parametrize(
+    "response_id", ["resp_%00", "resp_" + "a" * 10_000, "%ED%A0%80", "resp_%F0%9F%98%80"]
+)
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("GET", "/input_items")],
+)
+def test_an_id_ferry_could_not_have_made_is_a_404(
+    api_url: str, method: str, suffix: str, response_id: str
+) -> None:
+    reply = httpx.request(method, f"{api_url}/v1/responses/{response_id}{suffix}", timeout=30)
+    assert reply.status_code == 404, reply.text
+    assert set(reply.json()["error"]) == ENVELOPE_KEYS
