@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(
         default=5.0, gt=0, description="Longest wait for a database connection; then 503."
     )
+    db_run_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a running response waits for a database connection before "
+        "its work stops (a burst queues; it does not fail).",
+    )
 
     upstream_base_url: str = Field(
         default="",

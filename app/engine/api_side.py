@@ -113,18 +113,25 @@ class ApiSide:
 
         Reserves one of this process's inline slots; `run_inline` gives it back.
         """
+        # Checked and taken with no await in between: a burst cannot slip past the limit.
         if self.inline_running >= self.settings.max_inline_per_process:
             raise Busy(
                 "Too many responses are running on this server; retry shortly.", retry_after_s=1
             )
-        await self._check_references(submission)
-        new = self._new_row(
-            submission, status=ResponseStatus.IN_PROGRESS, lease_owner=self.runtime.instance_id
-        )
-        async with self.store.transaction() as conn:
-            stored = await self.store.insert(new, conn)
-            await self._claim(submission, stored.id, conn)
         self.inline_running += 1
+        try:
+            await self._check_references(submission)
+            new = self._new_row(
+                submission,
+                status=ResponseStatus.IN_PROGRESS,
+                lease_owner=self.runtime.instance_id,
+            )
+            async with self.store.transaction() as conn:
+                stored = await self.store.insert(new, conn)
+                await self._claim(submission, stored.id, conn)
+        except BaseException:
+            self.inline_running -= 1
+            raise
         return stored
 
     async def _claim(self, submission: Submission, response_id: str, conn: AsyncConnection) -> None:

@@ -45,7 +45,8 @@ class Runtime:
     # Names this process: the holder of inline leases (API), the procrastinate worker name.
     instance_id: str
     pool: AsyncConnectionPool
-    store: ResponseStore
+    store: ResponseStore  # for requests: a connection within DB_POOL_TIMEOUT_S, or 503
+    run_store: ResponseStore  # for running responses: waits up to DB_RUN_WAIT_S
     job_app: procrastinate.App
     jobs: JobQueue
     notifier: EventNotifier
@@ -76,6 +77,9 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
         notifier = EventNotifier(settings.database_url)
         stack.push_async_callback(notifier.stop)
         store = ResponseStore(pool)
+        # Running work is patient: under a burst its writes queue for a connection rather
+        # than fail the response, while requests still get a quick 503 in an outage.
+        run_store = ResponseStore(pool, wait_s=settings.db_run_wait_s)
         yield Runtime(
             settings=settings,
             role=role,
@@ -86,5 +90,12 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
             jobs=JobQueue(job_app),
             notifier=notifier,
             tools=tools,
-            loop=ResponseLoop(store, upstream, settings, tools=tools, tool_runner=tool_runner),
+            run_store=run_store,
+            loop=ResponseLoop(
+                run_store,
+                upstream,
+                settings,
+                tools=tools,
+                tool_runner=tool_runner,
+            ),
         )

@@ -50,7 +50,9 @@ class WorkerSide:
             if not (stored.background and stored.stream):
                 await loop.run(stored, DiscardSink(), RunMode.WORKER)
                 return
-            sink = EventLogSink(self.store, stored.id, self.settings.event_flush_interval_s)
+            sink = EventLogSink(
+                self.runtime.run_store, stored.id, self.settings.event_flush_interval_s
+            )
             try:
                 next_number = await self._close_cut_items(stored.id, sink)
                 await loop.run(stored, sink, RunMode.WORKER, next_sequence_number=next_number)

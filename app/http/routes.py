@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -25,6 +26,7 @@ from app.http.errors import GatewayTimeout
 from app.http.query import query_bool, query_choice, query_int
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
+from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.responses import StoredResponse
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,12 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
     current_response_id.set(stored.id)
     log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:
-        return _sse(_stream_inline(request, service, stored))
+        # The run starts now, not when the first byte is pulled: the slot it holds is given
+        # back by the run, however early the client goes.
+        sink = QueueSink()
+        task = _start_inline(request, service.run_inline(stored, sink), stored)
+        task.add_done_callback(lambda _: sink.close())
+        return _sse(_stream_inline(service, stored, task, sink))
     final = await service.run_inline(stored, DiscardSink())
     return JSONResponse(await service.present(final))
 
@@ -164,23 +171,30 @@ async def _held_frames(
         yield frame(event)
 
 
-async def _stream_inline(
-    request: Request, service: ApiSide, stored: StoredResponse
-) -> AsyncIterator[bytes]:
-    """Run the loop in its own task and write its events as SSE frames.
-
-    The loop runs in a separate task so that its end-of-run writes do not depend on this
-    generator: when the client goes away, the generator is cancelled, it cancels the loop,
-    and the loop records the response as `cancelled` before stopping.
-    """
-    sink = QueueSink()
-    task = asyncio.create_task(service.run_inline(stored, sink), name=f"inline {stored.id}")
+def _start_inline(
+    request: Request, run: Coroutine[Any, Any, StoredResponse], stored: StoredResponse
+) -> asyncio.Task[StoredResponse]:
+    task = asyncio.create_task(run, name=f"inline {stored.id}")
     inline_tasks: set[asyncio.Task[StoredResponse]] = request.app.state.inline_tasks
     inline_tasks.add(task)
     task.add_done_callback(inline_tasks.discard)
-    task.add_done_callback(lambda _: sink.close())
-    keepalive_s = request.app.state.settings.sse_keepalive_s
+    return task
+
+
+async def _stream_inline(
+    service: ApiSide, stored: StoredResponse, task: asyncio.Task[StoredResponse], sink: QueueSink
+) -> AsyncIterator[bytes]:
+    """Write the events of the run in `task` as SSE frames, always ending with a last one.
+
+    The loop runs in its own task so that its end-of-run writes do not depend on this
+    generator: when the client goes away, the generator is cancelled, it cancels the loop,
+    and the loop records the response as `cancelled` before stopping. A run that stops
+    without a terminal event (it could not reach the database to record one) is followed by
+    an `error` event saying where the response goes on: its lease lapses, a worker takes it.
+    """
+    keepalive_s = service.settings.sse_keepalive_s
     next_number = 0
+    ended = False
     try:
         while True:
             got, event = await wait_or_stop(sink.queue.get(), service.stopping, keepalive_s)
@@ -196,7 +210,10 @@ async def _stream_inline(
             if event is None:
                 break
             next_number = event["sequence_number"] + 1
+            ended = event["type"] in TERMINAL_EVENT_TYPES
             yield frame(event)
+        if not ended:
+            yield _goodbye(stored, next_number, code="server_error")
     finally:
         if not task.done():
             log.info(
@@ -205,13 +222,15 @@ async def _stream_inline(
             task.cancel()
 
 
-def _goodbye(stored: StoredResponse, sequence_number: int) -> bytes:
-    """The last frame of a stream the server closes as it shuts down."""
+def _goodbye(stored: StoredResponse, sequence_number: int, code: str = "server_shutdown") -> bytes:
+    """The last frame of a stream this process cannot carry on: it is shutting down, or the
+    run stopped without recording an ending here."""
+    cause = "is shutting down" if code == "server_shutdown" else "could not finish it"
     message = (
-        "The server is shutting down; the response goes on elsewhere: retrieve it with "
+        f"The server {cause}; the response goes on elsewhere: retrieve it with "
         f"GET /v1/responses/{stored.id}."
     )
-    return frame(error_event(sequence_number, "server_shutdown", message))
+    return frame(error_event(sequence_number, code, message))
 
 
 async def get_response(request: Request) -> Response:

@@ -115,13 +115,15 @@ def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
 
 
 class ResponseStore:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, wait_s: float | None = None) -> None:
+        """`wait_s` bounds each wait for a pooled connection (None: the pool's own timeout)."""
         self.pool = pool
+        self.wait_s = wait_s
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside one transaction: pass it as `conn=` to join several writes."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection(self.wait_s) as conn, conn.transaction():
             yield conn
 
     async def _query(
@@ -135,7 +137,7 @@ class ResponseStore:
             return await _run(conn, name, params, fetch)
 
         async def on_own_connection() -> _T:
-            async with self.pool.connection() as own:
+            async with self.pool.connection(self.wait_s) as own:
                 return await _run(own, name, params, fetch)
 
         # Our queries are short: one whose caller is cancelled (a client gone) finishes
