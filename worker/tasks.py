@@ -10,6 +10,7 @@ from procrastinate import JobContext
 
 from app.config import Settings
 from app.engine.worker_side import WorkerSide
+from app.store.db import DATABASE_OUTAGES
 from app.store.queue import RUN_RESPONSE
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,15 @@ async def apply_retention(context: JobContext, timestamp: int) -> None:
 def build_blueprint(settings: Settings) -> procrastinate.Blueprint:
     """The worker's tasks; schedules and retry limits come from the settings."""
     blueprint = procrastinate.Blueprint()
-    # Retried when cancelled by a shutdown; a dead worker's job is retried by `recover`.
-    retry_on_shutdown = procrastinate.RetryStrategy(
+    # Retried when cancelled by a shutdown or cut off from the database; a dead worker's
+    # job is retried by `recover`, and a response whose job ended anyway is re-queued by it.
+    retry_on_interruption = procrastinate.RetryStrategy(
         max_attempts=settings.max_attempts,
         # procrastinate annotates these as `type[Exception]`, but its worker catches
         # BaseException and matches them with isinstance, so CancelledError works.
-        retry_exceptions=[asyncio.CancelledError],  # type: ignore[list-item]
+        retry_exceptions=[asyncio.CancelledError, *DATABASE_OUTAGES],  # type: ignore[list-item]
     )
-    blueprint.task(name=RUN_RESPONSE, pass_context=True, retry=retry_on_shutdown)(run_response)
+    blueprint.task(name=RUN_RESPONSE, pass_context=True, retry=retry_on_interruption)(run_response)
     every = settings.recovery_interval_s
     blueprint.periodic(cron=f"* * * * * */{every}", periodic_id="recovery")(
         blueprint.task(name="recover", pass_context=True, queueing_lock="ferry-recovery")(recover)

@@ -30,6 +30,7 @@ from app.engine.tools.registry import ToolRegistry
 from app.logs import current_response_id
 from app.shapes import Item, JsonObject, StepResult
 from app.statuses import ResponseStatus, StepKind
+from app.store.db import DATABASE_OUTAGES
 from app.store.responses import Outcome, StepOutcome, StoredResponse
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,12 @@ class ResponseLoop:
         except asyncio.CancelledError as cancelled:
             if not (mode.hands_back_on_cancel or HAND_BACK in cancelled.args):
                 await asyncio.shield(self._finish_cancelled(run))
+            raise
+        except DATABASE_OUTAGES:
+            # Away for longer than DB_RUN_WAIT_S: nothing can be recorded now. The response
+            # stays running; whoever owns it next (its job retried, or, for an inline run,
+            # the worker its lapsed lease is handed to) resumes it from the persisted steps.
+            log.warning("lost the database; leaving the response for another attempt")
             raise
         except Exception:
             log.exception("response loop crashed")

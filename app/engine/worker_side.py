@@ -18,7 +18,7 @@ from app.engine.runtime import Runtime
 from app.logs import current_response_id
 from app.shapes import ErrorInfo
 from app.statuses import ResponseStatus
-from app.store.queue import BACKGROUND_QUEUE, RUN_RESPONSE_TASK
+from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, RUN_RESPONSE_TASK
 from app.store.retention import RetentionReport, apply_retention
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,33 @@ class WorkerSide:
         for response_id in await self.store.lapsed_inline_leases():
             if await self._hand_over(response_id):
                 report["handed_over"] += 1
+        report["requeued"], report["orphans_failed"] = await self._requeue_orphans()
         return report
+
+    async def _requeue_orphans(self) -> tuple[int, int]:
+        """Enforce the invariant that every running response has a live owner: queue a new
+        job for each one that has none (its loop resumes from the persisted steps), or fail
+        it after MAX_ATTEMPTS recoveries. Runs after the steps above, which give most
+        responses back their owner; this catches whatever they do not."""
+        requeued, hopeless = 0, []
+        async with self.store.transaction() as conn:
+            orphans = await self.store.orphaned_responses(self.settings.stall_threshold_s, conn)
+            for orphan in orphans:
+                if orphan.recoveries >= self.settings.max_attempts:
+                    hopeless.append(orphan)
+                    continue
+                await self.store.count_recovery(orphan.id, conn)
+                queue = FLEX_QUEUE if orphan.service_tier == "flex" else BACKGROUND_QUEUE
+                job_id = await self.jobs.defer_response(orphan.id, queue, conn)
+                await self.store.set_job_id(orphan.id, job_id, conn)
+                requeued += 1
+                log.warning(
+                    "queued a response nothing was running", extra={"response_id": orphan.id}
+                )
+        for orphan in hopeless:
+            message = f"nothing was left running it after {orphan.recoveries} recoveries"
+            await self._fail(orphan.id, "orphaned", message)
+        return requeued, len(hopeless)
 
     async def _fail(self, response_id: str, code: str, message: str) -> None:
         stored = await self.store.get_any_owner(response_id)

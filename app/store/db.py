@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.config import Settings
+
+#: What a lost or unreachable database raises: a connection that broke, or none to be had.
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
 async def _configure(conn: AsyncConnection) -> None:

@@ -39,8 +39,10 @@ UPDATE responses
 RETURNING *;
 
 -- name: start_step
+-- Idempotent: tried again after a lost connection, a step that was written stays as it is.
 INSERT INTO response_steps (response_id, ordinal, kind, status, request)
-VALUES (%(response_id)s, %(ordinal)s, %(kind)s, 'in_progress', %(request)s);
+VALUES (%(response_id)s, %(ordinal)s, %(kind)s, 'in_progress', %(request)s)
+ON CONFLICT (response_id, ordinal) DO NOTHING;
 
 -- name: finish_step
 UPDATE response_steps
@@ -136,3 +138,34 @@ UPDATE responses SET lease_owner = NULL, lease_expires_at = NULL, updated_at = n
  WHERE id = %(id)s AND status = 'in_progress' AND lease_owner IS NOT NULL
    AND lease_expires_at < now()
 RETURNING id;
+
+-- name: orphaned_responses
+-- Responses still running that nothing runs any more: no unexpired inline lease, and no job
+-- that waits or is held by a live worker. Every way of losing one (a job that ended while
+-- its response did not, a job deleted by hand, a worker that died between two commits) ends
+-- up here, whatever caused it.
+SELECT r.id, r.recoveries, r.service_tier FROM responses r
+ WHERE r.status IN {{active}}
+   AND NOT (r.lease_owner IS NOT NULL AND r.lease_expires_at >= now())
+   AND NOT EXISTS (
+         SELECT 1 FROM procrastinate_jobs j
+          WHERE j.id = r.job_id
+            AND (j.status = 'todo'
+                 OR (j.status = 'doing'
+                     AND EXISTS (SELECT 1 FROM procrastinate_workers w
+                                  WHERE w.id = j.worker_id
+                                    AND w.last_heartbeat
+                                        > now() - make_interval(secs => %(stall_s)s)))))
+ ORDER BY r.updated_at
+ LIMIT %(limit)s;
+
+-- name: lock_orphan_sweep
+-- One sweep at a time, to the end of its transaction: the next one's reads see the jobs the
+-- last one queued, so no response is ever queued twice.
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: count_recovery
+UPDATE responses
+   SET recoveries = recoveries + 1, lease_owner = NULL, lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = %(id)s;

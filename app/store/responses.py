@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
@@ -20,6 +23,14 @@ from psycopg_pool import AsyncConnectionPool
 from app.shapes import ErrorInfo, Event, IncompleteDetails, Item, JsonObject, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.queries import QUERIES
+
+log = logging.getLogger(__name__)
+
+# An arbitrary constant that names "the orphan sweep" among advisory locks.
+ORPHAN_SWEEP_LOCK_KEY = 0x4645_5252_5902
+# Backoff of a patient store's retries while the database is away.
+_FIRST_RETRY_S = 0.1
+_LONGEST_RETRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class StoredResponse:
     completed_at: datetime | None
     updated_at: datetime
     job_id: int | None = None
+    recoveries: int = 0
 
     @classmethod
     def from_row(cls, row: DictRow) -> StoredResponse:
@@ -71,6 +83,15 @@ class StoredStep:
     @classmethod
     def from_row(cls, row: DictRow) -> StoredStep:
         return cls(**{**row, "kind": StepKind(row["kind"]), "status": StepStatus(row["status"])})
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A running response that nothing runs: no live inline lease, no live job."""
+
+    id: str
+    recoveries: int
+    service_tier: str
 
 
 @dataclass(frozen=True)
@@ -116,9 +137,30 @@ def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
 
 class ResponseStore:
     def __init__(self, pool: AsyncConnectionPool, *, wait_s: float | None = None) -> None:
-        """`wait_s` bounds each wait for a pooled connection (None: the pool's own timeout)."""
+        """With `wait_s`, the store is patient, for running work: it waits that long for a
+        pooled connection, and a query whose connection is lost (Postgres restarting) is
+        tried again on a new one until `wait_s` has passed. Without, a request gets the
+        pool's quick timeout and the first error. Every query a patient store repeats is
+        idempotent: a write that did commit before its answer was lost changes nothing
+        the second time.
+        """
         self.pool = pool
         self.wait_s = wait_s
+
+    async def _patiently(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        if self.wait_s is None:
+            return await attempt()
+        deadline = time.monotonic() + self.wait_s
+        delay = _FIRST_RETRY_S
+        while True:
+            try:
+                return await attempt()
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise
+                log.warning("lost the database; trying again", extra={"error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LONGEST_RETRY_S)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -143,7 +185,7 @@ class ResponseStore:
         # Our queries are short: one whose caller is cancelled (a client gone) finishes
         # anyway. Cancelling it mid-way would make psycopg send the server a cancel request,
         # which can land on the connection's next statement after it is back in the pool.
-        return await asyncio.shield(on_own_connection())
+        return await asyncio.shield(self._patiently(on_own_connection))
 
     async def _one(
         self, name: str, params: dict[str, Any], conn: AsyncConnection | None = None
@@ -248,22 +290,31 @@ class ResponseStore:
         """
         if not events:
             return True
+        if conn is not None:
+            return await self._append_events(response_id, events, conn)
+
+        async def in_own_transaction() -> bool:
+            async with self.transaction() as own:
+                return await self._append_events(response_id, events, own)
+
+        return await self._patiently(in_own_transaction)
+
+    async def _append_events(
+        self, response_id: str, events: list[Event], conn: AsyncConnection
+    ) -> bool:
         rows = [
             {"sequence_number": e["sequence_number"], "type": e["type"], "data": e} for e in events
         ]
-        async with contextlib.AsyncExitStack() as stack:
-            if conn is None:
-                conn = await stack.enter_async_context(self.transaction())
-            if await self._one("lock_response", {"id": response_id}, conn) is None:
-                return False
-            closed = await self._one("log_is_closed", {"response_id": response_id}, conn)
-            if closed and closed["closed"]:
-                return False
-            await self._execute(
-                "append_events", {"response_id": response_id, "events": Jsonb(rows)}, conn
-            )
-            payload = f"{response_id}:{events[-1]['sequence_number']}"
-            await self._execute("notify_events", {"payload": payload}, conn)
+        if await self._one("lock_response", {"id": response_id}, conn) is None:
+            return False
+        closed = await self._one("log_is_closed", {"response_id": response_id}, conn)
+        if closed and closed["closed"]:
+            return False
+        await self._execute(
+            "append_events", {"response_id": response_id, "events": Jsonb(rows)}, conn
+        )
+        payload = f"{response_id}:{events[-1]['sequence_number']}"
+        await self._execute("notify_events", {"payload": payload}, conn)
         return True
 
     async def last_sequence_number(
@@ -318,6 +369,20 @@ class ResponseStore:
     async def take_over_lease(self, response_id: str, conn: AsyncConnection) -> bool:
         """Clear a lapsed lease in the caller's transaction; False if it is not lapsed now."""
         return await self._one("take_over_lease", {"id": response_id}, conn) is not None
+
+    async def orphaned_responses(
+        self, stall_s: float, conn: AsyncConnection, limit: int = 100
+    ) -> list[Orphan]:
+        """Running responses nothing runs, with the sweep's lock held (see `recover`)."""
+        await self._one("lock_orphan_sweep", {"key": ORPHAN_SWEEP_LOCK_KEY}, conn)
+        params = {"stall_s": stall_s, "limit": limit}
+        rows = await self._all("orphaned_responses", params, conn)
+        return [Orphan(r["id"], int(r["recoveries"]), r["service_tier"]) for r in rows]
+
+    async def count_recovery(self, response_id: str, conn: AsyncConnection) -> None:
+        """One more recovery of the response, in the caller's transaction; a lapsed lease
+        goes with it (the response is queued now)."""
+        await self._execute("count_recovery", {"id": response_id}, conn)
 
     async def queue_depth(self, queue: str) -> int:
         row = await self._one("queue_depth", {"queue": queue})
