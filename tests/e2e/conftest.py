@@ -26,14 +26,7 @@ from tests.fakes.upstream import create_app as create_fake_upstream
 from tests.support.clients import sdk_client
 from tests.support.database import ADMIN_URL, migrated_scratch_database
 from tests.support.mcp_server import McpTestServer, run_mcp_server
-from tests.support.processes import (
-    STARTUP_TIMEOUT_S,
-    Command,
-    command_env,
-    free_port,
-    run_command,
-    wait_until_healthy,
-)
+from tests.support.processes import Command, command_env, running_api_process, running_worker
 from tests.support.servers import running_api, serve
 from tests.support.settings import SUITE_TUNING, as_environment
 from tests.support.tool_server import ToolServer, tools_toml
@@ -155,18 +148,12 @@ def service_env(suite_settings: dict[str, Any]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def worker(service_env: dict[str, str]) -> Iterator[Command]:
     """A real worker process (`python -m worker`) running background and flex jobs."""
-    env = service_env
-    with run_command("-m", "worker", "--concurrency", "4", env=env) as process:
-        process.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
+    with running_worker(service_env, concurrency=4) as process:
         yield process
 
 
 @pytest.fixture(scope="session")
 def second_api_url(service_env: dict[str, str]) -> Iterator[str]:
     """Another API, as its own process (`python -m app serve`) on the same database."""
-    port = free_port()
-    env = service_env
-    with run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=env) as api:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(api, url)
+    with running_api_process(service_env, "--no-migrate") as (_, url):
         yield url

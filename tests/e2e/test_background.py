@@ -6,6 +6,7 @@ API runs as its own process on the same database.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from typing import Any
 
@@ -86,14 +87,10 @@ def test_resume_after_disconnect_gives_exactly_the_rest(
     client: openai.OpenAI, api_url: str
 ) -> None:
     words = " ".join(f"w{i}" for i in range(12))
-    seen: list[Any] = []
     with client.responses.create(
         model="demo", input=f"{words} [[delay:60]]", background=True, stream=True
     ) as stream:
-        for event in stream:
-            seen.append(event)
-            if len(seen) == 6:
-                break  # disconnect mid-run
+        seen = list(itertools.islice(stream, 6))  # then disconnect, mid-run
     response_id = seen[0].response.id
     k = len(seen)
 
@@ -107,14 +104,10 @@ def test_resume_after_disconnect_gives_exactly_the_rest(
 
 
 def test_resume_through_a_second_api_process(client: openai.OpenAI, second_api_url: str) -> None:
-    first = []
     with client.responses.create(
         model="demo", input="one two three [[delay:50]]", background=True, stream=True
     ) as stream:
-        for event in stream:
-            first.append(event.to_dict(mode="json"))
-            if len(first) == 4:
-                break
+        first = [event.to_dict(mode="json") for event in itertools.islice(stream, 4)]
 
     rest = replay(second_api_url, first[0]["response"]["id"], after=3)
     combined = first + rest

@@ -21,23 +21,30 @@ from tests.support.waiting import wait_for
 SLOW = " ".join(f"w{i}" for i in range(40)) + " [[delay:150]]"
 
 
+def running_slowly(client: openai.OpenAI, upstream_url: str, marker: str) -> str:
+    """Create a background response whose answer streams slowly, and wait until a worker
+    has the upstream stream (found by `marker`) open: the response's id."""
+    queued = client.responses.create(model="demo", input=f"{marker} {SLOW}", background=True)
+    wait_for(lambda: stream_state(upstream_url, marker) == "open")
+    return queued.id
+
+
 @pytest.mark.usefixtures("worker")
 def test_cancel_running_stops_the_upstream_call_and_is_idempotent(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
-    queued = client.responses.create(model="demo", input=f"cancel-running {SLOW}", background=True)
-    wait_for(lambda: stream_state(upstream_url, "cancel-running") == "open")
+    response_id = running_slowly(client, upstream_url, "cancel-running")
 
-    raw = client.responses.with_raw_response.cancel(queued.id)
+    raw = client.responses.with_raw_response.cancel(response_id)
     assert_valid_response(raw.http_response.json())
     cancelled = raw.parse()
     assert cancelled.status == "cancelled"
     assert stream_end(upstream_url, "cancel-running") == "abandoned"
 
-    again = client.responses.cancel(queued.id)
+    again = client.responses.cancel(response_id)
     assert again.status == "cancelled"
     assert again.output == cancelled.output
-    assert client.responses.retrieve(queued.id).status == "cancelled"
+    assert client.responses.retrieve(response_id).status == "cancelled"
 
 
 @pytest.mark.usefixtures("worker")
@@ -51,8 +58,7 @@ def test_cancelled_stream_ends_with_a_terminal_event(client: openai.OpenAI, api_
             if event.type == "response.output_text.delta":
                 client.responses.cancel(events[0].response.id)
                 break
-        for event in stream:
-            events.append(event)
+        events.extend(stream)  # the rest, up to the end the cancel made
 
     # Not one of the SDK's typed events: it hands the payload over as parsed JSON.
     assert events[-1].type == "response.cancelled"
@@ -140,12 +146,11 @@ def test_delete_removes_the_response_its_steps_and_events(
 def test_delete_of_a_running_response_stops_it_first(
     client: openai.OpenAI, upstream_url: str
 ) -> None:
-    queued = client.responses.create(model="demo", input=f"delete-running {SLOW}", background=True)
-    wait_for(lambda: stream_state(upstream_url, "delete-running") == "open")
-    client.responses.delete(queued.id)
+    response_id = running_slowly(client, upstream_url, "delete-running")
+    client.responses.delete(response_id)
     assert stream_end(upstream_url, "delete-running") == "abandoned"
     with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(queued.id)
+        client.responses.retrieve(response_id)
 
 
 def test_previous_response_must_have_ended(idle_api: tuple[str, str]) -> None:

@@ -32,8 +32,8 @@ from tests.support.processes import (
     port_is_bindable,
     refuses_connections,
     run_command,
+    running_api_process,
     wait_for_group_to_empty,
-    wait_until_healthy,
 )
 
 EXIT_TIMEOUT_S = 20.0
@@ -121,9 +121,7 @@ def test_serve_answers_then_stops_cleanly_on_a_signal(
         UPSTREAM_BASE_URL=upstream_url,
         UPSTREAM_API_KEY=UPSTREAM_SECRET,
     )
-    with run_command("-m", "app", "serve", "--port", str(port), "--no-migrate", env=env) as api:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(api, base_url)
+    with running_api_process(env, "--no-migrate", port=port) as (api, base_url):
         assert_says_hello(base_url)
 
         api.popen.send_signal(signum)
@@ -142,12 +140,8 @@ def test_serve_answers_then_stops_cleanly_on_a_signal(
 
 
 def test_serve_with_api_keys_requires_a_key(database_url: str, upstream_url: str) -> None:
-    port = free_port()
     env = command_env(DATABASE_URL=database_url, UPSTREAM_BASE_URL=upstream_url, API_KEYS=API_KEY)
-    with run_command("-m", "app", "serve", "--port", str(port), "--no-migrate", env=env) as api:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(api, base_url)
-
+    with running_api_process(env, "--no-migrate") as (api, base_url):
         anonymous = httpx.post(
             f"{base_url}/v1/responses", json={"model": "demo", "input": "hi"}, timeout=30.0
         )
@@ -173,9 +167,7 @@ def test_serve_migrates_unless_told_not_to(postgres_admin_url: str, upstream_url
     with scratch_database(postgres_admin_url) as url:
         env = command_env(DATABASE_URL=url, UPSTREAM_BASE_URL=upstream_url)
         for flags in (["--no-migrate"], []):
-            port = free_port()
-            with run_command("-m", "app", "serve", "--port", str(port), *flags, env=env) as api:
-                wait_until_healthy(api, f"http://127.0.0.1:{port}")
+            with running_api_process(env, *flags) as (api, _):
                 if flags:
                     assert not table_exists(url, "ferry_migrations"), "migrated despite the flag"
                 else:

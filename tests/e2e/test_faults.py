@@ -30,14 +30,7 @@ from starlette.routing import Route
 
 from app.config import Settings
 from tests.support.database import migrated_scratch_database
-from tests.support.processes import (
-    STARTUP_TIMEOUT_S,
-    Command,
-    command_env,
-    free_port,
-    run_command,
-    wait_until_healthy,
-)
+from tests.support.processes import Command, command_env, running_api_process, running_worker
 from tests.support.servers import running_api, serve
 from tests.support.sse import iter_frames
 from tests.support.waiting import wait_for
@@ -50,6 +43,9 @@ RECOVERY_TIMEOUT_S = 60.0
 # before the kill lands, leaving nothing to cut. The points in between cut the same item at
 # other lengths, which exercises nothing these three do not.
 KILL_AFTER_DELTAS = (1, 5, 10)
+
+Event = dict[str, Any]
+Frames = Iterator[tuple[str | None, Event]]
 
 
 @dataclass
@@ -96,11 +92,7 @@ class Faults:
     workers: list[Command] = field(default_factory=list)
 
     def start_worker(self, stack: contextlib.ExitStack, **env: str) -> Command:
-        worker = stack.enter_context(
-            run_command("-m", "worker", "--concurrency", "2", env={**self.env, **env})
-        )
-        worker.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
-        return worker
+        return stack.enter_context(running_worker({**self.env, **env}, concurrency=2))
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +139,13 @@ def kill(process: Command) -> None:
     process.popen.wait(timeout=10)
 
 
-def stream_background(
-    stack: contextlib.ExitStack, api_url: str, text: str
-) -> Iterator[tuple[str | None, dict[str, Any]]]:
+def stop_with_sigterm(worker: Command) -> None:
+    """Ask the worker to shut down, and see it exit cleanly."""
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.wait_exit(20) == 0, worker.describe()
+
+
+def stream_background(stack: contextlib.ExitStack, api_url: str, text: str) -> Frames:
     """POST a background stream; its frames, read as they come (closed with the stack)."""
     body = {"model": "demo", "input": text, "background": True, "stream": True}
     response = stack.enter_context(
@@ -157,6 +153,73 @@ def stream_background(
     )
     assert response.status_code == 200
     return iter_frames(response)
+
+
+def up_to_delta(count: int) -> Callable[[Frames], list[Event]]:
+    """Read the events up to the `count`-th text delta."""
+
+    def read(frames: Frames) -> list[Event]:
+        events = []
+        for _, event in frames:
+            events.append(event)
+            if sum(e["type"] == "response.output_text.delta" for e in events) == count:
+                break
+        return events
+
+    return read
+
+
+def waiting_for_the_tool_call(tool: GatedTool) -> Callable[[Frames], list[Event]]:
+    """Read no events: wait until the tool call has arrived (its answer waits for the gate)."""
+
+    def wait(frames: Frames) -> list[Event]:
+        wait_for(tool.arrived.is_set, timeout_s=RECOVERY_TIMEOUT_S, what="the tool call")
+        return []
+
+    return wait
+
+
+def kill_then_answer(tool: GatedTool) -> Callable[[Command], None]:
+    """Kill the worker waiting for the tool's answer, then open the gate: the dead worker
+    never hears the answer, and the next one's call is answered at once."""
+
+    def stop(worker: Command) -> None:
+        kill(worker)
+        tool.gate.set()
+
+    return stop
+
+
+def stream_across_a_worker_stop(
+    faults: Faults,
+    text: str,
+    *,
+    read_first: Callable[[Frames], list[Event]],
+    stop: Callable[[Command], None],
+) -> list[Event]:
+    """A background stream of `text` whose worker is stopped midway: read its first events
+    with `read_first`, stop that worker with `stop`, start another, and read to the end.
+    Every event the stream carried, in order."""
+    with contextlib.ExitStack() as stack:
+        worker = faults.start_worker(stack)
+        frames = stream_background(stack, faults.api_url, text)
+        events = read_first(frames)
+        stop(worker)
+        faults.start_worker(stack)
+        events.extend(event for _, event in frames)
+    return events
+
+
+def stream_with_a_tool_call_cut_off(faults: Faults, text: str) -> list[Event]:
+    """`stream_across_a_worker_stop` where the worker is killed while the call to the gated
+    tool that `text` asks for waits for its answer."""
+    faults.tool.reset()
+    return stream_across_a_worker_stop(
+        faults,
+        text,
+        read_first=waiting_for_the_tool_call(faults.tool),
+        stop=kill_then_answer(faults.tool),
+    )
 
 
 def assert_gapless(events: list[dict[str, Any]]) -> None:
@@ -181,18 +244,9 @@ def assert_cut_items_closed_before_new_ones(events: list[dict[str, Any]]) -> Non
 def test_worker_killed_during_a_model_turn(faults: Faults, kill_after: int) -> None:
     marker = f"turn-{kill_after}-{secrets.token_hex(3)}"
     words = " ".join(f"w{i}" for i in range(14))
-    with contextlib.ExitStack() as stack:
-        worker = faults.start_worker(stack)
-        frames = stream_background(stack, faults.api_url, f"{marker} {words} [[delay:60]]")
-        events = []
-        for _, event in frames:
-            events.append(event)
-            deltas = sum(e["type"] == "response.output_text.delta" for e in events)
-            if deltas == kill_after:
-                break
-        kill(worker)
-        faults.start_worker(stack)
-        events.extend(event for _, event in frames)
+    events = stream_across_a_worker_stop(
+        faults, f"{marker} {words} [[delay:60]]", read_first=up_to_delta(kill_after), stop=kill
+    )
 
     assert_gapless(events)
     assert events[-1]["type"] == "response.completed"
@@ -209,17 +263,8 @@ def test_worker_killed_during_a_model_turn(faults: Faults, kill_after: int) -> N
 
 
 def test_worker_killed_during_a_tool_call(faults: Faults) -> None:
-    faults.tool.reset()
     marker = f"tool-{secrets.token_hex(3)}"
-    with contextlib.ExitStack() as stack:
-        worker = faults.start_worker(stack)
-        frames = stream_background(stack, faults.api_url, f'{marker} [[call:pay {{"n": 7}}]]')
-        events = []
-        wait_for(faults.tool.arrived.is_set, timeout_s=RECOVERY_TIMEOUT_S, what="the tool call")
-        kill(worker)
-        faults.tool.gate.set()
-        faults.start_worker(stack)
-        events.extend(event for _, event in frames)
+    events = stream_with_a_tool_call_cut_off(faults, f'{marker} [[call:pay {{"n": 7}}]]')
 
     assert_gapless(events)
     assert events[-1]["type"] == "response.completed"
@@ -241,18 +286,8 @@ def test_worker_killed_during_a_tool_call(faults: Faults) -> None:
 
 
 def test_unsafe_tool_cut_off_ends_step_abandoned(faults: Faults) -> None:
-    faults.tool.reset()
     marker = f"unsafe-{secrets.token_hex(3)}"
-    with contextlib.ExitStack() as stack:
-        worker = faults.start_worker(stack)
-        frames = stream_background(
-            stack, faults.api_url, f'{marker} [[call:pay_unsafe {{"n": 1}}]]'
-        )
-        wait_for(faults.tool.arrived.is_set, timeout_s=RECOVERY_TIMEOUT_S, what="the tool call")
-        kill(worker)
-        faults.tool.gate.set()
-        faults.start_worker(stack)
-        events = [event for _, event in frames]
+    events = stream_with_a_tool_call_cut_off(faults, f'{marker} [[call:pay_unsafe {{"n": 1}}]]')
 
     assert events[-1]["type"] == "response.failed"
     final = events[-1]["response"]
@@ -265,17 +300,11 @@ def test_unsafe_tool_cut_off_ends_step_abandoned(faults: Faults) -> None:
 def test_api_killed_mid_stream_hands_the_response_to_a_worker(faults: Faults) -> None:
     marker = f"handoff-{secrets.token_hex(3)}"
     words = " ".join(f"w{i}" for i in range(12))
-    port = free_port()
     with contextlib.ExitStack() as stack:
         faults.start_worker(stack)
-        api = stack.enter_context(
-            run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=faults.env)
-        )
-        wait_until_healthy(api, f"http://127.0.0.1:{port}")
+        api, api_url = stack.enter_context(running_api_process(faults.env, "--no-migrate"))
         body = {"model": "demo", "input": f"{marker} {words} [[delay:80]]", "stream": True}
-        with httpx.stream(
-            "POST", f"http://127.0.0.1:{port}/v1/responses", json=body, timeout=30
-        ) as response:
+        with httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=30) as response:
             for _, event in iter_frames(response):
                 if event["type"] == "response.created":
                     response_id = event["response"]["id"]
@@ -296,18 +325,12 @@ def test_api_killed_mid_stream_hands_the_response_to_a_worker(faults: Faults) ->
 def test_worker_sigterm_hands_running_work_back(faults: Faults) -> None:
     marker = f"shutdown-{secrets.token_hex(3)}"
     words = " ".join(f"w{i}" for i in range(20))
-    with contextlib.ExitStack() as stack:
-        worker = faults.start_worker(stack)
-        frames = stream_background(stack, faults.api_url, f"{marker} {words} [[delay:80]]")
-        events = []
-        for _, event in frames:
-            events.append(event)
-            if event["type"] == "response.output_text.delta":
-                break
-        worker.popen.send_signal(signal.SIGTERM)
-        assert worker.wait_exit(20) == 0, worker.describe()
-        faults.start_worker(stack)
-        events.extend(event for _, event in frames)
+    events = stream_across_a_worker_stop(
+        faults,
+        f"{marker} {words} [[delay:80]]",
+        read_first=up_to_delta(1),
+        stop=stop_with_sigterm,
+    )
 
     assert_gapless(events)
     assert events[-1]["type"] == "response.completed"

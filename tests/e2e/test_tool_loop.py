@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.fakes.upstream.spy import requests_mentioning
+from tests.support.event_types import MCP_EVENTS
 from tests.support.mcp_server import McpTestServer
 from tests.support.settings import TEST_MAX_MODEL_TURNS
 from tests.support.tool_server import ToolServer
@@ -52,9 +54,18 @@ def create(client: openai.OpenAI, mode: str, **params: Any) -> tuple[dict[str, A
     return final, events
 
 
-def unique(text: str) -> str:
-    """Prompts differ per test, so the demo's deterministic call ids do too."""
-    return f"{text} ({secrets.token_hex(4)})"
+Ask = Callable[..., tuple[dict[str, Any], list[Any]]]
+
+
+@pytest.fixture
+def ask(client: openai.OpenAI, mode: str) -> Ask:
+    """`create` in this test's mode, with a prompt no other test sends (so the demo's
+    deterministic call ids differ per test too)."""
+
+    def ask_once(prompt: str, **params: Any) -> tuple[dict[str, Any], list[Any]]:
+        return create(client, mode, input=f"{prompt} ({secrets.token_hex(4)})", **params)
+
+    return ask_once
 
 
 def types(output: list[dict[str, Any]]) -> list[str]:
@@ -74,14 +85,9 @@ def assert_each_call_seen_once(server: ToolServer, final: dict[str, Any]) -> Non
 
 
 def test_two_turn_server_tool_loop(
-    client: openai.OpenAI,
-    tool_server: ToolServer,
-    db: psycopg.Connection[dict[str, Any]],
-    mode: str,
+    ask: Ask, tool_server: ToolServer, db: psycopg.Connection[dict[str, Any]]
 ) -> None:
-    final, events = create(
-        client, mode, input=unique('Weather? [[call:lookup_weather {"city": "Oslo"}]]')
-    )
+    final, events = ask('Weather? [[call:lookup_weather {"city": "Oslo"}]]')
 
     assert final["status"] == "completed"
     assert types(final["output"]) == ["function_call", "function_call_output", "message"]
@@ -108,14 +114,8 @@ def test_two_turn_server_tool_loop(
         assert added == done == ["function_call", "function_call_output", "message"]
 
 
-def test_parallel_server_tool_turn(
-    client: openai.OpenAI, tool_server: ToolServer, mode: str
-) -> None:
-    final, _ = create(
-        client,
-        mode,
-        input=unique('[[call:lookup_weather {"city": "Rome"}]] [[call:current_time]]'),
-    )
+def test_parallel_server_tool_turn(ask: Ask, tool_server: ToolServer) -> None:
+    final, _ = ask('[[call:lookup_weather {"city": "Rome"}]] [[call:current_time]]')
     assert final["status"] == "completed"
     assert types(final["output"]) == [
         "function_call",
@@ -160,15 +160,8 @@ def test_client_function_call_round_trip(
     assert messages[2]["tool_call_id"] == call["call_id"]
 
 
-def test_mixed_turn_goes_back_to_the_client(
-    client: openai.OpenAI, tool_server: ToolServer, mode: str
-) -> None:
-    final, _ = create(
-        client,
-        mode,
-        input=unique("[[call:lookup_weather]] [[call:client_fn]]"),
-        tools=[CLIENT_TOOL],
-    )
+def test_mixed_turn_goes_back_to_the_client(ask: Ask, tool_server: ToolServer) -> None:
+    final, _ = ask("[[call:lookup_weather]] [[call:client_fn]]", tools=[CLIENT_TOOL])
     assert final["status"] == "completed"
     assert [item["name"] for item in final["output"]] == ["lookup_weather", "client_fn"]
     assert tool_server.calls_for(final["id"]) == []
@@ -179,9 +172,9 @@ def test_mixed_turn_goes_back_to_the_client(
     [("broken_tool", "returned HTTP 500: kaput"), ("slow_tool", "timed out after 0.3s")],
 )
 def test_failing_tool_is_an_error_the_model_sees(
-    client: openai.OpenAI, tool_server: ToolServer, mode: str, tool: str, error: str
+    ask: Ask, tool_server: ToolServer, tool: str, error: str
 ) -> None:
-    final, _ = create(client, mode, input=unique(f"[[call:{tool}]]"))
+    final, _ = ask(f"[[call:{tool}]]")
     assert final["status"] == "completed"
     output = json.loads(final["output"][1]["output"])
     assert error in output["error"]
@@ -189,15 +182,8 @@ def test_failing_tool_is_an_error_the_model_sees(
     assert_each_call_seen_once(tool_server, final)
 
 
-def test_max_tool_calls_ends_incomplete(
-    client: openai.OpenAI, tool_server: ToolServer, mode: str
-) -> None:
-    final, _ = create(
-        client,
-        mode,
-        input=unique("[[call:current_time]] [[call:lookup_weather]]"),
-        max_tool_calls=1,
-    )
+def test_max_tool_calls_ends_incomplete(ask: Ask, tool_server: ToolServer) -> None:
+    final, _ = ask("[[call:current_time]] [[call:lookup_weather]]", max_tool_calls=1)
     assert final["status"] == "incomplete"
     assert final["incomplete_details"] == {"reason": "max_tool_calls"}
     [seen] = tool_server.calls_for(final["id"])
@@ -207,12 +193,8 @@ def test_max_tool_calls_ends_incomplete(
     assert "max_tool_calls" in outputs[1]["output"]
 
 
-def test_turn_limit_ends_incomplete(
-    client: openai.OpenAI, tool_server: ToolServer, mode: str
-) -> None:
-    final, _ = create(
-        client, mode, input=unique("[[call:current_time]] [[then-call:current_time]]")
-    )
+def test_turn_limit_ends_incomplete(ask: Ask, tool_server: ToolServer) -> None:
+    final, _ = ask("[[call:current_time]] [[then-call:current_time]]")
     assert final["status"] == "incomplete"
     assert final["incomplete_details"] == {"reason": "max_turns"}
     assert len(tool_server.calls_for(final["id"])) == TEST_MAX_MODEL_TURNS
@@ -229,12 +211,10 @@ def mcp_tool(server: McpTestServer, **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_mcp_round_trip(client: openai.OpenAI, mcp_server: McpTestServer, mode: str) -> None:
+def test_mcp_round_trip(ask: Ask, mcp_server: McpTestServer) -> None:
     a, b = secrets.randbelow(1000), secrets.randbelow(1000)
-    final, events = create(
-        client,
-        mode,
-        input=unique(f'[[call:add {{"a": {a}, "b": {b}}}]]'),
+    final, events = ask(
+        f'[[call:add {{"a": {a}, "b": {b}}}]]',
         tools=[mcp_tool(mcp_server, allowed_tools=["add", "echo"])],
     )
     assert final["status"] == "completed"
@@ -251,27 +231,14 @@ def test_mcp_round_trip(client: openai.OpenAI, mcp_server: McpTestServer, mode: 
     assert len(mcp_server.calls_matching("add", {"a": a, "b": b})) == 1
     if events:
         kinds = [e["type"] for e in events]
-        for expected in (
-            "response.mcp_list_tools.in_progress",
-            "response.mcp_list_tools.completed",
-            "response.mcp_call_arguments.done",
-            "response.mcp_call.in_progress",
-            "response.mcp_call.completed",
-        ):
+        for expected in MCP_EVENTS:
             assert expected in kinds
         done = [e for e in events if e["type"] == "response.output_item.done"]
         assert [e["output_index"] for e in done] == [0, 1, 2]
 
 
-def test_mcp_tool_error_is_seen_by_the_model(
-    client: openai.OpenAI, mcp_server: McpTestServer, mode: str
-) -> None:
-    final, _ = create(
-        client,
-        mode,
-        input=unique('[[call:fail {"reason": "out of paper"}]]'),
-        tools=[mcp_tool(mcp_server)],
-    )
+def test_mcp_tool_error_is_seen_by_the_model(ask: Ask, mcp_server: McpTestServer) -> None:
+    final, _ = ask('[[call:fail {"reason": "out of paper"}]]', tools=[mcp_tool(mcp_server)])
     call = final["output"][1]
     assert call["status"] == "failed"
     assert call["error"]["type"] == "mcp_tool_execution_error"
@@ -279,10 +246,8 @@ def test_mcp_tool_error_is_seen_by_the_model(
     assert "out of paper" in text_of(final["output"])
 
 
-def test_every_step_is_persisted(
-    client: openai.OpenAI, db: psycopg.Connection[dict[str, Any]], mode: str
-) -> None:
-    final, _ = create(client, mode, input=unique("[[call:current_time]] [[call:lookup_weather]]"))
+def test_every_step_is_persisted(ask: Ask, db: psycopg.Connection[dict[str, Any]]) -> None:
+    final, _ = ask("[[call:current_time]] [[call:lookup_weather]]")
     steps = db.execute(
         "SELECT kind, status, completed_at IS NOT NULL AS ended FROM response_steps"
         " WHERE response_id = %s ORDER BY ordinal",

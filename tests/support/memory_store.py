@@ -21,7 +21,7 @@ next attempt to resume from.
 
     store = MemoryStore()
     stored = store.seed({"model": "m", "input": "Hi"})
-    store.crash_at(lambda write: write.name == "finish_step")
+    store.crash_at(at_write("finish_step"))
 """
 
 from __future__ import annotations
@@ -67,6 +67,20 @@ class Write:
     ordinal: int | None = None
 
 
+def at_write(name: str, ordinal: int | None = None) -> Callable[[Write], bool]:
+    """For `crash_at`: the first write by store method `name` (to step `ordinal`, if given)."""
+
+    def at(write: Write) -> bool:
+        return write.name == name and (ordinal is None or write.ordinal == ordinal)
+
+    return at
+
+
+def at_number(number: int) -> Callable[[Write], bool]:
+    """For `crash_at`: the write numbered `number`."""
+    return lambda write: write.number == number
+
+
 def _json(value: Any) -> Any:
     """`value` as it reads back from a `jsonb` column."""
     return None if value is None else json.loads(json.dumps(value))
@@ -77,48 +91,6 @@ _LEASE = timedelta(seconds=30)  # a live inline lease, as the API process holds 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def stored_response(
-    body: Mapping[str, Any],
-    *,
-    status: ResponseStatus = ResponseStatus.QUEUED,
-    owner: str = "",
-    response_id: str | None = None,
-    lease_owner: str | None = None,
-) -> StoredResponse:
-    """The row the API side would insert for a create request `body`.
-
-    The body is validated and normalised as POST /v1/responses does it (`parse_create_request`,
-    then `stored_request`), so `request["input"]` holds the normalised items with their ids.
-    `status` is `queued` for deferred work and `in_progress` for an inline run.
-    """
-    request, items = parse_create_request(dict(body))
-    now = _now()
-    row: Row = {
-        "id": response_id or ids.response_id(),
-        "owner": owner,
-        "status": status,
-        "request": _json(stored_request(request, items)),
-        "model": request.model,
-        "service_tier": request.service_tier or "auto",
-        "background": request.background,
-        "stream": request.stream,
-        "previous_response_id": request.previous_response_id,
-        "output": None,
-        "usage": None,
-        "usage_missing": False,
-        "error": None,
-        "incomplete_details": None,
-        "lease_owner": lease_owner,
-        "lease_expires_at": now + _LEASE if lease_owner is not None else None,
-        "created_at": now,
-        "started_at": None,
-        "completed_at": None,
-        "updated_at": now,
-        "job_id": None,
-    }
-    return StoredResponse.from_row(row)
 
 
 @dataclass
@@ -149,16 +121,39 @@ class MemoryStore:
         response_id: str | None = None,
         lease_owner: str | None = None,
     ) -> StoredResponse:
-        """Insert the row of a create request `body` (see `stored_response`) and return it."""
-        return self.insert(
-            stored_response(
-                body,
-                status=status,
-                owner=owner,
-                response_id=response_id,
-                lease_owner=lease_owner,
-            )
-        )
+        """Insert the row the API side would insert for a create request `body`, and return it.
+
+        The body is validated and normalised as POST /v1/responses does it
+        (`parse_create_request`, then `stored_request`), so `request["input"]` holds the
+        normalised items with their ids. `status` is `queued` for deferred work and
+        `in_progress` for an inline run.
+        """
+        request, items = parse_create_request(dict(body))
+        now = _now()
+        row: Row = {
+            "id": response_id or ids.response_id(),
+            "owner": owner,
+            "status": status,
+            "request": _json(stored_request(request, items)),
+            "model": request.model,
+            "service_tier": request.service_tier or "auto",
+            "background": request.background,
+            "stream": request.stream,
+            "previous_response_id": request.previous_response_id,
+            "output": None,
+            "usage": None,
+            "usage_missing": False,
+            "error": None,
+            "incomplete_details": None,
+            "lease_owner": lease_owner,
+            "lease_expires_at": now + _LEASE if lease_owner is not None else None,
+            "created_at": now,
+            "started_at": None,
+            "completed_at": None,
+            "updated_at": now,
+            "job_id": None,
+        }
+        return self.insert(StoredResponse.from_row(row))
 
     def insert(self, stored: StoredResponse) -> StoredResponse:
         if stored.id in self.responses:
@@ -194,21 +189,37 @@ class MemoryStore:
         assert self._crashed is not None, "the store has not crashed"
         return copy.deepcopy(self._crashed)
 
-    def _begin(self, name: str, response_id: str, ordinal: int | None = None) -> Write:
-        """Record a write about to be made (on a store that is still alive)."""
+    async def _write(
+        self, name: str, response_id: str, apply: Callable[[], _T], ordinal: int | None = None
+    ) -> _T:
+        """Make a write: record it, then apply it; or die at it, after applying it when the
+        crash is `committed`. A round trip follows, as the database's answer does."""
         self._check_alive()
         write = Write(len(self.writes) + 1, name, response_id, ordinal)
         self.writes.append(write)
-        return write
-
-    def _commit(self, write: Write, apply: Callable[[], _T]) -> _T:
-        """Make the write; or die at it, after making it when the crash is `committed`."""
         crash = self._crash
         if crash is not None and crash.at(write):
             if crash.committed:
                 apply()
             self._die()
-        return apply()
+        result = apply()
+        await self._round_trip()
+        return result
+
+    async def _move_active(
+        self, name: str, response_id: str, changes: Callable[[Row, datetime], Row]
+    ) -> StoredResponse | None:
+        """A write that moves a response only while it is still active: the row `changes`
+        makes of it (given the time now); None when there is no row or it has ended."""
+
+        def apply() -> StoredResponse | None:
+            row = self.responses.get(response_id)
+            if row is None or row["status"] not in ACTIVE_STATUSES:
+                return None
+            row.update(changes(row, _now()))
+            return StoredResponse.from_row(copy.deepcopy(row))
+
+        return await self._write(name, response_id, apply)
 
     def _die(self) -> NoReturn:
         self._crash = None
@@ -238,49 +249,33 @@ class MemoryStore:
         return found
 
     async def mark_in_progress(self, response_id: str) -> StoredResponse | None:
-        write = self._begin("mark_in_progress", response_id)
-
-        def apply() -> StoredResponse | None:
-            row = self.responses.get(response_id)
-            if row is None or row["status"] not in ACTIVE_STATUSES:
-                return None
-            now = _now()
-            row.update(
-                status=ResponseStatus.IN_PROGRESS,
-                started_at=row["started_at"] or now,
-                updated_at=now,
-            )
-            return StoredResponse.from_row(copy.deepcopy(row))
-
-        result = self._commit(write, apply)
-        await self._round_trip()
-        return result
+        return await self._move_active(
+            "mark_in_progress",
+            response_id,
+            lambda row, now: {
+                "status": ResponseStatus.IN_PROGRESS,
+                "started_at": row["started_at"] or now,
+                "updated_at": now,
+            },
+        )
 
     async def finish(self, response_id: str, outcome: Outcome) -> StoredResponse | None:
-        write = self._begin("finish", response_id)
-
-        def apply() -> StoredResponse | None:
-            row = self.responses.get(response_id)
-            if row is None or row["status"] not in ACTIVE_STATUSES:
-                return None
-            now = _now()
-            row.update(
-                status=ResponseStatus(outcome.status),
-                output=_json(outcome.output),
-                usage=_json(outcome.usage),
-                usage_missing=outcome.usage_missing,
-                error=_json(outcome.error),
-                incomplete_details=_json(outcome.incomplete_details),
-                completed_at=now,
-                updated_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-            return StoredResponse.from_row(copy.deepcopy(row))
-
-        result = self._commit(write, apply)
-        await self._round_trip()
-        return result
+        return await self._move_active(
+            "finish",
+            response_id,
+            lambda row, now: {
+                "status": ResponseStatus(outcome.status),
+                "output": _json(outcome.output),
+                "usage": _json(outcome.usage),
+                "usage_missing": outcome.usage_missing,
+                "error": _json(outcome.error),
+                "incomplete_details": _json(outcome.incomplete_details),
+                "completed_at": now,
+                "updated_at": now,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
+        )
 
     async def steps(self, response_id: str) -> list[StoredStep]:
         self._check_alive()
@@ -291,13 +286,11 @@ class MemoryStore:
     async def start_step(
         self, response_id: str, ordinal: int, kind: StepKind, request: JsonObject | None
     ) -> None:
-        write = self._begin("start_step", response_id, ordinal)
-
         def apply() -> None:
             if response_id not in self.responses:
                 raise StoreError(f"no response {response_id} for step {ordinal}")
             if (response_id, ordinal) in self.step_rows:
-                raise StoreError(f"step {ordinal} of {response_id} already exists")
+                return  # ON CONFLICT DO NOTHING: a retried start changes nothing
             self.step_rows[(response_id, ordinal)] = {
                 "response_id": response_id,
                 "ordinal": ordinal,
@@ -311,23 +304,17 @@ class MemoryStore:
                 "completed_at": None,
             }
 
-        self._commit(write, apply)
-        await self._round_trip()
+        await self._write("start_step", response_id, apply, ordinal)
 
     async def record_step_items(self, response_id: str, ordinal: int, items: list[Item]) -> None:
-        write = self._begin("record_step_items", response_id, ordinal)
-
         def apply() -> None:
             row = self.step_rows.get((response_id, ordinal))
             if row is not None and row["status"] == StepStatus.IN_PROGRESS:
                 row["result"] = _json({"items": items})
 
-        self._commit(write, apply)
-        await self._round_trip()
+        await self._write("record_step_items", response_id, apply, ordinal)
 
     async def finish_step(self, response_id: str, ordinal: int, outcome: StepOutcome) -> None:
-        write = self._begin("finish_step", response_id, ordinal)
-
         def apply() -> None:
             row = self.step_rows.get((response_id, ordinal))
             if row is not None:
@@ -339,5 +326,4 @@ class MemoryStore:
                     completed_at=_now(),
                 )
 
-        self._commit(write, apply)
-        await self._round_trip()
+        await self._write("finish_step", response_id, apply, ordinal)

@@ -222,3 +222,24 @@ def wait_until_healthy(command: Command, base_url: str) -> None:
             pass
         time.sleep(0.2)  # polling a process that is starting up; nothing to wait on instead
     pytest.fail(f"not healthy within {STARTUP_TIMEOUT_S}s\n{command.describe()}")
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], *, concurrency: int) -> Iterator[Command]:
+    """A worker process (`python -m worker`), once it has said it is ready."""
+    with run_command("-m", "worker", "--concurrency", str(concurrency), env=env) as worker:
+        worker.wait_for_line(r'"worker ready"', timeout=STARTUP_TIMEOUT_S)
+        yield worker
+
+
+@contextlib.contextmanager
+def running_api_process(
+    env: dict[str, str], *flags: str, port: int | None = None
+) -> Iterator[tuple[Command, str]]:
+    """An API as a process of its own (`python -m app serve <flags>`) on `port` (by default
+    a free one): the command and its base URL, once it answers on /health."""
+    port = port or free_port()
+    with run_command("-m", "app", "serve", "--port", str(port), *flags, env=env) as api:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(api, url)
+        yield api, url

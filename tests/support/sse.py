@@ -9,18 +9,15 @@ from typing import Any
 
 import httpx
 
+from tests.support.event_types import message_events
+
 STREAM_BOUND_S = 90.0
 
 # The events of a one-message text response, in OpenAI's order (deltas folded into one).
 TEXT_EVENT_ORDER = [
     "response.created",
     "response.in_progress",
-    "response.output_item.added",
-    "response.content_part.added",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
+    *message_events(deltas=1),
     "response.completed",
 ]
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
+from app.engine.cut_items import closing_events
 from app.engine.events import EventSink
 from app.engine.loop import ResponseLoop, RunMode
 from app.engine.resource import response_object
@@ -20,7 +22,7 @@ from app.engine.tools.http_tool import HttpToolRunner
 from app.shapes import Event
 from app.statuses import ResponseStatus
 from app.store.responses import StoredResponse, StoredStep
-from tests.support.memory_store import MemoryStore
+from tests.support.memory_store import MemoryStore, ProcessCrash, Write
 from tests.unit.streams import RecordingSink
 from tests.unit.tool_host import REGISTRY, ToolHost
 from tests.unit.upstream import BASE_URL, ScriptedUpstream
@@ -80,21 +82,17 @@ class Run:
         return self.store.step_list(self.final.id)
 
 
+@dataclass
 class Harness:
     """Builds loops on the test's store, upstream and tool host, and runs them bounded."""
 
-    def __init__(
-        self,
-        store: MemoryStore,
-        upstream: ScriptedUpstream,
-        tools: ToolHost,
-        settings: Settings,
-    ) -> None:
-        self.store = store
-        self.upstream = upstream
-        self.tools = tools
-        self.settings = settings
-        self._clients: list[UpstreamClient | HttpToolRunner] = []
+    store: MemoryStore
+    upstream: ScriptedUpstream
+    tools: ToolHost
+    settings: Settings
+    _clients: list[UpstreamClient | HttpToolRunner] = field(
+        default_factory=list, init=False, repr=False
+    )
 
     def configure(self, **overrides: Any) -> None:
         """Change settings for the loops built from now on."""
@@ -156,6 +154,44 @@ class Harness:
                 await asyncio.wait([task], timeout=RUN_BOUND_S)
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: a failed test reports its own assertion
+
+    async def crash(
+        self,
+        stored: StoredResponse,
+        at: Callable[[Write], bool],
+        *,
+        committed: bool = False,
+    ) -> tuple[MemoryStore, list[Event]]:
+        """Run `stored` as a worker until the store dies at the write `at` accepts; the store
+        the next attempt finds, and the events the crashed attempt had flushed (what its log
+        holds)."""
+        self.store.crash_at(at, committed=committed)
+        sink = RecordingSink()
+        with pytest.raises(ProcessCrash):
+            await self.run(stored, RunMode.WORKER, sink=sink)
+        logged = sink.events[: sink.flushes[-1]] if sink.flushes else []
+        return self.store.restarted(), logged
+
+    async def resume(
+        self, store: MemoryStore, response_id: str, logged: list[Event]
+    ) -> tuple[Run, list[Event]]:
+        """The next attempt on `store`, as another worker makes it: its run, and the whole
+        log a client streaming the response saw (what was `logged`, the items the crash
+        left open closed, then the new run's events)."""
+        before = [*logged, *closing_events(logged)]
+        next_number = before[-1]["sequence_number"] + 1 if before else 0
+        stored = store.response(response_id)
+        run = await self.run(stored, RunMode.WORKER, store=store, next_sequence_number=next_number)
+        return run, [*before, *run.events]
+
+    async def crash_and_resume(
+        self, body: Mapping[str, Any], at: Callable[[Write], bool], *, committed: bool = False
+    ) -> tuple[Run, list[Event]]:
+        """A worker's run of a new response for `body` crashed at the write `at` accepts, and
+        the next attempt's (see `crash` and `resume`)."""
+        stored = self.seed(body, RunMode.WORKER)
+        store, logged = await self.crash(stored, at, committed=committed)
+        return await self.resume(store, stored.id, logged)
 
     async def aclose(self) -> None:
         for client in self._clients:

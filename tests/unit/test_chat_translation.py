@@ -668,25 +668,13 @@ def test_mcp_call_becomes_a_call_and_its_result() -> None:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {
-                    "id": "mcp_1",
-                    "type": "function",
-                    "function": {"name": "add", "arguments": '{"a": 1}'},
-                }
-            ],
+            "tool_calls": [tool_call("mcp_1", "add", '{"a": 1}')],
         },
         {"role": "tool", "tool_call_id": "mcp_1", "content": "2"},
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {
-                    "id": "mcp_2",
-                    "type": "function",
-                    "function": {"name": "add", "arguments": '{"a": 1}'},
-                }
-            ],
+            "tool_calls": [tool_call("mcp_2", "add", '{"a": 1}')],
         },
         {"role": "tool", "tool_call_id": "mcp_2", "content": '{"error": "boom"}'},
     ]

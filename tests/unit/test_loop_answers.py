@@ -9,6 +9,7 @@ from app.engine.events import DiscardSink, QueueSink
 from app.engine.loop import RunMode
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.responses import Outcome
+from tests.support.event_types import message_events
 from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness
 from tests.unit.streams import (
@@ -23,25 +24,16 @@ from tests.unit.upstream import (
     ToolCall,
     call_chunks,
     completion,
-    text_chunks,
+    text_reply,
 )
 
-TEXT_EVENTS = [
-    "response.created",
-    "response.in_progress",
-    "response.output_item.added",
-    "response.content_part.added",
-    "response.output_text.delta",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-]
+# A response whose one message streams in two deltas, up to its terminal event.
+TEXT_EVENTS = ["response.created", "response.in_progress", *message_events(deltas=2)]
 
 
 async def test_plain_text_answer(harness: Harness, upstream: ScriptedUpstream) -> None:
     usage = TokenUsage(prompt_tokens=9, completion_tokens=2, cached_tokens=4)
-    upstream.then(completion(*text_chunks("Hel", "lo!"), usage=usage))
+    upstream.then(text_reply("Hel", "lo!", usage=usage))
 
     run = await harness.run({"model": "m", "input": "Say hello"})
 
@@ -76,7 +68,7 @@ async def test_plain_text_answer(harness: Harness, upstream: ScriptedUpstream) -
 async def test_the_upstream_gets_the_conversation_as_chat_messages(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("ok")))
+    upstream.then(text_reply("ok"))
 
     await harness.run(
         {
@@ -110,7 +102,7 @@ async def test_the_upstream_gets_the_conversation_as_chat_messages(
 async def test_tool_choice_none_offers_no_registered_tool(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("ok")))
+    upstream.then(text_reply("ok"))
 
     await harness.run({"model": "m", "input": "hi", "tool_choice": "none"})
 
@@ -122,7 +114,7 @@ async def test_tool_choice_none_offers_no_registered_tool(
 async def test_previous_response_id_continues_the_conversation(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("First answer")), completion(*text_chunks("Second")))
+    upstream.then(text_reply("First answer"), text_reply("Second"))
     first = await harness.run({"model": "m", "instructions": "Old rules.", "input": "Q1"})
 
     second = await harness.run(
@@ -142,7 +134,7 @@ async def test_previous_response_id_continues_the_conversation(
 async def test_a_deleted_previous_response_is_skipped(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("ok")))
+    upstream.then(text_reply("ok"))
 
     run = await harness.run({"model": "m", "input": "Q", "previous_response_id": "resp_gone"})
 
@@ -157,7 +149,7 @@ async def test_a_deleted_previous_response_is_skipped(
 async def test_a_turn_cut_short_by_a_limit_ends_incomplete(
     harness: Harness, upstream: ScriptedUpstream, finish_reason: str, reason: str
 ) -> None:
-    upstream.then(completion(*text_chunks("Once upon"), finish_reason=finish_reason))
+    upstream.then(text_reply("Once upon", finish_reason=finish_reason))
 
     run = await harness.run({"model": "m", "input": "A story", "max_output_tokens": 16})
 
@@ -197,7 +189,7 @@ async def test_calls_cut_short_by_the_token_limit_are_not_run(
 async def test_missing_usage_completes_with_null_usage_and_is_flagged(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("no count"), usage=None))
+    upstream.then(text_reply("no count", usage=None))
 
     run = await harness.run({"model": "m", "input": "count me"})
 
@@ -211,7 +203,7 @@ async def test_worker_run_numbers_events_after_the_logged_ones(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
     """A background stream's log already holds `response.created` and `response.queued`."""
-    upstream.then(completion(*text_chunks("Hel", "lo!")))
+    upstream.then(text_reply("Hel", "lo!"))
     stored = harness.seed(
         {"model": "m", "input": "hi", "background": True, "stream": True}, RunMode.WORKER
     )
@@ -244,7 +236,7 @@ async def test_emitter_flushes_at_item_boundaries_only(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
     """Batching sinks rely on it: a flush after each boundary event, none after a delta."""
-    upstream.then(completion(*text_chunks("a", "b", "c")))
+    upstream.then(text_reply("a", "b", "c"))
     sink = RecordingSink()
 
     await harness.run({"model": "m", "input": "hi"}, sink=sink)
@@ -263,7 +255,7 @@ async def test_emitter_flushes_at_item_boundaries_only(
 async def test_the_inline_drivers_sinks(harness: Harness, upstream: ScriptedUpstream) -> None:
     """Blocking requests discard the events; an inline stream reads them from a queue. The
     run, and what it stores, is the same either way."""
-    upstream.then(completion(*text_chunks("Hi")), completion(*text_chunks("Hi")))
+    upstream.then(text_reply("Hi"), text_reply("Hi"))
     queued = QueueSink()
 
     streamed = await harness.run({"model": "m", "input": "hi", "stream": True}, sink=queued)

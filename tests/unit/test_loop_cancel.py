@@ -12,18 +12,18 @@ import pytest
 from app.engine.loop import HAND_BACK, RunMode
 from app.engine.run_state import ABANDONED_CODE
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import Outcome
+from app.store.responses import Outcome, StoredResponse
 from tests.support.memory_store import MemoryStore
 from tests.support.schema import assert_valid_events
 from tests.unit.harness import Harness
-from tests.unit.streams import WAIT_S, assert_well_formed, text_deltas
+from tests.unit.streams import WAIT_S, RecordingSink, assert_well_formed, text_deltas
 from tests.unit.tool_host import ToolCallSeen, ToolHost
 from tests.unit.upstream import (
     Hold,
     Reply,
     ScriptedUpstream,
     ToolCall,
-    call_chunks,
+    calls_reply,
     chunk,
     completion,
     text_chunks,
@@ -43,12 +43,22 @@ async def reached(event: asyncio.Event) -> None:
         await event.wait()
 
 
-async def cancelled(task: asyncio.Task[object], message: str | None = None) -> None:
-    """Cancel `task` and see it end cancelled."""
-    task.cancel(message)
-    with pytest.raises(asyncio.CancelledError):
-        async with asyncio.timeout(WAIT_S):
-            await task
+async def run_cancelled_at(
+    harness: Harness,
+    stored: StoredResponse,
+    point: asyncio.Event,
+    mode: RunMode = RunMode.INLINE,
+    message: str | None = None,
+) -> tuple[StoredResponse, RecordingSink]:
+    """Run `stored`; once it reaches `point`, cancel its task (with `message`) and see it end
+    cancelled. The row as the cancellation left it, and what the run sent."""
+    async with harness.started(stored, mode) as (task, sink):
+        await reached(point)
+        task.cancel(message)
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(WAIT_S):
+                await task
+    return harness.store.response(stored.id), sink
 
 
 def block_tool(tools: ToolHost, name: str) -> None:
@@ -66,11 +76,8 @@ async def test_inline_cancel_ends_the_response_cancelled_with_the_partial_text(
     upstream.then(reply)
     stored = harness.seed({"model": "m", "input": "hi", "stream": True})
 
-    async with harness.started(stored) as (task, sink):
-        await reached(hold.reached)
-        await cancelled(task)
+    row, sink = await run_cancelled_at(harness, stored, hold.reached)
 
-    row = store.response(stored.id)
     assert row.status == ResponseStatus.CANCELLED
     assert row.lease_owner is None
     [message] = row.output or []
@@ -91,14 +98,11 @@ async def test_inline_cancel_during_a_tool_call(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost, store: MemoryStore
 ) -> None:
     block_tool(tools, "current_time")
-    upstream.then(completion(*call_chunks(TIME), finish_reason="tool_calls"))
+    upstream.then(calls_reply(TIME))
     stored = harness.seed({"model": "m", "input": "Time?"})
 
-    async with harness.started(stored) as (task, _):
-        await reached(tools.arrived)
-        await cancelled(task)
+    row, _ = await run_cancelled_at(harness, stored, tools.arrived)
 
-    row = store.response(stored.id)
     assert row.status == ResponseStatus.CANCELLED
     assert [item["type"] for item in row.output or []] == ["function_call"]
     model, tool = store.step_list(stored.id)
@@ -123,11 +127,8 @@ async def test_a_handed_back_run_leaves_its_response_running(
     upstream.then(reply)
     stored = harness.seed({"model": "m", "input": "hi"}, mode)
 
-    async with harness.started(stored, mode) as (task, _):
-        await reached(hold.reached)
-        await cancelled(task, message)
+    row, _ = await run_cancelled_at(harness, stored, hold.reached, mode, message)
 
-    row = store.response(stored.id)
     assert row.status == ResponseStatus.IN_PROGRESS
     assert row.output is None
     assert "finish" not in [write.name for write in store.writes]
@@ -195,7 +196,7 @@ async def test_the_response_timeout_stops_a_tool_call(
 ) -> None:
     harness.configure(response_timeout_s=0.05)
     block_tool(tools, "current_time")
-    upstream.then(completion(*call_chunks(TIME), finish_reason="tool_calls"))
+    upstream.then(calls_reply(TIME))
 
     run = await harness.run({"model": "m", "input": "Time?"})
 
@@ -218,7 +219,7 @@ async def test_the_response_timeout_closes_the_item_it_cuts_off(
         upstream.then(reply)
     else:
         block_tool(tools, "current_time")
-        upstream.then(completion(*call_chunks(TIME), finish_reason="tool_calls"))
+        upstream.then(calls_reply(TIME))
 
     run = await harness.run({"model": "m", "input": "hi"})
 
@@ -233,11 +234,8 @@ async def test_cancel_before_the_upstream_answers_keeps_no_output(
     upstream.then(Reply(before=waiting))
     stored = harness.seed({"model": "m", "input": "hi"})
 
-    async with harness.started(stored) as (task, sink):
-        await reached(waiting.reached)
-        await cancelled(task)
+    row, sink = await run_cancelled_at(harness, stored, waiting.reached)
 
-    row = store.response(stored.id)
     assert row.status == ResponseStatus.CANCELLED
     assert row.output == []
     assert row.usage is None

@@ -15,21 +15,20 @@ from typing import Any
 
 import pytest
 
-from app.engine.loop import RunMode
 from app.engine.tools import mcp_client
 from app.engine.tools.mcp_client import McpError, McpTool
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from tests.support.memory_store import ProcessCrash
+from tests.support.event_types import MCP_EVENTS
+from tests.support.memory_store import at_write
 from tests.unit.harness import Harness
-from tests.unit.streams import WAIT_S, RecordingSink, assert_well_formed, done_items
+from tests.unit.streams import WAIT_S, assert_well_formed, done_items
 from tests.unit.tool_host import ToolHost
 from tests.unit.upstream import (
     ScriptedUpstream,
     ToolCall,
-    call_chunks,
-    completion,
+    calls_reply,
     last_message,
-    text_chunks,
+    text_reply,
 )
 
 SERVER_URL = "https://mcp.test/mcp"
@@ -40,6 +39,7 @@ MCP_TOOL = {
     "require_approval": "never",
     "allowed_tools": ["add", "fail"],
 }
+BACKGROUND_ADD = {"model": "m", "input": "Add", "tools": [MCP_TOOL], "background": True}
 CLIENT_TOOL = {"type": "function", "name": "client_fn"}
 ADD = ToolCall("add", {"a": 1, "b": 2}, "call_add")
 
@@ -91,14 +91,10 @@ def mcp(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMcp]:
     yield fake
 
 
-def calls(*tool_calls: ToolCall) -> Any:
-    return completion(*call_chunks(*tool_calls), finish_reason="tool_calls")
-
-
 async def test_an_mcp_call_is_completed_in_place(
     harness: Harness, upstream: ScriptedUpstream, mcp: FakeMcp
 ) -> None:
-    upstream.then(calls(ADD), completion(*text_chunks("1 + 2 = 3.")))
+    upstream.then(calls_reply(ADD), text_reply("1 + 2 = 3."))
 
     run = await harness.run({"model": "m", "input": "Add", "tools": [MCP_TOOL]})
 
@@ -126,13 +122,7 @@ async def test_an_mcp_call_is_completed_in_place(
         "content": "3",
     }
 
-    for expected in (
-        "response.mcp_list_tools.in_progress",
-        "response.mcp_list_tools.completed",
-        "response.mcp_call_arguments.done",
-        "response.mcp_call.in_progress",
-        "response.mcp_call.completed",
-    ):
+    for expected in MCP_EVENTS:
         assert expected in run.types
     # The call's item is added by the turn and done by its tool step, at one index.
     assert [e["output_index"] for e in run.of_type("response.output_item.done")] == [0, 1, 2]
@@ -155,8 +145,8 @@ async def test_an_mcp_tool_error_is_seen_by_the_model(
     harness: Harness, upstream: ScriptedUpstream, mcp: FakeMcp
 ) -> None:
     upstream.then(
-        calls(ToolCall("fail", {"reason": "out of paper"}, "call_fail")),
-        completion(*text_chunks("It failed.")),
+        calls_reply(ToolCall("fail", {"reason": "out of paper"}, "call_fail")),
+        text_reply("It failed."),
     )
 
     run = await harness.run({"model": "m", "input": "Fail", "tools": [MCP_TOOL]})
@@ -194,7 +184,7 @@ async def test_a_failed_listing_fails_the_response(
 async def test_mcp_calls_in_a_turn_with_a_client_call_are_closed_unrun(
     harness: Harness, upstream: ScriptedUpstream, mcp: FakeMcp
 ) -> None:
-    upstream.then(calls(ADD, ToolCall("client_fn", {}, "call_client")))
+    upstream.then(calls_reply(ADD, ToolCall("client_fn", {}, "call_client")))
 
     run = await harness.run({"model": "m", "input": "Both", "tools": [MCP_TOOL, CLIENT_TOOL]})
 
@@ -214,17 +204,10 @@ async def test_mcp_calls_in_a_turn_with_a_client_call_are_closed_unrun(
 async def test_a_resumed_run_neither_lists_again_nor_repeats_a_finished_call(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost, mcp: FakeMcp
 ) -> None:
-    upstream.then(calls(ADD), completion(*text_chunks("3.")))
-    stored = harness.seed(
-        {"model": "m", "input": "Add", "tools": [MCP_TOOL], "background": True}, RunMode.WORKER
-    )
-    # Dies as the second model turn starts: the listing and the call are recorded.
-    harness.store.crash_at(lambda w: w.name == "start_step" and w.ordinal == 3)
-    with pytest.raises(ProcessCrash):
-        await harness.run(stored, RunMode.WORKER, sink=RecordingSink())
+    upstream.then(calls_reply(ADD), text_reply("3."))
 
-    store = harness.store.restarted()
-    run = await harness.run(store.response(stored.id), RunMode.WORKER, store=store)
+    # Dies as the second model turn starts: the listing and the call are recorded.
+    run, _ = await harness.crash_and_resume(BACKGROUND_ADD, at_write("start_step", 3))
 
     assert run.final.status == ResponseStatus.COMPLETED
     assert mcp.listings == 1
@@ -237,16 +220,10 @@ async def test_a_resumed_run_neither_lists_again_nor_repeats_a_finished_call(
 async def test_a_cut_off_mcp_call_is_redone_and_completed_in_place(
     harness: Harness, upstream: ScriptedUpstream, mcp: FakeMcp
 ) -> None:
-    upstream.then(calls(ADD), completion(*text_chunks("3.")))
-    stored = harness.seed(
-        {"model": "m", "input": "Add", "tools": [MCP_TOOL], "background": True}, RunMode.WORKER
-    )
-    harness.store.crash_at(lambda w: w.name == "finish_step" and w.ordinal == 2)
-    with pytest.raises(ProcessCrash):
-        await harness.run(stored, RunMode.WORKER, sink=RecordingSink())
+    upstream.then(calls_reply(ADD), text_reply("3."))
 
-    store = harness.store.restarted()
-    run = await harness.run(store.response(stored.id), RunMode.WORKER, store=store)
+    # Dies while the call's result is being recorded: the call is cut off.
+    run, _ = await harness.crash_and_resume(BACKGROUND_ADD, at_write("finish_step", 2))
 
     assert run.final.status == ResponseStatus.COMPLETED
     assert len(mcp.calls) == 2  # MCP has no idempotency key: the call is simply made again
@@ -273,7 +250,7 @@ async def test_an_mcp_call_cut_off_by_the_end_of_the_response_is_not_left_in_pro
         raise AssertionError("unreachable")
 
     monkeypatch.setattr(mcp_client, "call_mcp_tool", never_answers)
-    upstream.then(calls(ADD))
+    upstream.then(calls_reply(ADD))
     body = {"model": "m", "input": "Add", "tools": [MCP_TOOL]}
     if ending == "timeout":
         harness.configure(response_timeout_s=0.05)

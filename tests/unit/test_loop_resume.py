@@ -19,24 +19,21 @@ import httpx
 import pytest
 
 from app.engine.chat.usage import add_usage
-from app.engine.cut_items import closing_events
 from app.engine.loop import HAND_BACK, RunMode
 from app.engine.run_state import ABANDONED_CODE, output_of_steps
 from app.shapes import Event
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import StoredResponse
-from tests.support.memory_store import MemoryStore, ProcessCrash, Write
+from tests.support.memory_store import MemoryStore, Write, at_number, at_write
 from tests.unit.harness import Harness, Run, unit_settings
-from tests.unit.streams import WAIT_S, RecordingSink, assert_numbered_from, assert_well_formed
+from tests.unit.streams import WAIT_S, assert_numbered_from, assert_well_formed
 from tests.unit.tool_host import ToolCallSeen, ToolHost
 from tests.unit.upstream import (
     Reply,
     ScriptedUpstream,
     ToolCall,
-    call_chunks,
-    completion,
+    calls_reply,
     last_message,
-    text_chunks,
+    text_reply,
 )
 
 PAY = ToolCall("pay", {"n": 7}, "call_pay")
@@ -50,54 +47,19 @@ def paying_model(*calls: ToolCall) -> Callable[[dict[str, Any]], Reply]:
     def answer(body: dict[str, Any]) -> Reply:
         last = last_message(body)
         if last["role"] == "user":
-            return completion(*call_chunks(*calls), finish_reason="tool_calls")
-        return completion(*text_chunks("Paid: ", last["content"]))
+            return calls_reply(*calls)
+        return text_reply("Paid: ", last["content"])
 
     return answer
 
 
-async def crash(
-    harness: Harness,
-    stored: StoredResponse,
-    at: Callable[[Write], bool],
-    *,
-    committed: bool = False,
-) -> tuple[MemoryStore, list[Event]]:
-    """Run until the store dies at the write `at` accepts; the store the next attempt finds,
-    and the events the crashed attempt had flushed (what its log holds)."""
-    store = harness.store
-    store.crash_at(at, committed=committed)
-    sink = RecordingSink()
-    with pytest.raises(ProcessCrash):
-        await harness.run(stored, RunMode.WORKER, sink=sink)
-    logged = sink.events[: sink.flushes[-1]] if sink.flushes else []
-    return store.restarted(), logged
-
-
-async def resume(
-    harness: Harness, store: MemoryStore, response_id: str, logged: list[Event]
+async def pay_across_a_crash(
+    harness: Harness, at: Callable[[Write], bool], call: ToolCall = PAY
 ) -> tuple[Run, list[Event]]:
-    """The next attempt on `store`; its run, and the whole log a client streaming it saw."""
-    closing = closing_events(logged)
-    before = [*logged, *closing]
-    next_number = before[-1]["sequence_number"] + 1 if before else 0
-    stored = store.response(response_id)
-    run = await harness.run(stored, RunMode.WORKER, store=store, next_sequence_number=next_number)
-    return run, [*before, *run.events]
-
-
-def at_number(number: int) -> Callable[[Write], bool]:
-    """The write numbered `number`."""
-    return lambda write: write.number == number
-
-
-def at_write(name: str, ordinal: int | None = None) -> Callable[[Write], bool]:
-    """The first write by store method `name` (to step `ordinal`, if given)."""
-
-    def at(write: Write) -> bool:
-        return write.name == name and (ordinal is None or write.ordinal == ordinal)
-
-    return at
+    """A worker running the paying model's `call` dies at the write `at` accepts, and the
+    next attempt resumes: its run, and the whole log a client streaming it saw."""
+    harness.upstream.responder = paying_model(call)
+    return await harness.crash_and_resume(BACKGROUND, at)
 
 
 async def test_a_tool_call_cut_off_is_redone_with_the_same_key(
@@ -107,12 +69,12 @@ async def test_a_tool_call_cut_off_is_redone_with_the_same_key(
     stored = harness.seed(BACKGROUND, RunMode.WORKER)
 
     # The worker dies while the tool's answer is on its way: the step stays in_progress.
-    store, logged = await crash(harness, stored, at_write("finish_step", 1))
+    store, logged = await harness.crash(stored, at_write("finish_step", 1))
     assert [s.status for s in store.step_list(stored.id)] == [
         StepStatus.COMPLETED,
         StepStatus.IN_PROGRESS,
     ]
-    run, log = await resume(harness, store, stored.id, logged)
+    run, log = await harness.resume(store, stored.id, logged)
 
     assert run.final.status == ResponseStatus.COMPLETED
     call, result, message = run.output
@@ -149,11 +111,7 @@ async def test_a_tool_call_cut_off_is_redone_with_the_same_key(
 async def test_a_cut_off_call_to_a_tool_not_safe_to_retry_fails_the_response(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost
 ) -> None:
-    upstream.responder = paying_model(PAY_UNSAFE)
-    stored = harness.seed(BACKGROUND, RunMode.WORKER)
-
-    store, logged = await crash(harness, stored, at_write("finish_step", 1))
-    run, log = await resume(harness, store, stored.id, logged)
+    run, log = await pay_across_a_crash(harness, at_write("finish_step", 1), PAY_UNSAFE)
 
     assert run.final.status == ResponseStatus.FAILED
     assert run.final.error == {
@@ -171,16 +129,16 @@ async def test_a_cut_off_call_to_a_tool_not_safe_to_retry_fails_the_response(
 async def test_a_model_turn_cut_off_is_marked_abandoned_and_redone(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("First try")), completion(*text_chunks("Second try")))
+    upstream.then(text_reply("First try"), text_reply("Second try"))
     stored = harness.seed(BACKGROUND, RunMode.WORKER)
 
     # Dies after streaming the answer, before recording the step's end.
-    store, logged = await crash(harness, stored, at_write("finish_step"))
+    store, logged = await harness.crash(stored, at_write("finish_step"))
     [cut] = store.step_list(stored.id)
     assert cut.status == StepStatus.IN_PROGRESS
     # What it had finished was recorded as it went, for GET to show meanwhile.
     assert output_of_steps([cut])[0]["content"][0]["text"] == "First try"
-    run, log = await resume(harness, store, stored.id, logged)
+    run, log = await harness.resume(store, stored.id, logged)
 
     assert run.final.status == ResponseStatus.COMPLETED
     assert len(upstream.requests) == 2
@@ -197,11 +155,7 @@ async def test_finished_work_is_not_repeated(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost
 ) -> None:
     """Dying after the tool call was recorded: the resume goes straight to the next turn."""
-    upstream.responder = paying_model(PAY)
-    stored = harness.seed(BACKGROUND, RunMode.WORKER)
-
-    store, logged = await crash(harness, stored, at_write("start_step", 2))
-    run, log = await resume(harness, store, stored.id, logged)
+    run, log = await pay_across_a_crash(harness, at_write("start_step", 2))
 
     assert run.final.status == ResponseStatus.COMPLETED
     assert len(tools.calls) == 1
@@ -215,11 +169,7 @@ async def test_finished_work_is_not_repeated(
 async def test_dying_before_the_ending_is_recorded_only_records_it(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost
 ) -> None:
-    upstream.responder = paying_model(PAY)
-    stored = harness.seed(BACKGROUND, RunMode.WORKER)
-
-    store, logged = await crash(harness, stored, at_write("finish"))
-    run, log = await resume(harness, store, stored.id, logged)
+    run, log = await pay_across_a_crash(harness, at_write("finish"))
 
     assert run.final.status == ResponseStatus.COMPLETED
     assert len(upstream.requests) == 2
@@ -232,14 +182,12 @@ async def test_dying_before_the_ending_is_recorded_only_records_it(
 async def test_a_response_ended_before_the_crash_is_left_as_it_is(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("Done")))
-    stored = harness.seed(BACKGROUND, RunMode.WORKER)
+    upstream.then(text_reply("Done"))
 
-    store, logged = await crash(harness, stored, at_write("finish"), committed=True)
-    run, _ = await resume(harness, store, stored.id, logged)
+    run, _ = await harness.crash_and_resume(BACKGROUND, at_write("finish"), committed=True)
 
     assert run.final.status == ResponseStatus.COMPLETED
-    assert run.final.output == store.response(stored.id).output
+    assert run.final.output == run.store.response(run.final.id).output
     assert run.events == []
     assert len(upstream.requests) == 1
 
@@ -308,11 +256,9 @@ async def test_a_crash_at_any_write_resumes_to_the_same_response(
         with subtests.test(write=write):
             harness, upstream, tools = setup()
             try:
-                stored = harness.seed(BACKGROUND, RunMode.WORKER)
-                store, logged = await crash(
-                    harness, stored, at_number(write.number), committed=committed
+                run, log = await harness.crash_and_resume(
+                    BACKGROUND, at_number(write.number), committed=committed
                 )
-                run, log = await resume(harness, store, stored.id, logged)
             finally:
                 await harness.aclose()
 

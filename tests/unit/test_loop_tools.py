@@ -13,6 +13,7 @@ import pytest
 
 from app.engine.run_state import output_of_steps
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from tests.support.event_types import message_events
 from tests.support.memory_store import MemoryStore
 from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness
@@ -25,20 +26,16 @@ from tests.unit.upstream import (
     TokenUsage,
     ToolCall,
     call_chunks,
+    calls_reply,
     completion,
     last_message,
     text_chunks,
+    text_reply,
 )
 
 CLIENT_TOOL = {"type": "function", "name": "client_fn", "parameters": {"type": "object"}}
 WEATHER = ToolCall("lookup_weather", {"city": "Oslo"}, "call_oslo")
 TIME = ToolCall("current_time", {}, "call_time")
-
-
-def calls_reply(*calls: ToolCall, usage: TokenUsage | None = None) -> Reply:
-    return completion(
-        *call_chunks(*calls), finish_reason="tool_calls", usage=usage or TokenUsage(10, 5)
-    )
 
 
 def types(output: list[dict[str, Any]]) -> list[str]:
@@ -50,7 +47,7 @@ async def test_server_tool_round(
 ) -> None:
     upstream.then(
         calls_reply(WEATHER, usage=TokenUsage(10, 5)),
-        completion(*text_chunks("It is 21", " degrees."), usage=TokenUsage(30, 4)),
+        text_reply("It is 21", " degrees.", usage=TokenUsage(30, 4)),
     )
 
     run = await harness.run({"model": "m", "input": "Weather in Oslo?"})
@@ -107,13 +104,7 @@ async def test_server_tool_round(
         "response.output_item.done",
         "response.output_item.added",
         "response.output_item.done",
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
+        *message_events(deltas=2),
         "response.completed",
     ]
     assert (
@@ -160,7 +151,7 @@ async def test_parallel_calls_run_at_once(
 
     tools.answer("lookup_weather", after_both(weather))
     tools.answer("current_time", after_both(time))
-    upstream.then(calls_reply(WEATHER, TIME), completion(*text_chunks("Done.")))
+    upstream.then(calls_reply(WEATHER, TIME), text_reply("Done."))
 
     run = await harness.run({"model": "m", "input": "Weather and time?"})
 
@@ -211,7 +202,7 @@ async def test_text_then_a_call_in_one_turn(
 ) -> None:
     upstream.then(
         completion(*text_chunks("Let me look."), *call_chunks(WEATHER), finish_reason="tool_calls"),
-        completion(*text_chunks("Sunny.")),
+        text_reply("Sunny."),
     )
 
     run = await harness.run({"model": "m", "input": "Weather?"})
@@ -235,7 +226,7 @@ async def test_finished_items_are_visible_while_a_tool_runs(
         return httpx.Response(200, text="12:00")
 
     tools.answer("current_time", held)
-    upstream.then(calls_reply(TIME), completion(*text_chunks("Noon.")))
+    upstream.then(calls_reply(TIME), text_reply("Noon."))
     stored = harness.seed({"model": "m", "input": "Time?"})
     async with harness.started(stored) as (task, _):
         async with asyncio.timeout(WAIT_S):
@@ -304,7 +295,7 @@ async def test_client_round_trip_with_previous_response_id(
 ) -> None:
     upstream.then(
         calls_reply(ToolCall("client_fn", {"n": 1}, "call_client")),
-        completion(*text_chunks("The answer is 42.")),
+        text_reply("The answer is 42."),
     )
     first = await harness.run({"model": "m", "input": "Call it", "tools": [CLIENT_TOOL]})
 
@@ -374,7 +365,7 @@ async def test_a_failing_tool_is_an_error_the_model_sees(
         tools.answer(tool, failing)
     upstream.then(
         calls_reply(ToolCall(tool, {"city": "Oslo"}, "call_1")),
-        completion(*text_chunks("Sorry.")),
+        text_reply("Sorry."),
     )
 
     run = await harness.run({"model": "m", "input": "Try"})
@@ -399,7 +390,7 @@ async def test_bad_arguments_are_answered_without_calling_the_tool(
 ) -> None:
     upstream.then(
         calls_reply(ToolCall("lookup_weather", arguments, "call_1")),
-        completion(*text_chunks("Oops.")),
+        text_reply("Oops."),
     )
 
     run = await harness.run({"model": "m", "input": "Try"})
@@ -466,7 +457,7 @@ async def test_max_model_turns_ends_incomplete(
     harness.configure(max_model_turns=2)
     # A model that never stops calling tools.
     upstream.responder = lambda body: calls_reply(
-        ToolCall("current_time", {}, f"call_{len(upstream.requests)}")
+        ToolCall("current_time", {}, f"call_{len(upstream.requests)}"), usage=TokenUsage(10, 5)
     )
 
     run = await harness.run({"model": "m", "input": "Loop forever"})

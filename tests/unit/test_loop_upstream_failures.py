@@ -21,12 +21,13 @@ from tests.unit.upstream import (
     TokenUsage,
     ToolCall,
     call_chunks,
+    calls_reply,
     chunk,
-    completion,
     cut,
     error_chunk,
     status,
     text_chunks,
+    text_reply,
     unreachable,
 )
 
@@ -48,7 +49,7 @@ def error_event_payload(code: str, message: str) -> dict[str, object]:
 async def test_failures_before_the_first_token_are_retried_unseen(
     harness: Harness, upstream: ScriptedUpstream, failure: Reply
 ) -> None:
-    upstream.then(failure, failure, completion(*text_chunks("Hello")))
+    upstream.then(failure, failure, text_reply("Hello"))
 
     run = await harness.run({"model": "m", "input": "hi"})
 
@@ -122,7 +123,7 @@ async def test_retry_after_sets_the_delay(
 ) -> None:
     # Jittered backoff would wait a random part of 0.5 s; the upstream asks for none.
     harness.configure(upstream_backoff_base_s=0.5, upstream_backoff_max_s=1.0)
-    upstream.then(status(429, retry_after="0"), completion(*text_chunks("ok")))
+    upstream.then(status(429, retry_after="0"), text_reply("ok"))
 
     with caplog.at_level(logging.WARNING, logger="app.engine.chat.client"):
         run = await harness.run({"model": "m", "input": "hi"})
@@ -238,7 +239,7 @@ async def test_in_a_worker_a_turn_cut_mid_stream_is_redone(
 ) -> None:
     upstream.then(
         cut(*text_chunks("Hel")),
-        completion(*text_chunks("Hello", " again"), usage=TokenUsage(8, 2)),
+        text_reply("Hello", " again", usage=TokenUsage(8, 2)),
     )
     stored = harness.seed({"model": "m", "input": "hi", "background": True}, RunMode.WORKER)
 
@@ -302,9 +303,9 @@ async def test_in_a_worker_a_cut_turn_after_a_tool_round_keeps_the_round(
 ) -> None:
     call = ToolCall("current_time", {}, "call_time")
     upstream.then(
-        completion(*call_chunks(call), finish_reason="tool_calls"),
+        calls_reply(call),
         Reply([*text_chunks("It is"), error_chunk("overloaded")]),
-        completion(*text_chunks("It is noon.")),
+        text_reply("It is noon."),
     )
     stored = harness.seed({"model": "m", "input": "Time?", "background": True}, RunMode.WORKER)
 

@@ -16,11 +16,11 @@ from tests.unit.streams import assert_numbered_from, assert_well_formed, done_it
 from tests.unit.upstream import (
     ScriptedUpstream,
     ToolCall,
-    call_chunks,
-    completion,
+    calls_reply,
     cut,
     status,
     text_chunks,
+    text_reply,
 )
 
 DELTA_TYPES = {"response.output_text.delta", "response.function_call_arguments.delta"}
@@ -57,8 +57,8 @@ async def test_a_tool_round_replays_as_its_live_stream_told_it(
 ) -> None:
     call = ToolCall("lookup_weather", {"city": "Oslo"}, "call_oslo")
     upstream.then(
-        completion(*call_chunks(call), finish_reason="tool_calls"),
-        completion(*text_chunks("Sunny", " and ", "21.")),
+        calls_reply(call),
+        text_reply("Sunny", " and ", "21."),
     )
     run = await harness.run({"model": "m", "input": "Weather?"})
 
@@ -116,7 +116,7 @@ async def test_a_failure_without_output_replays_as_it_streamed(
 async def test_an_incomplete_response_ends_with_response_incomplete(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    upstream.then(completion(*text_chunks("Once upon"), finish_reason="length"))
+    upstream.then(text_reply("Once upon", finish_reason="length"))
     run = await harness.run({"model": "m", "input": "story", "max_output_tokens": 2})
 
     events = check_replay(run.response)

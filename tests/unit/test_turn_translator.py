@@ -12,6 +12,7 @@ from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.turn import StreamedTurn, TurnTranslator, run_turn
 from app.engine.events import Emitter
 from app.statuses import StepStatus
+from tests.support.event_types import message_events
 from tests.support.schema import assert_valid_events
 from tests.unit.streams import RecordingSink, assert_numbered_from, assert_well_formed
 from tests.unit.upstream import (
@@ -73,15 +74,7 @@ async def test_text_deltas_make_one_message() -> None:
 
     result = await turn.run([*text_chunks("Hel", "lo"), finish_chunk(), usage_chunk(usage)])
 
-    assert turn.types == [
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-    ]
+    assert turn.types == message_events(deltas=2)
     assert_numbered_from(turn.sink.events, 0)
     assert_valid_events(turn.sink.events)
     assert result.outcome == StepStatus.COMPLETED

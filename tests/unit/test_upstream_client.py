@@ -19,10 +19,9 @@ from tests.unit.upstream import (
     Reply,
     ScriptedUpstream,
     chunk,
-    completion,
     sse,
     status,
-    text_chunks,
+    text_reply,
 )
 
 
@@ -68,7 +67,7 @@ async def test_only_data_lines_carry_chunks(
 
 async def test_the_request_is_a_streaming_post_with_the_key(upstream: ScriptedUpstream) -> None:
     seen: list[httpx.Request] = []
-    upstream.then(completion(*text_chunks("ok")))
+    upstream.then(text_reply("ok"))
 
     async def recording(request: httpx.Request) -> httpx.Response:
         seen.append(request)
@@ -122,7 +121,7 @@ async def retry_delays(
 async def test_retry_after_is_capped_at_the_longest_backoff(
     upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    upstream.then(status(503, retry_after="30"), completion(*text_chunks("ok")))
+    upstream.then(status(503, retry_after="30"), text_reply("ok"))
 
     delays = await retry_delays(upstream, caplog, upstream_backoff_max_s=0.01)
 
@@ -133,7 +132,7 @@ async def test_retry_after_as_a_date_in_the_past_means_now(
     upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     past = format_datetime(datetime.now(UTC) - timedelta(minutes=5), usegmt=True)
-    upstream.then(status(429, retry_after=past), completion(*text_chunks("ok")))
+    upstream.then(status(429, retry_after=past), text_reply("ok"))
 
     delays = await retry_delays(
         upstream, caplog, upstream_backoff_base_s=0.5, upstream_backoff_max_s=1.0
@@ -146,7 +145,7 @@ async def test_retry_after_as_a_date_in_the_past_means_now(
 async def test_an_unusable_retry_after_falls_back_to_the_backoff(
     upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture, unusable: str
 ) -> None:
-    upstream.then(status(503, retry_after=unusable), completion(*text_chunks("ok")))
+    upstream.then(status(503, retry_after=unusable), text_reply("ok"))
 
     [delay] = await retry_delays(
         upstream, caplog, upstream_backoff_base_s=0.004, upstream_backoff_max_s=0.004

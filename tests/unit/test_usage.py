@@ -121,26 +121,18 @@ def test_anthropic_usage_with_cache_read_only_reports_zero_cache_writes() -> Non
     assert result["input_tokens_details"]["cache_write_tokens"] == 0
 
 
-def test_anthropic_usage_with_zero_cache_creation_reports_it() -> None:
+@pytest.mark.parametrize("cache_tokens", [0, None], ids=["zero", "null"])
+def test_anthropic_usage_with_zero_or_null_cache_fields_reports_zero_cache_tokens(
+    cache_tokens: int | None,
+) -> None:
     raw = {
         "input_tokens": 5,
         "output_tokens": 2,
-        "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cache_tokens,
+        "cache_creation_input_tokens": cache_tokens,
     }
 
     assert responses_usage(raw) == usage(5, 2, 7, cached=0, cache_write_tokens=0)
-
-
-def test_anthropic_usage_with_null_cache_fields() -> None:
-    raw = {
-        "input_tokens": 5,
-        "output_tokens": 2,
-        "cache_read_input_tokens": None,
-        "cache_creation_input_tokens": None,
-    }
-
-    assert responses_usage(raw) == usage(5, 2, 7)
 
 
 def test_anthropic_usage_without_cache_fields_reads_like_responses_shape() -> None:

@@ -3,10 +3,7 @@ format: SSE `data:` lines carrying `chat.completion.chunk` objects, a usage chun
 `choices`, then `data: [DONE]`.
 
     call = ToolCall("lookup_weather", {"city": "Oslo"}, "call_1")
-    upstream = ScriptedUpstream(
-        completion(*call_chunks(call), finish_reason="tool_calls"),
-        completion(*text_chunks("Sunny", " today")),
-    )
+    upstream = ScriptedUpstream(calls_reply(call), text_reply("Sunny", " today"))
     client = UpstreamClient(settings, transport=httpx.MockTransport(upstream.handler))
 
 Each request takes the next scripted `Reply` (or asks `responder`, for an upstream that
@@ -184,6 +181,18 @@ def completion(
     if usage is not None:
         tail.append(usage_chunk(usage))
     return Reply([*parts, *tail, DONE])
+
+
+def text_reply(
+    *pieces: str, finish_reason: str = "stop", usage: TokenUsage | None = DEFAULT_USAGE
+) -> Reply:
+    """A complete answer of text streamed in `pieces`."""
+    return completion(*text_chunks(*pieces), finish_reason=finish_reason, usage=usage)
+
+
+def calls_reply(*calls: ToolCall, usage: TokenUsage | None = DEFAULT_USAGE) -> Reply:
+    """A complete answer in which the model makes `calls` (finish reason `tool_calls`)."""
+    return completion(*call_chunks(*calls), finish_reason="tool_calls", usage=usage)
 
 
 def cut(*parts: Part) -> Reply:

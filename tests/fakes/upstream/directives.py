@@ -18,6 +18,10 @@ _DIRECTIVE_CLOSE_RE = re.compile(r"\s*\]\]")
 _CALL_BODY_RE = re.compile(r"([^\s{]+)\s*(.*)", re.DOTALL)
 _JSON_DECODER = json.JSONDecoder()
 
+# Directives that take no argument and only switch something on: `[[mid-error]]` sets the
+# field `mid_error`, and so on.
+FLAGS = frozenset({"cut", "empty", "mid-error", "no-usage", "anthropic-usage", "reasoning"})
+
 
 @dataclass
 class Directives:
@@ -104,18 +108,8 @@ def parse_directives(bodies: list[str]) -> Directives:
                 delay = _parse_int(arg)
                 if delay is not None and delay >= 0:
                     found.delay_ms = delay
-            case "cut":
-                found.cut = True
-            case "empty":
-                found.empty = True
-            case "mid-error":
-                found.mid_error = True
-            case "no-usage":
-                found.no_usage = True
-            case "anthropic-usage":
-                found.anthropic_usage = True
-            case "reasoning":
-                found.reasoning = True
+            case flag if flag in FLAGS:
+                setattr(found, flag.replace("-", "_"), True)
             case _:
                 pass  # Unknown directives are only stripped from the text.
     return found
