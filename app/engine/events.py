@@ -11,6 +11,7 @@ hands them to a sink. The sink decides what delivery means, one per driver of th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Protocol, TypedDict
 
 from app.shapes import Event, Item
@@ -64,9 +65,21 @@ class Emitter:
     """Numbers events and hands them to a sink; remembers which items it left open, so a
     run that ends abruptly can close them before its terminal event."""
 
-    def __init__(self, sink: EventSink, next_sequence_number: int = 0) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        next_sequence_number: int = 0,
+        announced: Mapping[str, int] | None = None,
+    ) -> None:
+        """`announced`: the items a stream this one continues already announced, by id, with
+        their output indexes (see `announced_items`)."""
         self.sink = sink
         self.next_sequence_number = next_sequence_number
+        # item id -> output index, for every item the stream has announced. A new item takes
+        # the next index after all of them, never one a cut-off item had: a client that
+        # followed the stream across a resume must never see an index twice.
+        self.announced: dict[str, int] = dict(announced or {})
+        self.next_output_index = max(self.announced.values(), default=-1) + 1
         # item id -> (output index, the item as announced), for items added but not done
         self.open_items: dict[str, tuple[int, Item]] = {}
 
@@ -74,7 +87,10 @@ class Emitter:
         event = {"type": event_type, "sequence_number": self.next_sequence_number, **fields}
         self.next_sequence_number += 1
         if event_type == "response.output_item.added":
-            self.open_items[fields["item"]["id"]] = (fields["output_index"], fields["item"])
+            index = fields["output_index"]
+            self.announced[fields["item"]["id"]] = index
+            self.next_output_index = max(self.next_output_index, index + 1)
+            self.open_items[fields["item"]["id"]] = (index, fields["item"])
         elif event_type == "response.output_item.done":
             self.open_items.pop(fields["item"]["id"], None)
         await self.sink.send(event)
@@ -151,3 +167,12 @@ class EventLogSink:
             batch, self._pending = self._pending, []
             if batch:
                 await self.store.append_events(self.response_id, batch)
+
+
+def announced_items(events: list[Event]) -> dict[str, int]:
+    """Item id -> output index, for every item `events` announced."""
+    return {
+        event["item"]["id"]: event["output_index"]
+        for event in events
+        if event["type"] == "response.output_item.added"
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app.config import Settings
@@ -98,6 +99,7 @@ class ResponseLoop:
         mode: RunMode = RunMode.INLINE,
         *,
         next_sequence_number: int = 0,
+        announced: Mapping[str, int] | None = None,
     ) -> StoredResponse:
         """Run a response to a terminal state and return the final row.
 
@@ -105,10 +107,11 @@ class ResponseLoop:
         holds `response.created`, written when the response was accepted. `mode` says what
         a cancellation and a cut-off turn mean (see `RunMode`); a cancellation with the
         `HAND_BACK` message leaves the response running in any mode. Any other failure
-        ends the response `failed`.
+        ends the response `failed`. `announced` are the items the stream announced before
+        (a resumed log): new items take output indexes after theirs.
         """
         token = current_response_id.set(stored.id)
-        run = Run(stored, Emitter(sink, next_sequence_number), RunState())
+        run = Run(stored, Emitter(sink, next_sequence_number, announced), RunState())
         try:
             running = await self.store.mark_in_progress(stored.id)
             if running is None:  # it ended (e.g. was cancelled) before the loop started
@@ -116,6 +119,10 @@ class ResponseLoop:
             run.response = running
             if mode.resumes:
                 run.state = await self._restore(running)
+                # New items come after what the persisted steps hold, logged or not.
+                run.emitter.next_output_index = max(
+                    run.emitter.next_output_index, len(run.state.output)
+                )
             snapshot = response_object(running, run.state.output)
             if run.emitter.next_sequence_number == 0:
                 await run.emitter.emit("response.created", response=snapshot)
@@ -258,7 +265,7 @@ class ResponseLoop:
 
         translator = TurnTranslator(
             emitter,
-            first_output_index=len(state.output),
+            first_output_index=emitter.next_output_index,
             on_item_done=record_progress,
             mcp_tools=offer.mcp_labels,
         )

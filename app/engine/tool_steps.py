@@ -12,6 +12,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 
+from app.engine.events import Emitter
 from app.engine.items import call_key, function_call_output
 from app.engine.run_state import ABANDONED, Run, RunState
 from app.engine.step_store import StepStore
@@ -68,7 +69,7 @@ class ToolSteps:
         from app.engine.tools.mcp_client import McpError, list_mcp_tools
 
         for server, ordinal in zip(servers, state.claim_ordinals(len(servers)), strict=True):
-            index = len(state.output)
+            index = emitter.next_output_index
             placeholder = list_tools_item(server, [], None)
             request = {"mcp_list_tools": server.label, "server_url": server.url}
             await self.store.start_step(stored.id, ordinal, StepKind.TOOL_CALL, request)
@@ -114,7 +115,7 @@ class ToolSteps:
         """Run `to_run` at once, each a step; close `to_skip` unrun with `skip_reason`, in
         order."""
         stored, emitter, state = run.response, run.emitter, run.state
-        pending = self._announceable([*to_run, *to_skip], state)
+        pending = self._announceable([*to_run, *to_skip], state, emitter)
         ran = len(to_run)
         for p in pending:
             if p.announced_here:
@@ -150,14 +151,16 @@ class ToolSteps:
                 )
             await emitter.emit("response.output_item.done", output_index=p.output_index, item=done)
 
-    def _announceable(self, calls: list[Item], state: RunState) -> list[_Pending]:
-        output = state.output
-        positions = {item["id"]: index for index, item in enumerate(output)}
-        next_index = len(output)
+    def _announceable(self, calls: list[Item], state: RunState, emitter: Emitter) -> list[_Pending]:
+        # An mcp_call is completed where it was announced; a stream that was not logged
+        # announced it at its place in the output.
+        positions = {item["id"]: index for index, item in enumerate(state.output)}
+        next_index = emitter.next_output_index
         pending = []
         for call in calls:
             if call["type"] == "mcp_call":
-                pending.append(_Pending(call, call, positions[call["id"]], announced_here=False))
+                at = emitter.announced.get(call["id"], positions[call["id"]])
+                pending.append(_Pending(call, call, at, announced_here=False))
             else:
                 item = function_call_output(call)
                 pending.append(_Pending(call, item, next_index, announced_here=True))

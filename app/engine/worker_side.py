@@ -12,11 +12,11 @@ import logging
 
 from app.engine.cut_items import closing_events
 from app.engine.ending import end_from_outside
-from app.engine.events import DiscardSink, EventLogSink
+from app.engine.events import DiscardSink, EventLogSink, announced_items
 from app.engine.loop import RunMode
 from app.engine.runtime import Runtime
 from app.logs import current_response_id
-from app.shapes import ErrorInfo
+from app.shapes import ErrorInfo, Event
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, RUN_RESPONSE_TASK
 from app.store.retention import RetentionReport, apply_retention
@@ -54,21 +54,27 @@ class WorkerSide:
                 self.runtime.run_store, stored.id, self.settings.event_flush_interval_s
             )
             try:
-                next_number = await self._close_cut_items(stored.id, sink)
-                await loop.run(stored, sink, RunMode.WORKER, next_sequence_number=next_number)
+                logged = await self._close_cut_items(stored.id, sink)
+                await loop.run(
+                    stored,
+                    sink,
+                    RunMode.WORKER,
+                    next_sequence_number=logged[-1]["sequence_number"] + 1 if logged else 0,
+                    announced=announced_items(logged),
+                )
             finally:
                 await asyncio.shield(sink.aclose())
         finally:
             current_response_id.reset(token)
 
-    async def _close_cut_items(self, response_id: str, sink: EventLogSink) -> int:
-        """Close the items an earlier attempt left open in the log; the next number to use."""
+    async def _close_cut_items(self, response_id: str, sink: EventLogSink) -> list[Event]:
+        """Close the items an earlier attempt left open in the log; the log as it is now."""
         logged = await self.store.events_after(response_id, -1)
         closing = closing_events(logged)
         for event in closing:
             await sink.send(event)
         await sink.flush()
-        return (closing or logged)[-1]["sequence_number"] + 1 if logged else 0
+        return [*logged, *closing]
 
     # --- recovery --------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.config import Settings
+from tests.support.clients import sdk_client
 from tests.support.database import migrated_scratch_database
 from tests.support.processes import Command, command_env, running_api_process, running_worker
 from tests.support.servers import running_api, serve
@@ -222,6 +223,29 @@ def stream_with_a_tool_call_cut_off(faults: Faults, text: str) -> list[Event]:
     )
 
 
+def sdk_stream_across_a_worker_kill(
+    faults: Faults, text: str, *, read_first: Callable[[Iterator[Any]], None]
+) -> Any:
+    """The SDK's own stream helper (`client.responses.stream`) following a background
+    response whose worker is killed midway: `read_first` reads up to the moment of the kill,
+    another worker takes over, and the helper reads on to the end. What the helper assembles
+    as the final response."""
+    faults.tool.reset()
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(sdk_client(faults.api_url, timeout=RECOVERY_TIMEOUT_S))
+        worker = faults.start_worker(stack)
+        stream = stack.enter_context(
+            client.responses.stream(model="demo", input=text, background=True)
+        )
+        events = iter(stream)
+        read_first(events)
+        kill_then_answer(faults.tool)(worker)
+        faults.start_worker(stack)
+        for _ in events:
+            pass
+        return stream.get_final_response()
+
+
 def assert_gapless(events: list[dict[str, Any]]) -> None:
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
@@ -391,3 +415,45 @@ def test_a_job_running_past_max_run_time_is_stopped_and_failed(faults: Faults) -
     assert_gapless(events)
     assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
     assert events[-1]["response"]["error"]["code"] == "timeout"
+
+
+def test_the_sdk_stream_helper_follows_a_response_across_a_worker_killed_mid_turn(
+    faults: Faults,
+) -> None:
+    marker = f"sdk-turn-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(14))
+
+    def three_deltas(events: Iterator[Any]) -> None:
+        seen = 0
+        for event in events:
+            seen += event.type == "response.output_text.delta"
+            if seen == 3:
+                return
+
+    final = sdk_stream_across_a_worker_kill(
+        faults, f"{marker} {words} [[delay:60]]", read_first=three_deltas
+    )
+
+    assert final.status == "completed"
+    assert final.output_text == f"Hello! You said: {marker} {words}"
+
+
+def test_the_sdk_stream_helper_follows_a_response_across_a_worker_killed_mid_tool_call(
+    faults: Faults,
+) -> None:
+    marker = f"sdk-tool-{secrets.token_hex(3)}"
+
+    def until_the_tool_is_called(events: Iterator[Any]) -> None:
+        wait_for(faults.tool.arrived.is_set, timeout_s=RECOVERY_TIMEOUT_S, what="the tool call")
+
+    final = sdk_stream_across_a_worker_kill(
+        faults, f'{marker} [[call:pay {{"n": 3}}]]', read_first=until_the_tool_is_called
+    )
+
+    assert final.status == "completed"
+    assert [item.type for item in final.output] == [
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    assert json.loads(final.output[1].output)["paid"] == 3

@@ -15,7 +15,7 @@ import pytest
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
 from app.engine.cut_items import closing_events
-from app.engine.events import EventSink
+from app.engine.events import EventSink, announced_items
 from app.engine.loop import ResponseLoop, RunMode
 from app.engine.resource import response_object
 from app.engine.tools.http_tool import HttpToolRunner
@@ -123,6 +123,7 @@ class Harness:
         store: MemoryStore | None = None,
         sink: EventSink | None = None,
         next_sequence_number: int = 0,
+        announced: Mapping[str, int] | None = None,
     ) -> Run:
         """Run the loop on a stored response (or on a new one for a request body). The run's
         events are recorded unless they go to the given `sink` instead."""
@@ -130,7 +131,11 @@ class Harness:
         recording = RecordingSink()
         async with asyncio.timeout(RUN_BOUND_S):
             final = await self.loop(store).run(
-                stored, sink or recording, mode, next_sequence_number=next_sequence_number
+                stored,
+                sink or recording,
+                mode,
+                next_sequence_number=next_sequence_number,
+                announced=announced,
             )
         return Run(final, recording.events, store or self.store)
 
@@ -181,7 +186,13 @@ class Harness:
         before = [*logged, *closing_events(logged)]
         next_number = before[-1]["sequence_number"] + 1 if before else 0
         stored = store.response(response_id)
-        run = await self.run(stored, RunMode.WORKER, store=store, next_sequence_number=next_number)
+        run = await self.run(
+            stored,
+            RunMode.WORKER,
+            store=store,
+            next_sequence_number=next_number,
+            announced=announced_items(before),
+        )
         return run, [*before, *run.events]
 
     async def crash_and_resume(
