@@ -34,7 +34,7 @@ from app.engine.waiting import wait_or_stop
 from app.shapes import Event, Item, JsonObject
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE
-from app.store.responses import NewResponse, StoredResponse
+from app.store.rows import NewResponse, StoredResponse
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from app.engine.run_state import output_of_steps, settled
 from app.shapes import ErrorInfo, Event, Usage
 from app.statuses import ResponseStatus
 from app.store.queue import JobQueue
-from app.store.responses import Outcome, ResponseStore, StoredResponse
+from app.store.responses import ResponseStore
+from app.store.rows import Outcome, StoredResponse
 
 log = logging.getLogger(__name__)
 

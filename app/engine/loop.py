@@ -32,7 +32,7 @@ from app.logs import current_response_id
 from app.shapes import Item, JsonObject, StepResult
 from app.statuses import ResponseStatus, StepKind
 from app.store.db import DATABASE_OUTAGES
-from app.store.responses import Outcome, StepOutcome, StoredResponse
+from app.store.rows import Outcome, StepOutcome, StoredResponse
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from app.shapes import Item, JsonObject
-from app.store.responses import StoredResponse
+from app.store.rows import StoredResponse
 
 #: A Response object, as `response_object` builds it.
 ResponseObject = dict[str, Any]

@@ -18,7 +18,7 @@ from app.engine.events import Emitter
 from app.engine.items import is_call
 from app.shapes import ErrorInfo, IncompleteDetails, Item, StepResult, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import StepOutcome, StoredResponse, StoredStep
+from app.store.rows import StepOutcome, StoredResponse, StoredStep
 
 #: The error code of a step whose process stopped mid-way; the step is redone.
 ABANDONED_CODE = "abandoned"

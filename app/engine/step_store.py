@@ -10,7 +10,7 @@ from typing import Protocol
 
 from app.shapes import Item, JsonObject
 from app.statuses import StepKind
-from app.store.responses import Outcome, StepOutcome, StoredResponse, StoredStep
+from app.store.rows import Outcome, StepOutcome, StoredResponse, StoredStep
 
 
 class StepStore(Protocol):

@@ -27,7 +27,7 @@ from app.engine.tools.mcp_errors import (
 from app.engine.tools.registry import ToolRegistry
 from app.shapes import ErrorInfo, Item, StepResult
 from app.statuses import StepKind, StepStatus
-from app.store.responses import StepOutcome, StoredResponse
+from app.store.rows import StepOutcome, StoredResponse
 
 
 @dataclass

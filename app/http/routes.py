@@ -27,7 +27,7 @@ from app.http.query import query_bool, query_choice, query_int
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
 from app.statuses import TERMINAL_EVENT_TYPES
-from app.store.responses import StoredResponse
+from app.store.rows import StoredResponse
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from app.engine.api_side import stored_request
 from app.engine.request import parse_create_request
 from app.shapes import Item, JsonObject
 from app.statuses import ACTIVE_STATUSES, ResponseStatus, StepKind, StepStatus
-from app.store.responses import Outcome, StepOutcome, StoredResponse, StoredStep
+from app.store.rows import Outcome, StepOutcome, StoredResponse, StoredStep
 
 Row = dict[str, Any]
 _T = TypeVar("_T")

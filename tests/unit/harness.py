@@ -21,7 +21,7 @@ from app.engine.resource import response_object
 from app.engine.tools.http_tool import HttpToolRunner
 from app.shapes import Event
 from app.statuses import ResponseStatus
-from app.store.responses import StoredResponse, StoredStep
+from app.store.rows import StoredResponse, StoredStep
 from tests.support.memory_store import MemoryStore, ProcessCrash, Write
 from tests.unit.streams import RecordingSink
 from tests.unit.tool_host import REGISTRY, ToolHost

@@ -8,7 +8,7 @@ import pytest
 from app.engine.events import DiscardSink, QueueSink
 from app.engine.loop import RunMode
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import Outcome
+from app.store.rows import Outcome
 from tests.support.event_types import message_events
 from tests.support.schema import assert_valid_events, assert_valid_response
 from tests.unit.harness import Harness

@@ -12,7 +12,7 @@ import pytest
 from app.engine.loop import HAND_BACK, RunMode
 from app.engine.run_state import ABANDONED_CODE
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import Outcome, StoredResponse
+from app.store.rows import Outcome, StoredResponse
 from tests.support.memory_store import MemoryStore
 from tests.support.schema import assert_valid_events
 from tests.unit.harness import Harness

@@ -6,7 +6,7 @@ import pytest
 
 from app.engine.step_store import StepStore
 from app.statuses import ResponseStatus, StepKind, StepStatus
-from app.store.responses import Outcome, StepOutcome
+from app.store.rows import Outcome, StepOutcome
 from tests.support.memory_store import MemoryStore, ProcessCrash, StoreError
 
 

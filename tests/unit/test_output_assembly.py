@@ -9,7 +9,7 @@ from typing import Any
 from app.engine.run_state import ABANDONED, RunState, assemble_output, output_of_steps
 from app.shapes import ErrorInfo, StepResult
 from app.statuses import StepKind, StepStatus
-from app.store.responses import StepOutcome, StoredStep
+from app.store.rows import StepOutcome, StoredStep
 from tests.support.memory_store import MemoryStore
 from tests.unit.upstream import TokenUsage
 

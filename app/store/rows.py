@@ -1,0 +1,110 @@
+"""The rows the store reads and writes, as typed values: what a response and its steps
+are on disk, and what the store is asked to write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg.rows import DictRow
+
+from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
+from app.statuses import ResponseStatus, StepKind, StepStatus
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    id: str
+    owner: str
+    status: ResponseStatus
+    request: JsonObject  # the create request as accepted, `input` as normalised items
+    model: str
+    service_tier: str
+    background: bool
+    stream: bool
+    previous_response_id: str | None
+    output: list[Item] | None
+    usage: Usage | None
+    usage_missing: bool
+    error: ErrorInfo | None
+    incomplete_details: IncompleteDetails | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+    job_id: int | None = None
+    recoveries: int = 0
+
+    @classmethod
+    def from_row(cls, row: DictRow) -> StoredResponse:
+        return cls(**{**row, "status": ResponseStatus(row["status"])})
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    response_id: str
+    ordinal: int
+    kind: StepKind
+    status: StepStatus
+    request: JsonObject | None  # what the step was asked to do; its shape depends on the kind
+    result: StepResult | None
+    usage: Usage | None
+    error: ErrorInfo | None
+    started_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: DictRow) -> StoredStep:
+        return cls(**{**row, "kind": StepKind(row["kind"]), "status": StepStatus(row["status"])})
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A running response that nothing runs: no live inline lease, no live job."""
+
+    id: str
+    recoveries: int
+    service_tier: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a response ends with: written on its row by `finish`."""
+
+    status: ResponseStatus
+    output: list[Item]
+    usage: Usage | None = None
+    usage_missing: bool = False
+    error: ErrorInfo | None = None
+    incomplete_details: IncompleteDetails | None = None
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a step ends with: written on its row by `finish_step`."""
+
+    status: StepStatus
+    result: StepResult
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
+class NewResponse:
+    id: str
+    owner: str
+    status: ResponseStatus
+    request: JsonObject
+    model: str
+    service_tier: str
+    background: bool
+    stream: bool
+    previous_response_id: str | None
+    lease_owner: str | None = None
+    lease_ttl_s: float = 0.0
