@@ -106,8 +106,9 @@ class ResponseLoop:
         Events are numbered from `next_sequence_number`: a background stream's log already
         holds `response.created`, written when the response was accepted. `mode` says what
         a cancellation and a cut-off turn mean (see `RunMode`); a cancellation with the
-        `HAND_BACK` message leaves the response running in any mode. Any other failure
-        ends the response `failed`. `announced` are the items the stream announced before
+        `HAND_BACK` message leaves the response running in any mode, and so does losing the
+        database for longer than DB_RUN_WAIT_S. Any other failure ends the response
+        `failed`. `announced` are the items the stream announced before
         (a resumed log): new items take output indexes after theirs.
         """
         token = current_response_id.set(stored.id)
