@@ -211,7 +211,7 @@ bodies = st.one_of(well_formed, garbled)
 
 
 @settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     # The same bounded search every run: a fixed seed, and nothing kept between runs.
     derandomize=True,
