@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app import ids
 from app.engine.errors import RequestError
@@ -57,10 +57,33 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+ReasoningSummary = Literal["auto", "concise", "detailed"]
+
+
+class ReasoningConfig(BaseModel):
+    """`reasoning`: the effort is forwarded upstream; the summary is accepted and echoed.
+    Other fields the SDK knows (`mode`, `context`) are accepted and not acted on."""
+
+    model_config = ConfigDict(extra="allow")
+    effort: ReasoningEffort | None = None
+    summary: ReasoningSummary | None = None
+    generate_summary: ReasoningSummary | None = None  # the SDK's deprecated name of `summary`
+
+
 class CreateResponseRequest(BaseModel):
     """The parameters of POST /v1/responses that Ferry accepts."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        # Clients other than the SDK send `null` for parameters they leave unset; it means
+        # the default, as it does to OpenAI, not a wrong type.
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
     model: str = Field(min_length=1)
     input: str | list[JsonObject] | None = None  # as sent; `normalise_input` checks it
@@ -82,7 +105,7 @@ class CreateResponseRequest(BaseModel):
     tool_choice: ToolChoiceMode | FunctionToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
-    reasoning: JsonObject | None = None
+    reasoning: ReasoningConfig | None = None
     metadata: dict[str, str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None

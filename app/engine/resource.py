@@ -57,7 +57,8 @@ def _echo_tier(tier: str | None) -> str:
 def _echo_reasoning(reasoning: JsonObject | None) -> JsonObject | None:
     if reasoning is None:
         return None
-    return {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+    summary = reasoning.get("summary") or reasoning.get("generate_summary")
+    return {"effort": reasoning.get("effort"), "summary": summary}
 
 
 def _param(request: JsonObject, name: str) -> Any:

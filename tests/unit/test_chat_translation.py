@@ -437,6 +437,17 @@ def test_responses_only_fields_are_not_forwarded(field: str) -> None:
     assert field not in body_for({field: "x"})
 
 
+def test_reasoning_effort_is_forwarded_under_its_chat_name() -> None:
+    body = body_for({"reasoning": {"effort": "low", "summary": "auto"}})
+
+    assert body["reasoning_effort"] == "low"
+    assert "reasoning" not in body
+
+
+def test_no_reasoning_effort_is_sent_unless_asked_for() -> None:
+    assert "reasoning_effort" not in body_for({"reasoning": {"summary": "auto"}})
+
+
 # --- tools -------------------------------------------------------------------------------
 
 

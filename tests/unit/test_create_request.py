@@ -107,7 +107,7 @@ def test_parameters_are_kept_on_the_request() -> None:
 @pytest.mark.parametrize(
     ("fields", "param", "code"),
     [
-        ({"model": None}, "model", "invalid_value"),
+        ({"model": None}, "model", "missing_required_parameter"),  # null is not given
         ({"input": 42}, "input", "invalid_type"),
         ({"input": {"role": "user"}}, "input", "invalid_type"),
         ({"input": [{"type": "mystery"}]}, "input[0].type", "invalid_value"),

@@ -48,6 +48,11 @@ def chat_completion_body(
     response_format = chat_response_format(request.get("text"))
     if response_format is not None:
         body["response_format"] = response_format
+    reasoning = request.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    if effort is not None:
+        # The chat-completions name of the same knob (vLLM, SGLang, Ollama, OpenAI).
+        body["reasoning_effort"] = effort
     user = _end_user(request)
     if user is not None:
         body["user"] = user

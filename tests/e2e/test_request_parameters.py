@@ -1,0 +1,76 @@
+"""Parameters at the edges of the contract: `null` for an optional parameter, and
+`reasoning`, whose effort is checked against the SDK's values and forwarded upstream."""
+
+from __future__ import annotations
+
+import secrets
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.upstream.spy import requests_mentioning
+
+OPTIONAL_PARAMETERS = [
+    "instructions",
+    "previous_response_id",
+    "stream",
+    "stream_options",
+    "background",
+    "store",
+    "service_tier",
+    "temperature",
+    "top_p",
+    "max_output_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "reasoning",
+    "metadata",
+    "truncation",
+    "include",
+    "user",
+]
+
+
+def test_null_for_an_optional_parameter_means_not_given(api_url: str) -> None:
+    body = {"model": "demo", "input": "nulls", **dict.fromkeys(OPTIONAL_PARAMETERS)}
+    reply = httpx.post(f"{api_url}/v1/responses", json=body, timeout=30)
+
+    assert reply.status_code == 200, reply.text
+    response = reply.json()
+    assert response["status"] == "completed"
+    # Echoed with the defaults, as if the parameters had not been sent.
+    assert (response["background"], response["store"], response["metadata"]) == (False, True, {})
+    assert response["temperature"] == 1.0
+
+
+def test_reasoning_effort_is_forwarded_and_echoed(client: openai.OpenAI, upstream_url: str) -> None:
+    marker = f"think-{secrets.token_hex(3)}"
+    response = client.responses.create(
+        model="demo", input=marker, reasoning={"effort": "low", "summary": "auto"}
+    )
+
+    assert response.status == "completed"
+    assert response.reasoning is not None
+    assert (response.reasoning.effort, response.reasoning.summary) == ("low", "auto")
+    [sent] = requests_mentioning(upstream_url, marker)
+    assert sent["body"]["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "param"),
+    [
+        ({"effort": "enormous"}, "reasoning.effort"),
+        ({"summary": "verbose"}, "reasoning.summary"),
+    ],
+)
+def test_an_unknown_reasoning_value_is_a_400_naming_it(
+    api_url: str, reasoning: dict[str, str], param: str
+) -> None:
+    body = {"model": "demo", "input": "hi", "reasoning": reasoning}
+    reply = httpx.post(f"{api_url}/v1/responses", json=body, timeout=30)
+
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == param
