@@ -10,16 +10,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from app import ids
 from app.engine.errors import RequestError
-from app.shapes import Item, JsonObject, Part
+from app.engine.input_items import invalid, normalise_input, require_str, unsupported
+from app.shapes import Item, JsonObject
 
 ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
 ToolChoiceMode = Literal["none", "auto", "required"]
-
-MESSAGE_ROLES = ("user", "system", "developer", "assistant")
-CONTENT_PART_TYPES = ("input_text", "input_image", "output_text", "refusal")
-ITEM_TYPES = ("message", "function_call", "function_call_output")
 
 
 # Counts beyond this are no limit at all; bounded so they fit every integer column and
@@ -154,168 +150,52 @@ def _error_from_validation(exc: ValidationError) -> RequestError:
     )
 
 
-def _invalid(param: str, message: str, code: str = "invalid_value") -> RequestError:
-    return RequestError(message, param=param, code=code)
-
-
-def _unsupported(param: str, value: Any, supported: tuple[str, ...]) -> RequestError:
-    allowed = ", ".join(f"'{v}'" for v in supported)
-    return _invalid(param, f"Invalid value: '{value}'. Supported values are: {allowed}.")
-
-
-def _require_str(item: JsonObject, key: str, where: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str):
-        if value is None:
-            raise _invalid(
-                f"{where}.{key}",
-                f"Missing required parameter: '{where}.{key}'.",
-                "missing_required_parameter",
-            )
-        raise _invalid(
-            f"{where}.{key}",
-            f"Invalid type for '{where}.{key}': expected a string.",
-            "invalid_type",
-        )
-    return value
-
-
-def _normalise_part(part: Any, where: str) -> Part:
-    if not isinstance(part, dict):
-        raise _invalid(where, f"Invalid type for '{where}': expected an object.", "invalid_type")
-    kind = part.get("type")
-    if kind not in CONTENT_PART_TYPES:
-        raise _unsupported(f"{where}.type", kind, CONTENT_PART_TYPES)
-    if kind in ("input_text", "output_text"):
-        _require_str(part, "text", where)
-    elif kind == "refusal":
-        _require_str(part, "refusal", where)
-    elif kind == "input_image":
-        _require_str(part, "image_url", where)
-        detail = part.get("detail", "auto")
-        if detail not in ("auto", "low", "high"):
-            raise _invalid(f"{where}.detail", f"Invalid value for '{where}.detail': '{detail}'.")
-    return dict(part)
-
-
-def _normalise_message(item: JsonObject, where: str) -> Item:
-    role = item.get("role")
-    if role not in MESSAGE_ROLES:
-        raise _unsupported(f"{where}.role", role, MESSAGE_ROLES)
-    content = item.get("content")
-    if isinstance(content, str):
-        parts: list[Part] = [
-            {"type": "output_text" if role == "assistant" else "input_text", "text": content}
-        ]
-        if role == "assistant":
-            parts[0]["annotations"] = []
-    elif isinstance(content, list):
-        parts = [_normalise_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
-    else:
-        raise _invalid(
-            f"{where}.content",
-            f"Invalid type for '{where}.content': expected a string or an array of content parts.",
-            "invalid_type",
-        )
-    return {
-        "type": "message",
-        "id": item.get("id") or ids.message_id(),
-        "role": role,
-        "status": item.get("status") or "completed",
-        "content": parts,
-    }
-
-
-def _normalise_function_call(item: JsonObject, where: str) -> Item:
-    return {
-        "type": "function_call",
-        "id": item.get("id") or ids.function_call_id(),
-        "call_id": _require_str(item, "call_id", where),
-        "name": _require_str(item, "name", where),
-        "arguments": _require_str(item, "arguments", where),
-        "status": item.get("status") or "completed",
-    }
-
-
-def _normalise_function_call_output(item: JsonObject, where: str) -> Item:
-    output = item.get("output")
-    if isinstance(output, list):
-        output = [_normalise_part(p, f"{where}.output[{i}]") for i, p in enumerate(output)]
-    elif not isinstance(output, str):
-        raise _invalid(
-            f"{where}.output",
-            f"Invalid type for '{where}.output': expected a string or an array of content parts.",
-            "invalid_type",
-        )
-    return {
-        "type": "function_call_output",
-        "id": item.get("id") or ids.new_id("fco"),
-        "call_id": _require_str(item, "call_id", where),
-        "output": output,
-        "status": item.get("status") or "completed",
-    }
-
-
-_ITEM_NORMALISERS = {
-    "message": _normalise_message,
-    "function_call": _normalise_function_call,
-    "function_call_output": _normalise_function_call_output,
-}
-
-
-def normalise_input(raw: str | list[JsonObject] | None) -> list[Item]:
-    """The request's `input` as a list of typed items, each with an id (for input_items)."""
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        return [_normalise_message({"role": "user", "content": raw}, "input")]
-    items = []
-    for index, item in enumerate(raw):
-        where = f"input[{index}]"
-        # The "easy" message form has a role but no type.
-        kind = item.get("type", "message" if "role" in item else None)
-        normaliser = _ITEM_NORMALISERS.get(kind) if isinstance(kind, str) else None
-        if normaliser is None:
-            raise _unsupported(f"{where}.type", kind, ITEM_TYPES)
-        items.append(normaliser(item, where))
-    return items
-
-
 def _check_function_tool(tool: JsonObject, where: str) -> None:
-    _require_str(tool, "name", where)
+    require_str(tool, "name", where)
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
-        raise _invalid(
+        raise invalid(
             f"{where}.parameters", "Invalid type: expected a JSON Schema object.", "invalid_type"
         )
 
 
 def _check_mcp_tool(tool: JsonObject, where: str) -> None:
-    label = _require_str(tool, "server_label", where)
+    label = require_str(tool, "server_label", where)
     if not label or not all(c.isalnum() or c in "_-" for c in label):
-        raise _invalid(f"{where}.server_label", "Use letters, digits, '_' and '-' only.")
-    url = _require_str(tool, "server_url", where)
+        raise invalid(f"{where}.server_label", "Use letters, digits, '_' and '-' only.")
+    url = require_str(tool, "server_url", where)
     if not url.startswith(("http://", "https://")):
-        raise _invalid(f"{where}.server_url", "The MCP server URL must be http(s).")
+        raise invalid(f"{where}.server_url", "The MCP server URL must be http(s).")
     if tool.get("require_approval") != "never":
         # OpenAI's default is "always"; approvals need a round trip Ferry does not offer yet.
-        raise _invalid(
+        raise invalid(
             f"{where}.require_approval",
             "Only 'require_approval': 'never' is supported (approvals are not supported yet).",
             "unsupported_value",
         )
     allowed = tool.get("allowed_tools")
     if isinstance(allowed, dict):
+        unknown_filters = set(allowed) - {"tool_names", "read_only"}
+        if unknown_filters:
+            name = sorted(unknown_filters)[0]
+            raise invalid(
+                f"{where}.allowed_tools.{name}",
+                f"Unknown parameter: '{where}.allowed_tools.{name}'.",
+                "unknown_parameter",
+            )
+        read_only = allowed.get("read_only")
+        if read_only is not None and not isinstance(read_only, bool):
+            raise invalid(f"{where}.allowed_tools.read_only", "Expected a boolean.", "invalid_type")
         allowed = allowed.get("tool_names")
     if allowed is not None and not (
         isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)
     ):
-        raise _invalid(f"{where}.allowed_tools", "Expected a list of tool names.", "invalid_type")
+        raise invalid(f"{where}.allowed_tools", "Expected a list of tool names.", "invalid_type")
     headers = tool.get("headers")
     if headers is not None and not (
         isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
     ):
-        raise _invalid(f"{where}.headers", "Expected an object of strings.", "invalid_type")
+        raise invalid(f"{where}.headers", "Expected an object of strings.", "invalid_type")
     unknown = set(tool) - MCP_TOOL_FIELDS
     if unknown:
         name = sorted(unknown)[0]
@@ -347,11 +227,11 @@ def _check_tools(tools: list[JsonObject] | None) -> None:
         kind = tool.get("type")
         check = _TOOL_CHECKS.get(kind) if isinstance(kind, str) else None
         if check is None:
-            raise _unsupported(f"{where}.type", tool.get("type"), tuple(_TOOL_CHECKS))
+            raise unsupported(f"{where}.type", tool.get("type"), tuple(_TOOL_CHECKS))
         check(tool, where)
         if tool["type"] == "mcp":
             if tool["server_label"] in labels:
-                raise _invalid(f"{where}.server_label", "Each MCP server needs its own label.")
+                raise invalid(f"{where}.server_label", "Each MCP server needs its own label.")
             labels.add(tool["server_label"])
 
 
@@ -359,7 +239,7 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
     if metadata is None:
         return
     if len(metadata) > METADATA_MAX_PAIRS:
-        raise _invalid(
+        raise invalid(
             "metadata",
             f"Invalid 'metadata': too many properties. Expected an object with at most "
             f"{METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} "
@@ -368,14 +248,14 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
         )
     for key, value in metadata.items():
         if len(key) > METADATA_MAX_KEY_CHARS:
-            raise _invalid(
+            raise invalid(
                 "metadata",
                 f"Invalid 'metadata': keys may be at most {METADATA_MAX_KEY_CHARS} characters "
                 f"long, but a key has {len(key)}.",
                 "string_above_max_length",
             )
         if len(value) > METADATA_MAX_VALUE_CHARS:
-            raise _invalid(
+            raise invalid(
                 f"metadata.{key}",
                 f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
                 f"length {METADATA_MAX_VALUE_CHARS}, but got a string with length {len(value)} "
@@ -389,7 +269,7 @@ def _check_tool_choice(request: CreateResponseRequest) -> None:
     if isinstance(choice, FunctionToolChoice):
         names = {t.get("name") for t in request.tools or []}
         if choice.name not in names:
-            raise _invalid(
+            raise invalid(
                 "tool_choice",
                 f"Tool choice '{choice.name}' not found in 'tools' parameter.",
             )
@@ -406,13 +286,13 @@ def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
     except ValidationError as exc:
         raise _error_from_validation(exc) from None
     if request.stream_options is not None and not request.stream:
-        raise _invalid(
+        raise invalid(
             "stream_options",
             "Invalid value for 'stream_options': only allowed when 'stream' is true.",
         )
     if request.text is not None and request.text.format.type == "json_schema":
         if not request.text.format.name or request.text.format.schema_ is None:
-            raise _invalid("text.format", "A json_schema format needs 'name' and 'schema'.")
+            raise invalid("text.format", "A json_schema format needs 'name' and 'schema'.")
     _check_metadata(request.metadata)
     _check_tools(request.tools)
     _check_tool_choice(request)

@@ -1,15 +1,18 @@
-"""Parameters at the edges of the contract: `null` for an optional parameter, and
-`reasoning`, whose effort is checked against the SDK's values and forwarded upstream."""
+"""Parameters at the edges of the contract: `null` for an optional parameter; `reasoning`,
+whose effort is checked against the SDK's values and forwarded upstream; and an MCP tool's
+`allowed_tools` filter, which decides what the model may see and call."""
 
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.fakes.upstream.spy import requests_mentioning
+from tests.support.mcp_server import McpTestServer
 
 OPTIONAL_PARAMETERS = [
     "instructions",
@@ -70,6 +73,62 @@ def test_an_unknown_reasoning_value_is_a_400_naming_it(
     api_url: str, reasoning: dict[str, str], param: str
 ) -> None:
     body = {"model": "demo", "input": "hi", "reasoning": reasoning}
+    reply = httpx.post(f"{api_url}/v1/responses", json=body, timeout=30)
+
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("allowed_tools", "offered"),
+    [
+        ({"read_only": True}, ["add", "echo"]),
+        ({"read_only": False}, ["fail", "mixed", "secret_header", "sleep", "structured"]),
+        ({"tool_names": ["add", "fail"], "read_only": True}, ["add"]),
+        ({"tool_names": ["add", "fail"]}, ["add", "fail"]),
+        (["echo"], ["echo"]),
+    ],
+)
+def test_the_mcp_allowed_tools_filter_decides_what_the_model_sees(
+    client: openai.OpenAI,
+    mcp_server: McpTestServer,
+    allowed_tools: dict[str, Any] | list[str],
+    offered: list[str],
+) -> None:
+    tool: Any = {
+        "type": "mcp",
+        "server_label": "calc",
+        "server_url": mcp_server.url,
+        "require_approval": "never",
+        "allowed_tools": allowed_tools,
+    }
+    response = client.responses.create(
+        model="demo", input=f"which tools? {secrets.token_hex(3)}", tools=[tool]
+    )
+
+    listed = response.output[0]
+    assert listed.type == "mcp_list_tools"
+    assert sorted(t.name for t in listed.tools) == offered
+
+
+@pytest.mark.parametrize(
+    ("allowed_tools", "param"),
+    [
+        ({"read_only": "yes"}, "tools[0].allowed_tools.read_only"),
+        ({"tool_names": ["add"], "writes": True}, "tools[0].allowed_tools.writes"),
+    ],
+)
+def test_a_malformed_allowed_tools_filter_is_a_400(
+    api_url: str, mcp_server: McpTestServer, allowed_tools: dict[str, Any], param: str
+) -> None:
+    tool = {
+        "type": "mcp",
+        "server_label": "calc",
+        "server_url": mcp_server.url,
+        "require_approval": "never",
+        "allowed_tools": allowed_tools,
+    }
+    body = {"model": "demo", "input": "hi", "tools": [tool]}
     reply = httpx.post(f"{api_url}/v1/responses", json=body, timeout=30)
 
     assert reply.status_code == 400, reply.text

@@ -28,6 +28,7 @@ from mcp_types import (
     ListToolsResult,
     PaginatedRequestParams,
     TextContent,
+    ToolAnnotations,
 )
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -107,12 +108,13 @@ def build_mcp_app(recorder: McpTestServer) -> Starlette:
     """
     mcp = _PagingMCPServer(recorder)
 
-    @mcp.tool(description="Add two integers")
+    # `add` and `echo` change nothing, and say so: what a `read_only` filter selects.
+    @mcp.tool(description="Add two integers", annotations=ToolAnnotations(readOnlyHint=True))
     def add(a: int, b: int) -> int:
         recorder.record("add", {"a": a, "b": b})
         return a + b
 
-    @mcp.tool(description="Echo the text back")
+    @mcp.tool(description="Echo the text back", annotations=ToolAnnotations(readOnlyHint=True))
     def echo(text: str) -> str:
         recorder.record("echo", {"text": text})
         return text

@@ -24,9 +24,18 @@ class McpServer:
     url: str
     headers: dict[str, str]
     allowed_tools: frozenset[str] | None  # None: all of the server's tools
+    # True: only tools the server annotates `readOnlyHint`; False: only the others.
+    read_only: bool | None = None
 
-    def allows(self, name: str) -> bool:
-        return self.allowed_tools is None or name in self.allowed_tools
+    def allows(self, tool: McpTool) -> bool:
+        """Whether `allowed_tools` lets the model see (and so call) the tool: its name is
+        listed, if names are given, and its read-only annotation matches, if asked."""
+        if self.allowed_tools is not None and tool.name not in self.allowed_tools:
+            return False
+        if self.read_only is None:
+            return True
+        # MCP's default for an unannotated tool: it may modify its environment.
+        return bool((tool.annotations or {}).get("readOnlyHint", False)) is self.read_only
 
 
 def mcp_servers(request: JsonObject) -> list[McpServer]:
@@ -36,6 +45,8 @@ def mcp_servers(request: JsonObject) -> list[McpServer]:
         if tool.get("type") != "mcp":
             continue
         allowed = tool.get("allowed_tools")
+        # Either a list of names, or a filter object with `tool_names` and/or `read_only`.
+        read_only = allowed.get("read_only") if isinstance(allowed, dict) else None
         if isinstance(allowed, dict):
             allowed = allowed.get("tool_names")
         servers.append(
@@ -44,6 +55,7 @@ def mcp_servers(request: JsonObject) -> list[McpServer]:
                 url=tool["server_url"],
                 headers=dict(tool.get("headers") or {}),
                 allowed_tools=frozenset(allowed) if allowed is not None else None,
+                read_only=read_only,
             )
         )
     return servers
@@ -76,7 +88,7 @@ def list_tools_item(server: McpServer, tools: list[McpTool], error: str | None) 
                 "annotations": tool.annotations,
             }
             for tool in tools
-            if server.allows(tool.name)
+            if server.allows(tool)
         ],
         "error": error,
     }
