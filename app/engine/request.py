@@ -53,6 +53,17 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+# What the SDK may ask `include` for (its `ResponseIncludable`); anything else is a 400.
+Includable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 ReasoningSummary = Literal["auto", "concise", "detailed"]
 
@@ -104,7 +115,7 @@ class CreateResponseRequest(BaseModel):
     reasoning: ReasoningConfig | None = None
     metadata: dict[str, str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
-    include: list[str] | None = None
+    include: list[Includable] | None = None
     user: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None

@@ -133,3 +133,13 @@ def test_a_malformed_allowed_tools_filter_is_a_400(
 
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["param"] == param
+
+
+def test_include_takes_the_sdks_values_only(api_url: str) -> None:
+    known = {"model": "demo", "input": "hi", "include": ["message.output_text.logprobs"]}
+    assert httpx.post(f"{api_url}/v1/responses", json=known, timeout=30).status_code == 200
+
+    unknown = {"model": "demo", "input": "hi", "include": ["everything.please"]}
+    reply = httpx.post(f"{api_url}/v1/responses", json=unknown, timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "include[0]"
