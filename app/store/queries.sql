@@ -57,26 +57,29 @@ SELECT * FROM response_steps WHERE response_id = %(response_id)s ORDER BY ordina
 -- Serialises writers of one response's event log (the worker's flushes, a cancel).
 SELECT id, status FROM responses WHERE id = %(id)s FOR UPDATE;
 
--- name: log_is_closed
--- A log ends with its terminal event; nothing may follow it.
-SELECT EXISTS (
-    SELECT 1 FROM response_events
+-- name: append_event_batch
+-- One flush of a response's event log, unless the log is closed (its terminal event is
+-- written) or the batch would not follow the events already there: a batch that overlaps
+-- them comes from a run that no longer owns the response. The caller holds the row lock
+-- (`lock_response`), so writers of one log take turns, and this statement sees the last
+-- one's rows. The notification goes out with the commit; tailers re-read from the log.
+WITH log AS (
+    SELECT coalesce(max(last_sequence_number), -1) AS last, coalesce(bool_or(closed), false) AS closed
+      FROM response_event_batches
      WHERE response_id = %(response_id)s
-       AND type IN {{terminal_event_types}}
-) AS closed;
-
--- name: append_events
-INSERT INTO response_events (response_id, sequence_number, type, data)
-SELECT %(response_id)s, e.sequence_number, e.type, e.data
-  FROM jsonb_to_recordset(%(events)s) AS e(sequence_number integer, type text, data jsonb)
-ON CONFLICT (response_id, sequence_number) DO NOTHING;
-
--- name: notify_events
-SELECT pg_notify('ferry_events', %(payload)s);
+), written AS (
+    INSERT INTO response_event_batches
+        (response_id, first_sequence_number, last_sequence_number, closed, codec, events)
+    SELECT %(response_id)s, %(first)s, %(last)s, %(closed)s, %(codec)s, %(events)s
+      FROM log
+     WHERE NOT log.closed AND log.last < %(first)s
+    RETURNING response_id
+)
+SELECT pg_notify('ferry_events', %(payload)s) FROM written;
 
 -- name: last_sequence_number
-SELECT coalesce(max(sequence_number), -1) AS last
-  FROM response_events WHERE response_id = %(response_id)s;
+SELECT coalesce(max(last_sequence_number), -1) AS last
+  FROM response_event_batches WHERE response_id = %(response_id)s;
 
 -- name: set_job_id
 UPDATE responses SET job_id = %(job_id)s WHERE id = %(id)s;
@@ -88,10 +91,11 @@ DELETE FROM responses WHERE id = %(id)s AND owner = %(owner)s RETURNING id;
 SELECT count(*) AS depth FROM procrastinate_jobs
  WHERE queue_name = %(queue)s AND status = 'todo';
 
--- name: list_events_after
-SELECT sequence_number, type, data FROM response_events
- WHERE response_id = %(response_id)s AND sequence_number > %(after)s
- ORDER BY sequence_number;
+-- name: list_event_batches_after
+-- The batches holding events after %(after)s; the first may also hold some before it.
+SELECT codec, events FROM response_event_batches
+ WHERE response_id = %(response_id)s AND last_sequence_number > %(after)s
+ ORDER BY first_sequence_number;
 
 -- name: record_step_items
 -- Items a running step has finished so far, so GET can show them before the step ends.

@@ -19,7 +19,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from app.shapes import Event, Item, JsonObject
-from app.statuses import StepKind
+from app.statuses import TERMINAL_EVENT_TYPES, StepKind
+from app.store import event_codec
 from app.store.queries import QUERIES
 from app.store.rows import NewResponse, Orphan, Outcome, StepOutcome, StoredResponse, StoredStep
 
@@ -186,7 +187,8 @@ class ResponseStore:
         """Append numbered events and wake the tailers, unless the log is already closed.
 
         The response row is locked first, so a worker's flush and a cancel writing the
-        terminal event take turns; events that arrive after the terminal one are dropped.
+        terminal event take turns; events after the terminal one, or overlapping those already
+        written (from a run that lost the response), are dropped.
         Returns whether the events were written.
         """
         if not events:
@@ -203,20 +205,20 @@ class ResponseStore:
     async def _append_events(
         self, response_id: str, events: list[Event], conn: AsyncConnection
     ) -> bool:
-        rows = [
-            {"sequence_number": e["sequence_number"], "type": e["type"], "data": e} for e in events
-        ]
         if await self._one("lock_response", {"id": response_id}, conn) is None:
             return False
-        closed = await self._one("log_is_closed", {"response_id": response_id}, conn)
-        if closed and closed["closed"]:
-            return False
-        await self._execute(
-            "append_events", {"response_id": response_id, "events": Jsonb(rows)}, conn
-        )
-        payload = f"{response_id}:{events[-1]['sequence_number']}"
-        await self._execute("notify_events", {"payload": payload}, conn)
-        return True
+        codec, blob = event_codec.encode(events)
+        first, last = events[0]["sequence_number"], events[-1]["sequence_number"]
+        params = {
+            "response_id": response_id,
+            "first": first,
+            "last": last,
+            "closed": events[-1]["type"] in TERMINAL_EVENT_TYPES,
+            "codec": codec,
+            "events": blob,
+            "payload": f"{response_id}:{last}",
+        }
+        return await self._one("append_event_batch", params, conn) is not None
 
     async def last_sequence_number(
         self, response_id: str, conn: AsyncConnection | None = None
@@ -225,8 +227,14 @@ class ResponseStore:
         return int(row["last"]) if row else -1
 
     async def events_after(self, response_id: str, after: int) -> list[Event]:
-        rows = await self._all("list_events_after", {"response_id": response_id, "after": after})
-        return [row["data"] for row in rows]
+        params = {"response_id": response_id, "after": after}
+        rows = await self._all("list_event_batches_after", params)
+        return [
+            event
+            for row in rows
+            for event in event_codec.decode(row["codec"], row["events"])
+            if event["sequence_number"] > after
+        ]
 
     async def find_idempotency_key(
         self, owner: str, key: str, ttl_s: float

@@ -35,11 +35,11 @@ WITH doomed AS (
       FROM responses AS r
      WHERE r.status IN {{terminal}}
        AND coalesce(r.completed_at, r.updated_at) < now() - make_interval(secs => %(age_s)s)
-       AND EXISTS (SELECT 1 FROM response_events AS e WHERE e.response_id = r.id)
+       AND EXISTS (SELECT 1 FROM response_event_batches AS e WHERE e.response_id = r.id)
      LIMIT %(batch)s
        FOR UPDATE OF r SKIP LOCKED
 ), gone AS (
-    DELETE FROM response_events AS e
+    DELETE FROM response_event_batches AS e
      USING doomed
      WHERE e.response_id = doomed.id
     RETURNING e.response_id

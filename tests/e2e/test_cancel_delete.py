@@ -133,7 +133,7 @@ def test_delete_removes_the_response_its_steps_and_events(
     assert deleted == {"id": response_id, "object": "response", "deleted": True}
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response_id)
-    for table in ("response_steps", "response_events"):
+    for table in ("response_steps", "response_event_batches"):
         count = db.execute(
             f"SELECT count(*) AS n FROM {table} WHERE response_id = %s", (response_id,)
         ).fetchone()

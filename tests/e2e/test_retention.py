@@ -103,9 +103,10 @@ def add_response(
         )
     for seq in range(events):
         conn.execute(
-            "INSERT INTO response_events (response_id, sequence_number, type, data, created_at)"
-            " VALUES (%s, %s, 'response.output_text.delta', %s, now() - %s)",
-            (rid, seq, Jsonb({"delta": "x"}), updated_ago),
+            "INSERT INTO response_event_batches (response_id, first_sequence_number,"
+            " last_sequence_number, closed, codec, events, created_at)"
+            " VALUES (%s, %s, %s, false, 0, %s, now() - %s)",
+            (rid, seq, seq, b'[{"type": "response.output_text.delta", "delta": "x"}]', updated_ago),
         )
 
 
@@ -179,7 +180,7 @@ def test_old_terminal_responses_go_with_their_steps_and_events(
     assert report == RetentionReport(responses_deleted=5, event_logs_trimmed=0, jobs_deleted=0)
     assert ids(conn, "SELECT id FROM responses") == kept
     assert counts_by_response(conn, "response_steps") == dict.fromkeys(kept, 2)
-    assert counts_by_response(conn, "response_events") == dict.fromkeys(kept, 3)
+    assert counts_by_response(conn, "response_event_batches") == dict.fromkeys(kept, 3)
 
 
 def test_event_logs_of_terminal_responses_past_the_event_age_are_trimmed(
@@ -215,7 +216,7 @@ def test_event_logs_of_terminal_responses_past_the_event_age_are_trimmed(
         "middle_in_progress": 2,
         "middle_queued": 2,
     }
-    assert counts_by_response(conn, "response_events") == {
+    assert counts_by_response(conn, "response_event_batches") == {
         "recent_completed": 3,
         "middle_in_progress": 3,
         "middle_queued": 3,
@@ -299,7 +300,7 @@ def _record_deleting_transactions(conn: Conn) -> None:
         $$;
         CREATE TRIGGER record_deletion AFTER DELETE ON responses
             FOR EACH ROW EXECUTE FUNCTION record_deletion('id');
-        CREATE TRIGGER record_deletion AFTER DELETE ON response_events
+        CREATE TRIGGER record_deletion AFTER DELETE ON response_event_batches
             FOR EACH ROW EXECUTE FUNCTION record_deletion('response_id');
         CREATE TRIGGER record_deletion AFTER DELETE ON procrastinate_jobs
             FOR EACH ROW EXECUTE FUNCTION record_deletion('id');
@@ -331,12 +332,12 @@ def test_each_delete_runs_in_bounded_batches_until_a_short_one(
 
     assert report == RetentionReport(responses_deleted=5, event_logs_trimmed=5, jobs_deleted=4)
     assert ids(conn, "SELECT id FROM responses") == {f"middle_{i}" for i in range(5)}
-    assert counts_by_response(conn, "response_events") == {}
+    assert counts_by_response(conn, "response_event_batches") == {}
     assert ids(conn, "SELECT id FROM procrastinate_jobs") == set()
     # Each batch was its own transaction (one xid each) of at most two rows (logs, for the
     # trim), and each one's work was committed: the trigger's log of it is still there.
     assert _batch_sizes(conn, "responses") == [2, 2, 1]
-    assert _batch_sizes(conn, "response_events") == [2, 2, 1]
+    assert _batch_sizes(conn, "response_event_batches") == [2, 2, 1]
     assert _batch_sizes(conn, "procrastinate_jobs") == [2, 2]
     deleted_jobs = ids(conn, "SELECT key FROM deletions WHERE tbl = 'procrastinate_jobs'")
     assert deleted_jobs == {str(job) for job in jobs}
