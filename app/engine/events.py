@@ -3,7 +3,7 @@
 The engine emits events through an `Emitter`, which stamps consecutive sequence numbers and
 hands them to a sink. The sink decides what delivery means, one per driver of the loop:
 
-- `QueueSink`: the inline stream; an HTTP response writes the events as SSE frames.
+- `StreamSink`: the inline stream; an HTTP response writes the events as SSE frames.
 - `DiscardSink`: the inline blocking request; only the final object is returned.
 - `EventLogSink`: the worker; events are batched into the persisted log that streams tail.
 """
@@ -11,6 +11,7 @@ hands them to a sink. The sink decides what delivery means, one per driver of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Protocol, TypedDict
 
@@ -109,21 +110,46 @@ class DiscardSink:
         return None
 
 
-class QueueSink:
-    """Hands events to the HTTP response writing them as SSE frames."""
+class StreamSink:
+    """Hands events to the HTTP response writing them as SSE frames, in batches.
+
+    The writer takes whatever has arrived since it last looked, so a burst of tokens goes
+    out as one write rather than one per event, and waiting costs no task per event.
+    """
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._pending: list[Event] = []
+        self._ready = asyncio.Event()
+        self.closed = False
 
     async def send(self, event: Event) -> None:
-        self.queue.put_nowait(event)
+        self._pending.append(event)
+        self._ready.set()
 
     async def flush(self) -> None:
         return None
 
     def close(self) -> None:
-        """No more events: the reader stops after what is queued."""
-        self.queue.put_nowait(None)
+        """No more events: the writer stops after what is pending."""
+        self.closed = True
+        self._ready.set()
+
+    def wake(self) -> None:
+        """End the writer's current wait early (it has something else to check)."""
+        self._ready.set()
+
+    async def take(self, timeout_s: float) -> list[Event]:
+        """The events that arrived since the last take, waiting up to `timeout_s` for one.
+
+        Empty when the wait timed out, was woken, or the sink is closed and drained.
+        """
+        if not self._pending and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+        self._ready.clear()
+        batch, self._pending = self._pending, []
+        return batch
 
 
 class EventLogSink:

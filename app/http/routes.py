@@ -15,11 +15,10 @@ from starlette.routing import Route
 from app.config import Settings
 from app.engine.api_side import ApiSide, Idempotency, KeyTaken, Submission
 from app.engine.errors import RequestError
-from app.engine.events import DiscardSink, QueueSink, error_event
+from app.engine.events import DiscardSink, StreamSink, error_event
 from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
 from app.engine.request import parse_create_request
-from app.engine.waiting import wait_or_stop
 from app.http.auth import authenticate
 from app.http.body import read_json
 from app.http.errors import GatewayTimeout
@@ -93,7 +92,7 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
     if create.stream:
         # The run starts now, not when the first byte is pulled: the slot it holds is given
         # back by the run, however early the client goes.
-        sink = QueueSink()
+        sink = StreamSink()
         task = _start_inline(request, service.run_inline(stored, sink), stored)
         task.add_done_callback(lambda _: sink.close())
         return _sse(_stream_inline(service, stored, task, sink))
@@ -182,7 +181,7 @@ def _start_inline(
 
 
 async def _stream_inline(
-    service: ApiSide, stored: StoredResponse, task: asyncio.Task[StoredResponse], sink: QueueSink
+    service: ApiSide, stored: StoredResponse, task: asyncio.Task[StoredResponse], sink: StreamSink
 ) -> AsyncIterator[bytes]:
     """Write the events of the run in `task` as SSE frames, always ending with a last one.
 
@@ -195,26 +194,30 @@ async def _stream_inline(
     keepalive_s = service.settings.sse_keepalive_s
     next_number = 0
     ended = False
+    # One waiter per stream (not per event) wakes the writer when the server starts to stop.
+    stop_waiter = asyncio.ensure_future(service.stopping.wait())
+    stop_waiter.add_done_callback(lambda _: sink.wake())
     try:
         while True:
-            got, event = await wait_or_stop(sink.queue.get(), service.stopping, keepalive_s)
+            events = await sink.take(keepalive_s)
             if service.stopping.is_set():
                 # The server is going down: the run is left to a worker (its lease will
                 # lapse), and the client is told where to find the result.
                 task.cancel(HAND_BACK)
                 yield _goodbye(stored, next_number)
                 return
-            if not got:
-                yield KEEPALIVE
-                continue
-            if event is None:
+            if events:
+                next_number = events[-1]["sequence_number"] + 1
+                ended = events[-1]["type"] in TERMINAL_EVENT_TYPES
+                yield b"".join(frame(event) for event in events)
+            elif sink.closed:
                 break
-            next_number = event["sequence_number"] + 1
-            ended = event["type"] in TERMINAL_EVENT_TYPES
-            yield frame(event)
+            else:
+                yield KEEPALIVE
         if not ended:
             yield _goodbye(stored, next_number, code="server_error")
     finally:
+        stop_waiter.cancel()
         if not task.done():
             log.info(
                 "client disconnected; cancelling the response", extra={"response_id": stored.id}

@@ -3,9 +3,11 @@ the run that finds its response already ended."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from app.engine.events import DiscardSink, QueueSink
+from app.engine.events import DiscardSink, StreamSink
 from app.engine.loop import RunMode
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.rows import Outcome
@@ -254,19 +256,33 @@ async def test_emitter_flushes_at_item_boundaries_only(
 
 async def test_the_inline_drivers_sinks(harness: Harness, upstream: ScriptedUpstream) -> None:
     """Blocking requests discard the events; an inline stream reads them from a queue. The
-    run, and what it stores, is the same either way."""
+    run, and what it stores, is the same either way; the stream takes what has arrived at once."""
     upstream.then(text_reply("Hi"), text_reply("Hi"))
-    queued = QueueSink()
+    queued = StreamSink()
 
     streamed = await harness.run({"model": "m", "input": "hi", "stream": True}, sink=queued)
     blocking = await harness.run({"model": "m", "input": "hi"}, sink=DiscardSink())
     queued.close()
 
-    events = []
-    while (event := queued.queue.get_nowait()) is not None:
-        events.append(event)
+    events = await queued.take(timeout_s=1)
     assert [e["type"] for e in events] == [*TEXT_EVENTS[:4], *TEXT_EVENTS[5:], "response.completed"]
     assert events[-1]["response"]["output"] == streamed.output
     assert streamed.final.status == blocking.final.status == ResponseStatus.COMPLETED
     assert [i["content"] for i in streamed.output] == [i["content"] for i in blocking.output]
-    assert queued.queue.empty()
+    assert await queued.take(timeout_s=1) == []
+    assert queued.closed
+
+
+async def test_a_stream_sink_waits_for_events_and_wakes_early() -> None:
+    sink = StreamSink()
+    assert await sink.take(timeout_s=0.01) == []  # nothing came: a keep-alive is due
+
+    async def wake_soon() -> None:
+        sink.wake()
+
+    waker = asyncio.create_task(wake_soon())
+    assert await sink.take(timeout_s=60) == []  # woken long before the timeout
+    await waker
+    await sink.send({"type": "a", "sequence_number": 0})
+    await sink.send({"type": "b", "sequence_number": 1})
+    assert [e["type"] for e in await sink.take(timeout_s=60)] == ["a", "b"]

@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from app.config import Settings
 from app.shapes import JsonObject
@@ -242,7 +243,8 @@ def _decode_sse_line(line: str) -> Chunk | None:
     if data == "[DONE]":
         return _DONE
     try:
-        chunk = json.loads(data)
-    except ValueError as exc:
+        # orjson also refuses lone UTF-16 surrogates, which no later step could encode.
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise UpstreamError(f"upstream sent a malformed chunk: {data[:200]!r}") from exc
     return chunk if isinstance(chunk, dict) else None
