@@ -32,13 +32,13 @@ def chunk_logprobs(choice: JsonObject) -> list[JsonObject]:
 
 
 def _part_entry(raw: Any) -> JsonObject | None:
-    top = _token(raw)
-    if top is None:
+    chosen = _token(raw)
+    if chosen is None:
         return None
     alternatives = raw.get("top_logprobs")
     if not isinstance(alternatives, list):
         alternatives = []
-    return {**top, "top_logprobs": [t for a in alternatives if (t := _token(a)) is not None]}
+    return {**chosen, "top_logprobs": [t for a in alternatives if (t := _token(a)) is not None]}
 
 
 def _token(raw: Any) -> JsonObject | None:
