@@ -5,6 +5,8 @@ key; each answer is a pure function of the request. It echoes the last user mess
 You said: <text>", streamed word by word); given `reasoning_effort`, it first streams a short
 `reasoning_content` delta (the vLLM/DeepSeek convention); when the last user message names an
 offered tool, it calls that tool with the message's first JSON object (or `{}`) as arguments.
+Asked for `logprobs`, it reports made-up but steady ones for each word it streams (and
+`top_logprobs` alternatives), in the chat-completions shape.
 """
 
 from __future__ import annotations
@@ -62,6 +64,36 @@ def reply_text(messages: list[JSON]) -> str:
     return "Hello! You said: " + " ".join(text_of(user).split())
 
 
+def logprob_of(token: str) -> float:
+    """A made-up log probability between -2 and 0: the same token always gets the same."""
+    return -round(int(hashlib.sha256(token.encode()).hexdigest()[:4], 16) / 0xFFFF * 2, 4)
+
+
+def token_logprobs(token: str, top: int) -> JSON:
+    """A chat `logprobs.content` entry for `token`, with `top` alternatives: the token
+    itself, then less likely spellings of it."""
+    alternatives = [token] + [f"{token.rstrip()}{'~' * n}" for n in range(1, top)]
+    chosen = logprob_of(token)
+    top_logprobs = [
+        {"token": t, "logprob": round(chosen - n, 4), "bytes": list(t.encode())}
+        for n, t in enumerate(alternatives[:top])
+    ]
+    return {
+        "token": token,
+        "logprob": chosen,
+        "bytes": list(token.encode()),
+        "top_logprobs": top_logprobs,
+    }
+
+
+def logprobs_asked(body: JSON) -> int | None:
+    """How many alternatives each token's logprobs carry; None when none were asked for."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return top if isinstance(top, int) and not isinstance(top, bool) and 0 <= top <= 20 else 0
+
+
 def answer(body: JSON, messages: list[JSON]) -> tuple[JSON, list[JSON], JSON]:
     """The assistant message, the deltas that stream it, and the usage."""
     call = tool_call(body, text_of(messages[-1])) if messages[-1].get("role") == "user" else None
@@ -99,11 +131,23 @@ async def completions(request: Request) -> Response:
     finish = "tool_calls" if "tool_calls" in message else "stop"
     head = {"id": f"chatcmpl-{hashlib.sha256(raw).hexdigest()[:24]}", "created": CREATED}
     head |= {"model": body.get("model") or "demo", "object": "chat.completion"}
+    top = logprobs_asked(body)
     if body.get("stream") is not True:
         choice = {"index": 0, "message": message, "finish_reason": finish}
+        if top is not None:
+            words = [d["content"] for d in deltas if d.get("content")]
+            choice["logprobs"] = {
+                "content": [token_logprobs(w, top) for w in words],
+                "refusal": None,
+            }
         return JSONResponse({**head, "choices": [choice], "usage": usage})
     head["object"] = "chat.completion.chunk"
     choices: list[Any] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+    if top is not None:
+        for choice in choices:
+            content = choice["delta"].get("content")
+            tokens = [token_logprobs(content, top)] if content else []
+            choice["logprobs"] = {"content": tokens, "refusal": None}
     choices.append({"index": 0, "delta": {}, "finish_reason": finish})
     chunks = [{**head, "choices": [choice]} for choice in choices]
     options = body.get("stream_options")

@@ -8,6 +8,7 @@ item is completed in place.
 
 from __future__ import annotations
 
+from app.engine.chat.logprobs import part_logprobs
 from app.engine.items import output_text_part
 from app.shapes import Event, Item
 
@@ -19,6 +20,7 @@ def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
     """(output index, item closed `incomplete`) for each item the log left open, in order."""
     opened: dict[str, tuple[int, Item]] = {}
     text: dict[str, list[str]] = {}
+    logprobs: dict[str, list[Event]] = {}
     arguments: dict[str, list[str]] = {}
     for event in events:
         kind = event["type"]
@@ -28,6 +30,7 @@ def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
             opened.pop(event["item"]["id"], None)
         elif kind == _TEXT_DELTA:
             text.setdefault(event["item_id"], []).append(event["delta"])
+            logprobs.setdefault(event["item_id"], []).extend(event.get("logprobs") or [])
         elif kind == _ARGUMENTS_DELTA:
             arguments.setdefault(event["item_id"], []).append(event["delta"])
     closed = []
@@ -36,7 +39,8 @@ def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
             continue
         done = {**item, "status": "incomplete"}
         if item["type"] == "message":
-            done["content"] = [output_text_part("".join(text.get(item_id, [])))]
+            tokens = part_logprobs(logprobs.get(item_id, []))
+            done["content"] = [output_text_part("".join(text.get(item_id, [])), tokens)]
         elif item["type"] == "function_call":
             done["arguments"] = "".join(arguments.get(item_id, []))
         closed.append((index, done))

@@ -8,14 +8,21 @@ places build has one constructor here, so no two copies can drift apart.
 from __future__ import annotations
 
 from app import ids
-from app.shapes import Item, Part
+from app.shapes import Item, JsonObject, Part
 
 #: Item types that are tool calls the loop must answer.
 CALL_TYPES = frozenset({"function_call", "mcp_call"})
 
 
-def output_text_part(text: str) -> Part:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def output_text_part(text: str, logprobs: list[JsonObject] | None = None) -> Part:
+    """`logprobs`: its tokens' log probabilities, when the request's `include` asked for
+    them (see `app.engine.chat.logprobs`)."""
+    return {
+        "type": "output_text",
+        "text": text,
+        "annotations": [],
+        "logprobs": list(logprobs or []),
+    }
 
 
 def new_message(status: str = "in_progress") -> Item:

@@ -20,6 +20,7 @@ from app.engine.chat.request import chat_completion_body
 from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter, EventSink, stream_error
+from app.engine.include import wants_logprobs
 from app.engine.items import call_key
 from app.engine.resource import response_object
 from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
@@ -269,6 +270,7 @@ class ResponseLoop:
             first_output_index=emitter.next_output_index,
             on_item_done=record_progress,
             mcp_tools=offer.mcp_labels,
+            logprobs=wants_logprobs(stored.request),
         )
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 
+from app.engine.chat.logprobs import event_logprobs
 from app.engine.events import stream_error
 from app.engine.resource import ResponseObject
 from app.shapes import Event, Item
@@ -67,16 +68,22 @@ def _message_events(index: int, item: Item) -> Iterator[Event]:
             yield {"type": "response.content_part.added", **at, "part": part}
             yield {"type": "response.content_part.done", **at, "part": part}
             continue
-        empty = {**part, "text": ""}
+        empty = {**part, "text": "", "logprobs": []}
         yield {"type": "response.content_part.added", **at, "part": empty}
+        logprobs = event_logprobs(part.get("logprobs") or [])
         if part["text"]:
             yield {
                 "type": "response.output_text.delta",
                 **at,
                 "delta": part["text"],
-                "logprobs": [],
+                "logprobs": logprobs,
             }
-        yield {"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []}
+        yield {
+            "type": "response.output_text.done",
+            **at,
+            "text": part["text"],
+            "logprobs": logprobs,
+        }
         yield {"type": "response.content_part.done", **at, "part": part}
     yield {"type": "response.output_item.done", "output_index": index, "item": item}
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.engine.errors import RequestError
+from app.engine.include import Includable, check_include
 from app.engine.input_items import invalid, normalise_input, require_str, unsupported
 from app.shapes import Item, JsonObject
 
@@ -53,17 +54,6 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
-# What the SDK may ask `include` for (its `ResponseIncludable`); anything else is a 400.
-Includable = Literal[
-    "file_search_call.results",
-    "web_search_call.results",
-    "web_search_call.action.sources",
-    "message.input_image.image_url",
-    "computer_call_output.output.image_url",
-    "code_interpreter_call.outputs",
-    "reasoning.encrypted_content",
-    "message.output_text.logprobs",
-]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 ReasoningSummary = Literal["auto", "concise", "detailed"]
 
@@ -305,6 +295,7 @@ def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
         if not request.text.format.name or request.text.format.schema_ is None:
             raise invalid("text.format", "A json_schema format needs 'name' and 'schema'.")
     _check_metadata(request.metadata)
+    check_include(request.include or [])
     _check_tools(request.tools)
     _check_tool_choice(request)
     return request, normalise_input(request.input)

@@ -46,3 +46,11 @@ def query_choice(request: Request, name: str, choices: tuple[str, ...], *, defau
 def query_bool(request: Request, name: str, *, default: bool) -> bool:
     value = query_choice(request, name, ("true", "false"), default="true" if default else "false")
     return value == "true"
+
+
+def query_list(request: Request, name: str) -> list[str]:
+    """A list parameter, in the order sent: the SDK sends `name[]=a&name[]=b`; the plain
+    repeated form `name=a&name=b` is taken too."""
+    return [
+        value for key, value in request.query_params.multi_items() if key in (name, f"{name}[]")
+    ]

@@ -16,13 +16,14 @@ from app.config import Settings
 from app.engine.api_side import ApiSide, Idempotency, KeyTaken, Submission
 from app.engine.errors import RequestError
 from app.engine.events import DiscardSink, StreamSink, error_event
+from app.engine.include import check_include
 from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
 from app.engine.request import parse_create_request
 from app.http.auth import authenticate
 from app.http.body import read_json
 from app.http.errors import GatewayTimeout
-from app.http.query import query_bool, query_choice, query_int
+from app.http.query import query_bool, query_choice, query_int, query_list
 from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
 from app.statuses import TERMINAL_EVENT_TYPES
@@ -239,6 +240,8 @@ def _goodbye(stored: StoredResponse, sequence_number: int, code: str = "server_s
 async def get_response(request: Request) -> Response:
     owner = _owner(request)
     service = _service(request)
+    # Checked as on create; what a response shows was settled by its create's `include`.
+    check_include(query_list(request, "include"))
     stored = await service.get(owner, request.path_params["response_id"])
     if query_bool(request, "stream", default=False):
         after = query_int(request, "starting_after", default=-1, low=-1)
@@ -261,6 +264,7 @@ async def delete_response(request: Request) -> Response:
 
 async def list_input_items(request: Request) -> Response:
     owner = _owner(request)
+    check_include(query_list(request, "include"))
     page = await _service(request).input_items(
         owner,
         request.path_params["response_id"],

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.config import Settings
+from tests.fakes.upstream.replies import token_logprobs
 from tests.support.clients import sdk_client
 from tests.support.database import migrated_scratch_database
 from tests.support.processes import Command, command_env, running_api_process, running_worker
@@ -146,9 +147,12 @@ def stop_with_sigterm(worker: Command) -> None:
     assert worker.wait_exit(20) == 0, worker.describe()
 
 
-def stream_background(stack: contextlib.ExitStack, api_url: str, text: str) -> Frames:
-    """POST a background stream; its frames, read as they come (closed with the stack)."""
-    body = {"model": "demo", "input": text, "background": True, "stream": True}
+def stream_background(
+    stack: contextlib.ExitStack, api_url: str, text: str, **fields: Any
+) -> Frames:
+    """POST a background stream (with the other body `fields`); its frames, read as they
+    come (closed with the stack)."""
+    body = {"model": "demo", "input": text, "background": True, "stream": True, **fields}
     response = stack.enter_context(
         httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=RECOVERY_TIMEOUT_S)
     )
@@ -197,13 +201,14 @@ def stream_across_a_worker_stop(
     *,
     read_first: Callable[[Frames], list[Event]],
     stop: Callable[[Command], None],
+    **fields: Any,
 ) -> list[Event]:
     """A background stream of `text` whose worker is stopped midway: read its first events
     with `read_first`, stop that worker with `stop`, start another, and read to the end.
     Every event the stream carried, in order."""
     with contextlib.ExitStack() as stack:
         worker = faults.start_worker(stack)
-        frames = stream_background(stack, faults.api_url, text)
+        frames = stream_background(stack, faults.api_url, text, **fields)
         events = read_first(frames)
         stop(worker)
         faults.start_worker(stack)
@@ -284,6 +289,38 @@ def test_worker_killed_during_a_model_turn(faults: Faults, kill_after: int) -> N
         if e["type"] == "response.output_item.done" and e["item"]["status"] == "incomplete"
     ]
     assert len(cut) == 1  # the message cut off by the kill
+
+
+def test_a_message_cut_off_by_a_killed_worker_keeps_the_logprobs_it_streamed(
+    faults: Faults,
+) -> None:
+    marker = f"logprobs-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(14))
+    events = stream_across_a_worker_stop(
+        faults,
+        f"{marker} {words} [[delay:60]]",
+        read_first=up_to_delta(5),
+        stop=kill,
+        include=["message.output_text.logprobs"],
+        top_logprobs=1,
+    )
+
+    assert_gapless(events)
+    [cut] = [
+        e["item"]
+        for e in events
+        if e["type"] == "response.output_item.done" and e["item"]["status"] == "incomplete"
+    ]
+    cut_deltas = [
+        e for e in events if e["type"] == "response.output_text.delta" and e["item_id"] == cut["id"]
+    ]
+    [part] = cut["content"]
+    assert "".join(entry["token"] for entry in part["logprobs"]) == part["text"]
+    assert [token_logprobs(entry["token"], 1) for entry in part["logprobs"]] == part["logprobs"]
+    assert len(part["logprobs"]) == sum(len(d["logprobs"]) for d in cut_deltas) >= 5
+    [message] = events[-1]["response"]["output"]
+    [final] = message["content"]
+    assert "".join(entry["token"] for entry in final["logprobs"]) == final["text"]
 
 
 def test_worker_killed_during_a_tool_call(faults: Faults) -> None:

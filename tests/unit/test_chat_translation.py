@@ -448,6 +448,30 @@ def test_no_reasoning_effort_is_sent_unless_asked_for() -> None:
     assert "reasoning_effort" not in body_for({"reasoning": {"summary": "auto"}})
 
 
+LOGPROBS = ["message.output_text.logprobs"]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "chat_fields"),
+    [
+        ({"include": LOGPROBS, "top_logprobs": 5}, {"logprobs": True, "top_logprobs": 5}),
+        ({"include": LOGPROBS, "top_logprobs": 0}, {"logprobs": True, "top_logprobs": 0}),
+        ({"include": LOGPROBS}, {"logprobs": True}),
+        # Without the include value OpenAI shows no logprobs: none are asked of the upstream,
+        # and a lone `top_logprobs` would be refused by it.
+        ({"top_logprobs": 5}, {}),
+        ({"include": ["reasoning.encrypted_content"], "top_logprobs": 5}, {}),
+    ],
+)
+def test_logprobs_are_asked_for_only_when_include_wants_them(
+    request_fields: dict[str, Any], chat_fields: dict[str, Any]
+) -> None:
+    body = body_for(request_fields)
+
+    assert {k: body[k] for k in ("logprobs", "top_logprobs") if k in body} == chat_fields
+    assert "include" not in body
+
+
 # --- tools -------------------------------------------------------------------------------
 
 

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from openai.types.responses import ResponseIncludable
 
 from app.engine.errors import RequestError
+from app.engine.include import INCLUDABLE, SUPPORTED, check_include
 from app.engine.request import parse_create_request
 
 MCP = {
@@ -160,6 +162,15 @@ def test_parameters_are_kept_on_the_request() -> None:
         ({"temperature": 3}, "temperature", "invalid_value"),
         ({"max_output_tokens": 0}, "max_output_tokens", "invalid_value"),
         ({"max_tool_calls": 0}, "max_tool_calls", "invalid_value"),
+        ({"top_logprobs": -1}, "top_logprobs", "invalid_value"),
+        ({"top_logprobs": 21}, "top_logprobs", "invalid_value"),
+        ({"top_logprobs": 2.5}, "top_logprobs", "invalid_value"),
+        ({"include": ["everything"]}, "include[0]", "invalid_value"),
+        (
+            {"include": ["message.output_text.logprobs", "file_search_call.results"]},
+            "include[1]",
+            "unsupported_value",
+        ),
         ({"tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
         ({"no_such_parameter": 1}, "no_such_parameter", "unknown_parameter"),
         ({"stream_options": {"include_obfuscation": False}}, "stream_options", "invalid_value"),
@@ -213,3 +224,35 @@ def test_a_body_that_is_not_an_object_is_invalid_json_with_no_param(decoded: Any
         parse_create_request(decoded)
 
     assert (info.value.param, info.value.code) == (None, "invalid_json")
+
+
+@pytest.mark.parametrize("top_logprobs", [0, 20])
+def test_top_logprobs_takes_0_to_20(top_logprobs: int) -> None:
+    request, _ = parse_create_request(
+        body(top_logprobs=top_logprobs, include=["message.output_text.logprobs"])
+    )
+
+    assert request.top_logprobs == top_logprobs
+
+
+def test_the_include_values_ferry_honours_are_accepted() -> None:
+    request, _ = parse_create_request(body(include=sorted(SUPPORTED)))
+
+    assert request.include == sorted(SUPPORTED)
+
+
+BUILT_IN_TOOL_OUTPUTS = sorted(set(INCLUDABLE) - SUPPORTED)
+
+
+def test_the_include_values_are_the_sdks() -> None:
+    assert sorted(INCLUDABLE) == sorted(get_args(ResponseIncludable))
+
+
+@pytest.mark.parametrize("value", BUILT_IN_TOOL_OUTPUTS)
+def test_including_a_built_in_tools_output_is_refused_naming_the_tool(value: str) -> None:
+    with pytest.raises(RequestError) as info:
+        check_include(["message.output_text.logprobs", value])
+
+    assert (info.value.param, info.value.code) == ("include[1]", "unsupported_value")
+    tool = value.split("_call")[0]  # file_search, web_search, computer, code_interpreter
+    assert f"no built-in '{tool}" in info.value.message

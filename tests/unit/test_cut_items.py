@@ -12,18 +12,26 @@ from app.engine.events import Emitter
 from app.engine.items import function_call_output
 from app.shapes import Event
 from tests.unit.streams import RecordingSink
-from tests.unit.upstream import ToolCall, call_chunks, text_chunks
+from tests.unit.upstream import (
+    ToolCall,
+    call_chunks,
+    scored_text_chunks,
+    text_chunks,
+    token_logprob,
+)
 
 WEATHER = ToolCall("lookup_weather", {"city": "Oslo"}, "call_oslo")
 
 
 async def log_of(
-    chunks: Iterable[Chunk], mcp_tools: dict[str, str] | None = None
+    chunks: Iterable[Chunk], mcp_tools: dict[str, str] | None = None, logprobs: bool = False
 ) -> tuple[list[Event], TurnTranslator]:
     """The events a turn sent for `chunks`, as if the process died right after them (the
     list keeps growing if the translator is used further)."""
     sink = RecordingSink()
-    turn = TurnTranslator(Emitter(sink), first_output_index=0, mcp_tools=mcp_tools)
+    turn = TurnTranslator(
+        Emitter(sink), first_output_index=0, mcp_tools=mcp_tools, logprobs=logprobs
+    )
     for c in chunks:
         await turn.on_chunk(c)
     return sink.events, turn
@@ -41,6 +49,17 @@ async def test_an_open_message_is_closed_with_its_text_so_far() -> None:
         {"type": "output_text", "text": "Hello wor", "annotations": [], "logprobs": []}
     ]
     # The log tells what the process knew: the same item it would have kept itself.
+    assert [item] == turn.partial_items()
+
+
+async def test_an_open_message_keeps_the_logprobs_its_deltas_carried() -> None:
+    tokens = [token_logprob("Hel", -0.2, ("Hal", -2.0)), token_logprob("lo wör", -0.7)]
+    events, turn = await log_of(scored_text_chunks(*tokens), logprobs=True)
+
+    [(_, item)] = cut_off_items(events)
+
+    # The events carry no bytes; they are the tokens' UTF-8, as the upstream sent them.
+    assert item["content"][0]["logprobs"] == tokens
     assert [item] == turn.partial_items()
 
 

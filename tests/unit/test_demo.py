@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.demo.upstream import THOUGHT, create_app
 
@@ -88,6 +89,33 @@ async def test_echo_without_streaming_is_one_json_completion(demo: httpx.AsyncCl
     }
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 5
+
+
+async def test_logprobs_come_with_each_word_when_asked(demo: httpx.AsyncClient) -> None:
+    body = asked("Say hi", logprobs=True, top_logprobs=3)
+    chunks = await streamed(demo, body)
+    again = await streamed(demo, body)
+    blocking = (await demo.post("/chat/completions", json=body)).json()
+
+    words = [d["content"] for d in deltas(chunks) if d.get("content")]
+    entries = []
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+        for choice in chunk["choices"]:
+            entries += (choice.get("logprobs") or {}).get("content") or []
+    assert [e["token"] for e in entries] == words
+    assert all(e["bytes"] == list(e["token"].encode()) for e in entries)
+    assert all(-2 <= e["logprob"] <= 0 for e in entries)
+    assert all([t["token"] for t in e["top_logprobs"]][:1] == [e["token"]] for e in entries)
+    assert {len(e["top_logprobs"]) for e in entries} == {3}
+    assert again == chunks  # steady: the same words get the same numbers
+    ChatCompletion.model_validate(blocking)
+    assert blocking["choices"][0]["logprobs"]["content"] == entries
+
+
+async def test_no_logprobs_unless_asked(demo: httpx.AsyncClient) -> None:
+    chunks = await streamed(demo, asked("hi", top_logprobs=3))
+    assert all("logprobs" not in choice for chunk in chunks for choice in chunk["choices"])
 
 
 async def test_reasoning_effort_streams_reasoning_first(demo: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.fakes.upstream import (
     MAX_RECORDED_REQUESTS,
@@ -187,6 +188,56 @@ async def test_non_streaming_completion_on_v1_path(client: httpx.AsyncClient) ->
     assert body["usage"]["prompt_tokens"] == 1
     assert body["usage"]["completion_tokens"] == 4
     assert body["usage"]["total_tokens"] == 5
+
+
+async def test_logprobs_stream_with_each_token_when_asked(client: httpx.AsyncClient) -> None:
+    _, payloads = await stream(client, user("a bé", logprobs=True, top_logprobs=2))
+
+    chunks = chunks_of(payloads)
+    for chunk in chunks:  # exactly the chat-completions shape the SDK reads
+        assert ChatCompletionChunk.model_validate(chunk).to_dict() == chunk
+    *text_chunks, finish = chunks
+    for chunk in text_chunks:
+        [choice] = chunk["choices"]
+        [entry] = choice["logprobs"]["content"]
+        token = choice["delta"]["content"]
+        assert (entry["token"], entry["bytes"]) == (token, list(token.encode()))
+        assert [top["token"] for top in entry["top_logprobs"]][:1] == [token]
+        assert len(entry["top_logprobs"]) == 2
+        assert entry["top_logprobs"][0]["logprob"] == entry["logprob"]
+        assert entry["top_logprobs"][1]["logprob"] < entry["logprob"]
+    assert finish["choices"][0]["logprobs"] == {"content": [], "refusal": None}
+
+
+async def test_logprobs_of_a_blocking_completion_cover_its_content(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/chat/completions", json=user("ping", logprobs=True))
+
+    body = response.json()
+    ChatCompletion.model_validate(body)
+    [choice] = body["choices"]
+    tokens = choice["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == choice["message"]["content"]
+    assert all(t["top_logprobs"] == [] for t in tokens)  # no top_logprobs asked for
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"top_logprobs": 3},  # needs logprobs: true
+        {"logprobs": True, "top_logprobs": 21},
+        {"logprobs": True, "top_logprobs": -1},
+        {"logprobs": "yes"},
+    ],
+)
+async def test_bad_logprobs_parameters_are_400(
+    client: httpx.AsyncClient, fields: dict[str, Any]
+) -> None:
+    response = await client.post("/chat/completions", json=user("hi", **fields))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_content_parts_use_only_text(client: httpx.AsyncClient) -> None:

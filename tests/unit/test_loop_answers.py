@@ -26,7 +26,9 @@ from tests.unit.upstream import (
     ToolCall,
     call_chunks,
     completion,
+    scored_text_chunks,
     text_reply,
+    token_logprob,
 )
 
 # A response whose one message streams in two deltas, up to its terminal event.
@@ -65,6 +67,29 @@ async def test_plain_text_answer(harness: Harness, upstream: ScriptedUpstream) -
     assert (step.kind, step.status, step.ordinal) == (StepKind.MODEL_CALL, StepStatus.COMPLETED, 0)
     assert step.result is not None and step.result["items"] == run.output
     assert step.usage == usage.responses()
+
+
+async def test_included_logprobs_are_asked_for_and_reach_every_view(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    tokens = [token_logprob("Hel", -0.2, ("Hi", -1.7)), token_logprob("lo!", -0.05, ("lo", -3))]
+    upstream.then(completion(*scored_text_chunks(*tokens)))
+    request = {"model": "m", "input": "hi", "top_logprobs": 1}
+
+    run = await harness.run({**request, "include": ["message.output_text.logprobs"]})
+
+    [sent] = upstream.requests
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 1)
+    [message] = run.output
+    assert message["content"][0]["logprobs"] == tokens
+    assert run.events[-1]["response"]["output"] == run.output
+    [step] = run.steps
+    assert step.result is not None and step.result["items"] == run.output
+    deltas = run.of_type("response.output_text.delta")
+    assert [[e["token"] for e in d["logprobs"]] for d in deltas] == [["Hel"], ["lo!"]]
+    assert run.response["top_logprobs"] == 1
+    assert_valid_events(run.events)
+    assert_valid_response(run.response)
 
 
 async def test_the_upstream_gets_the_conversation_as_chat_messages(

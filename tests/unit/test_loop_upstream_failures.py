@@ -23,11 +23,14 @@ from tests.unit.upstream import (
     call_chunks,
     calls_reply,
     chunk,
+    completion,
     cut,
     error_chunk,
+    scored_text_chunks,
     status,
     text_chunks,
     text_reply,
+    token_logprob,
     unreachable,
 )
 
@@ -270,6 +273,23 @@ async def test_in_a_worker_a_turn_cut_mid_stream_is_redone(
     assert cut_step.error is not None and cut_step.error["code"] == ABANDONED_CODE
     assert cut_step.result == {"items": []}
     assert done_step.status == StepStatus.COMPLETED
+
+
+async def test_in_a_worker_a_cut_item_keeps_its_logprobs_and_the_redone_one_has_its_own(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    first, second = token_logprob("Hel", -0.4), token_logprob("Hello", -0.1)
+    upstream.then(cut(*scored_text_chunks(first)), completion(*scored_text_chunks(second)))
+    include = ["message.output_text.logprobs"]
+    stored = harness.seed({"model": "m", "input": "hi", "include": include}, RunMode.WORKER)
+
+    run = await harness.run(stored, RunMode.WORKER)
+
+    cut_item, redone = done_items(run.events)
+    assert (cut_item["status"], cut_item["content"][0]["logprobs"]) == ("incomplete", [first])
+    assert redone["content"][0]["logprobs"] == [second]
+    assert run.output == [redone]
+    assert_valid_events(run.events)
 
 
 async def test_in_a_worker_a_turn_cut_on_every_attempt_fails(

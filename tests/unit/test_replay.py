@@ -17,10 +17,13 @@ from tests.unit.upstream import (
     ScriptedUpstream,
     ToolCall,
     calls_reply,
+    completion,
     cut,
+    scored_text_chunks,
     status,
     text_chunks,
     text_reply,
+    token_logprob,
 )
 
 DELTA_TYPES = {"response.output_text.delta", "response.function_call_arguments.delta"}
@@ -142,6 +145,27 @@ def test_a_message_replays_its_text_as_one_delta_or_none(text: str) -> None:
     assert [d["delta"] for d in deltas] == ([text] if text else [])
     part_added = next(e for e in events if e["type"] == "response.content_part.added")
     assert part_added["part"]["text"] == ""
+
+
+async def test_logprobs_replay_as_the_live_stream_carried_them(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    tokens = [token_logprob("Sun", -0.3, ("Rain", -1.9)), token_logprob("ny", -0.1, ("!", -3))]
+    upstream.then(completion(*scored_text_chunks(*tokens)))
+    include = ["message.output_text.logprobs"]
+    run = await harness.run({"model": "m", "input": "weather?", "include": include})
+
+    events = check_replay(run.response)
+
+    def logprobs_of(events: list[Event], kind: str) -> list[Any]:
+        return [entry for e in events if e["type"] == kind for entry in e["logprobs"]]
+
+    for kind in ("response.output_text.delta", "response.output_text.done"):
+        assert logprobs_of(events, kind) == logprobs_of(run.events, kind)
+    [added] = [e for e in events if e["type"] == "response.content_part.added"]
+    assert added["part"]["logprobs"] == []
+    [done] = [e for e in events if e["type"] == "response.content_part.done"]
+    assert done["part"]["logprobs"] == tokens
 
 
 def test_replay_does_not_change_the_response() -> None:

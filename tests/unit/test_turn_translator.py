@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import pytest
+from openai.types.responses import ResponseOutputText
 
 from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.turn import StreamedTurn, TurnTranslator, run_turn
@@ -21,8 +22,11 @@ from tests.unit.upstream import (
     call_chunks,
     chunk,
     finish_chunk,
+    scored_text_chunks,
     text_chunks,
+    token_logprob,
     usage_chunk,
+    with_logprobs,
 )
 
 WEATHER = ToolCall("lookup_weather", {"city": "Oslo"}, "call_oslo")
@@ -32,7 +36,12 @@ TIME = ToolCall("current_time", {}, "call_time")
 class Turn:
     """A translator writing to a recording sink, with the progress it reports."""
 
-    def __init__(self, first_output_index: int = 0, mcp_tools: dict[str, str] | None = None):
+    def __init__(
+        self,
+        first_output_index: int = 0,
+        mcp_tools: dict[str, str] | None = None,
+        logprobs: bool = False,
+    ):
         self.sink = RecordingSink()
         self.progress: list[list[dict[str, Any]]] = []
         self.translator = TurnTranslator(
@@ -40,6 +49,7 @@ class Turn:
             first_output_index=first_output_index,
             on_item_done=self._on_item_done,
             mcp_tools=mcp_tools,
+            logprobs=logprobs,
         )
 
     async def _on_item_done(self, items: list[dict[str, Any]]) -> None:
@@ -345,3 +355,106 @@ async def test_calls_to_mcp_tools_become_mcp_call_items_left_open() -> None:
     assert turn.types[-1] == "response.mcp_call_arguments.done"
     assert "response.output_item.done" not in turn.types
     assert turn.progress == []
+
+
+# --- logprobs ----------------------------------------------------------------------------
+
+HEL = token_logprob("Hel", -0.25, ("Hal", -1.5))
+LO = token_logprob("lo", -0.01, ("lo!", -4.0))
+BANG = token_logprob("!", -0.5)
+
+
+def as_event_logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    """A part's logprobs entry as the text events carry it (the SDK's
+    ResponseTextDeltaEvent.Logprob): no bytes, its own or its alternatives'."""
+    top = [{"token": t["token"], "logprob": t["logprob"]} for t in entry["top_logprobs"]]
+    return {"token": entry["token"], "logprob": entry["logprob"], "top_logprobs": top}
+
+
+def assert_sdk_output_text(part: dict[str, Any]) -> None:
+    """Every field of an output_text part is the SDK's, and nothing else is there."""
+    assert ResponseOutputText.model_validate(part).to_dict() == part
+
+
+async def test_logprobs_go_with_their_delta_and_all_of_them_with_the_part() -> None:
+    turn = Turn(logprobs=True)
+
+    result = await turn.run([*scored_text_chunks(HEL, LO), finish_chunk()])
+
+    deltas = turn.sink.of_type("response.output_text.delta")
+    assert [d["logprobs"] for d in deltas] == [[as_event_logprob(HEL)], [as_event_logprob(LO)]]
+    [done] = turn.sink.of_type("response.output_text.done")
+    assert done["logprobs"] == [as_event_logprob(HEL), as_event_logprob(LO)]
+    [message] = result.items
+    part = message["content"][0]
+    assert part["logprobs"] == [HEL, LO]
+    assert_sdk_output_text(part)
+    [added] = turn.sink.of_type("response.content_part.added")
+    assert added["part"]["logprobs"] == []
+    [part_done] = turn.sink.of_type("response.content_part.done")
+    assert part_done["part"] == part
+    assert turn.sink.events[-1]["item"] == message
+    assert turn.progress == [[message]]
+    assert_valid_events(turn.sink.events)
+
+
+async def test_logprobs_are_left_out_unless_the_request_asked_for_them() -> None:
+    turn = Turn()
+
+    result = await turn.run([*scored_text_chunks(HEL, LO), finish_chunk()])
+
+    text_events = [e for e in turn.sink.events if e["type"].startswith("response.output_text.")]
+    assert [e["logprobs"] for e in text_events] == [[], [], []]
+    assert result.items[0]["content"][0]["logprobs"] == []
+
+
+async def test_logprobs_of_a_chunk_without_text_go_with_the_next_delta() -> None:
+    turn = Turn(logprobs=True)
+    chunks = [
+        *scored_text_chunks(HEL),
+        with_logprobs(chunk({"content": ""}), LO),  # a token that is part of a character
+        with_logprobs(chunk({"content": "lo!"}), BANG),
+        finish_chunk(),
+    ]
+
+    result = await turn.run(chunks)
+
+    deltas = turn.sink.of_type("response.output_text.delta")
+    assert [d["delta"] for d in deltas] == ["Hel", "lo!"]
+    assert [d["logprobs"] for d in deltas] == [
+        [as_event_logprob(HEL)],
+        [as_event_logprob(LO), as_event_logprob(BANG)],
+    ]
+    assert result.items[0]["content"][0]["logprobs"] == [HEL, LO, BANG]
+
+
+async def test_upstream_logprobs_are_made_readable_for_the_sdk() -> None:
+    turn = Turn(logprobs=True)
+    no_bytes = {"token": "é", "logprob": -0.5, "top_logprobs": None}
+    unlikely = {**token_logprob("x", -1.0), "logprob": float("-inf")}
+    unreadable = [{"token": 7, "logprob": -1.0}, {"token": "y", "logprob": "low"}, "z"]
+    chunks = [
+        chunk({"role": "assistant", "content": ""}),
+        with_logprobs(chunk({"content": "éx"}), no_bytes, unlikely, *unreadable),
+        finish_chunk(),
+    ]
+
+    result = await turn.run(chunks)
+
+    part = result.items[0]["content"][0]
+    assert part["logprobs"] == [
+        {"token": "é", "logprob": -0.5, "bytes": list("é".encode()), "top_logprobs": []},
+        {**unlikely, "logprob": -9999.0},
+    ]
+    assert_sdk_output_text(part)
+    assert_valid_events(turn.sink.events)
+
+
+async def test_partial_items_keep_the_logprobs_streamed_so_far() -> None:
+    turn = Turn(logprobs=True)
+    await turn.feed(scored_text_chunks(HEL, LO))
+
+    [message] = turn.translator.partial_items()
+
+    assert message["status"] == "incomplete"
+    assert message["content"][0]["logprobs"] == [HEL, LO]

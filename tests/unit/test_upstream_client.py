@@ -65,6 +65,23 @@ async def test_only_data_lines_carry_chunks(
     assert await chunks_of(client) == [first, second]
 
 
+async def test_a_non_finite_logprob_is_read_and_a_lone_surrogate_is_not(
+    client: UpstreamClient, upstream: ScriptedUpstream
+) -> None:
+    # What Python's json module writes for -inf, and for a half of a surrogate pair.
+    with_infinity = b'data: {"choices": [{"index": 0, "delta": {"content": "a"}, "logprobs":'
+    with_infinity += b' {"content": [{"token": "a", "logprob": -Infinity}]}}]}\n\n'
+    upstream.then(Reply([with_infinity, DONE]))
+    [read] = await chunks_of(client)
+    assert read["choices"][0]["logprobs"]["content"][0]["logprob"] == -9999.0
+
+    upstream.then(
+        Reply([b'data: {"choices": [{"index": 0, "delta": {"content": "\\ud83d"}}]}\n\n'])
+    )
+    with pytest.raises(UpstreamError, match="malformed chunk"):
+        await chunks_of(client)
+
+
 async def test_the_request_is_a_streaming_post_with_the_key(upstream: ScriptedUpstream) -> None:
     seen: list[httpx.Request] = []
     upstream.then(text_reply("ok"))

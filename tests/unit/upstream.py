@@ -49,6 +49,33 @@ def text_chunks(*pieces: str) -> list[Chunk]:
     return [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in pieces)]
 
 
+def token_logprob(token: str, logprob: float, *alternatives: tuple[str, float]) -> Chunk:
+    """A `logprobs.content` entry as OpenAI sends it: the token, its UTF-8 bytes, and its
+    `top_logprobs`, the token itself first, then `alternatives` (token, logprob)."""
+    top = [(token, logprob), *alternatives]
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode()),
+        "top_logprobs": [{"token": t, "logprob": p, "bytes": list(t.encode())} for t, p in top],
+    }
+
+
+def with_logprobs(c: Chunk, *entries: Chunk) -> Chunk:
+    """`c` with its choice reporting `entries` as the log probabilities of its tokens."""
+    [choice] = c["choices"]
+    logprobs = {"content": list(entries), "refusal": None}
+    return {**c, "choices": [{**choice, "logprobs": logprobs}]}
+
+
+def scored_text_chunks(*tokens: Chunk) -> list[Chunk]:
+    """The role chunk, then one chunk a token, carrying that token's logprobs entry."""
+    return [
+        chunk({"role": "assistant", "content": ""}),
+        *(with_logprobs(chunk({"content": t["token"]}), t) for t in tokens),
+    ]
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A call the model makes: the tool's name, its arguments, the upstream's call id."""

@@ -245,6 +245,21 @@ def _decode_sse_line(line: str) -> Chunk | None:
     try:
         # orjson also refuses lone UTF-16 surrogates, which no later step could encode.
         chunk = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"upstream sent a malformed chunk: {data[:200]!r}") from exc
+    except orjson.JSONDecodeError:
+        chunk = _decode_with_constants(data)
     return chunk if isinstance(chunk, dict) else None
+
+
+# Python-based servers may write a -inf logprob as `-Infinity` (not JSON); vLLM itself
+# sends -9999.0 for it, so that is what such a value becomes.
+_NON_FINITE = {"-Infinity": -9999.0, "Infinity": 9999.0, "NaN": -9999.0}
+
+
+def _decode_with_constants(data: str) -> Any:
+    """A chunk orjson refused: accepted only if the reason was a non-finite number."""
+    try:
+        chunk = json.loads(data, parse_constant=_NON_FINITE.__getitem__)
+        orjson.dumps(chunk)  # a lone surrogate would fail here, and at every later step
+    except (ValueError, TypeError) as exc:
+        raise UpstreamError(f"upstream sent a malformed chunk: {data[:200]!r}") from exc
+    return chunk

@@ -8,6 +8,7 @@ serialised.
 from __future__ import annotations
 
 from app.engine.chat.messages import ChatMessage
+from app.engine.include import wants_logprobs
 from app.shapes import JsonObject
 
 # Sampling fields that exist on both APIs, keyed Responses name -> chat name.
@@ -44,6 +45,7 @@ def chat_completion_body(
         "stream_options": {"include_usage": True},
     }
     body.update(sampling_fields(request))
+    body.update(logprob_fields(request))
     body.update(tool_fields(request, extra_tools))
     response_format = chat_response_format(request.get("text"))
     if response_format is not None:
@@ -66,6 +68,18 @@ def sampling_fields(request: JsonObject) -> JsonObject:
         for name, chat_name in _SAMPLING_FIELDS.items()
         if request.get(name) is not None
     }
+
+
+def logprob_fields(request: JsonObject) -> JsonObject:
+    """`logprobs` and `top_logprobs`, asked for only when `include` wants the log
+    probabilities: without it OpenAI shows none, whatever `top_logprobs` says, and chat
+    upstreams refuse `top_logprobs` without `logprobs`."""
+    if not wants_logprobs(request):
+        return {}
+    fields: JsonObject = {"logprobs": True}
+    if request.get("top_logprobs") is not None:
+        fields["top_logprobs"] = request["top_logprobs"]
+    return fields
 
 
 def tool_fields(request: JsonObject, extra_tools: list[JsonObject] | None = None) -> JsonObject:

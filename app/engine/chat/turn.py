@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from app import ids
 from app.engine.chat.client import Chunk, UpstreamError
+from app.engine.chat.logprobs import chunk_logprobs, event_logprobs
 from app.engine.chat.usage import responses_usage
 from app.engine.events import Emitter
 from app.engine.items import is_call, new_message, output_text_part
@@ -61,6 +62,7 @@ class _OpenMessage:
     item: Item
     output_index: int
     text: list[str] = field(default_factory=list)
+    logprobs: list[JsonObject] = field(default_factory=list)  # in the part's shape
 
     @property
     def part_at(self) -> JsonObject:
@@ -84,8 +86,13 @@ class TurnTranslator:
         first_output_index: int,
         on_item_done: Callable[[list[Item]], Awaitable[None]] | None = None,
         mcp_tools: dict[str, str] | None = None,
+        logprobs: bool = False,
     ) -> None:
         self.emitter = emitter
+        # Whether the request's `include` asked for the text's token log probabilities.
+        self.logprobs = logprobs
+        # Ones that came in a chunk with no text go with the next text delta.
+        self.held_logprobs: list[JsonObject] = []
         # Names of MCP tools offered, with their server's label: their calls are `mcp_call`s.
         self.mcp_tools = mcp_tools or {}
         # Told the finished items each time one more is done, so progress can be persisted.
@@ -108,6 +115,8 @@ class TurnTranslator:
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is not part of the Responses API
             delta = choice.get("delta") or {}
+            if self.logprobs:
+                self.held_logprobs += chunk_logprobs(choice)
             if delta.get("content"):
                 await self._on_text(delta["content"])
             for call_delta in delta.get("tool_calls") or []:
@@ -121,12 +130,14 @@ class TurnTranslator:
             await self._close_calls(StepStatus.COMPLETED)
             await self._open_message()
         assert self.message is not None
+        logprobs, self.held_logprobs = self.held_logprobs, []
         self.message.text.append(text)
+        self.message.logprobs += logprobs
         await self.emitter.emit(
             "response.output_text.delta",
             **self.message.part_at,
             delta=text,
-            logprobs=[],
+            logprobs=event_logprobs(logprobs),
         )
 
     async def _open_message(self) -> None:
@@ -200,9 +211,12 @@ class TurnTranslator:
         if message is None:
             return
         text = "".join(message.text)
-        part = output_text_part(text)
+        part = output_text_part(text, message.logprobs)
         await self.emitter.emit(
-            "response.output_text.done", **message.part_at, text=text, logprobs=[]
+            "response.output_text.done",
+            **message.part_at,
+            text=text,
+            logprobs=event_logprobs(message.logprobs),
         )
         await self.emitter.emit("response.content_part.done", **message.part_at, part=part)
         done = {**message.item, "status": status, "content": [part]}
@@ -250,7 +264,7 @@ class TurnTranslator:
         """What an interrupted turn leaves: finished items, then open ones marked incomplete."""
         items = list(self.items)
         if self.message is not None:
-            part = output_text_part("".join(self.message.text))
+            part = output_text_part("".join(self.message.text), self.message.logprobs)
             items.append({**self.message.item, "status": StepStatus.INCOMPLETE, "content": [part]})
         for call in sorted(self.calls.values(), key=lambda c: c.output_index):
             items.append(

@@ -39,6 +39,12 @@ Replies
 The reply is split into word tokens (``\\S+\\s*``), one streamed chunk each; ``max_tokens`` /
 ``max_completion_tokens`` truncate it with ``finish_reason="length"``.
 
+With ``logprobs: true`` each chunk carrying text has ``logprobs.content`` with one entry for
+its token (``replies.token_logprobs``: a log probability of minus a tenth of the token's
+length, its UTF-8 ``bytes``, and ``top_logprobs`` alternatives, the token first); otherwise
+``logprobs`` is null, as OpenAI sends it. ``top_logprobs`` outside 0-20, or without
+``logprobs: true`` (which OpenAI documents it needs), is a 400.
+
 Directives (only read from the most recent ``user`` message)
 ----------------------------------------------------------
 * ``[[call:NAME {"json": "args"}]]`` - answer with a call to tool NAME (must be in ``tools``;

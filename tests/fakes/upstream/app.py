@@ -29,6 +29,7 @@ from tests.fakes.upstream.replies import (
     build_usage,
     count_prompt_tokens,
     message_text,
+    token_logprobs,
 )
 
 MODEL = "demo"
@@ -77,15 +78,25 @@ class Completion:
     reply: Reply
     usage: JSONObject | None
     directives: Directives
+    # The alternatives each token's logprobs carry; None when `logprobs` was not asked for.
+    top_logprobs: int | None = None
+
+    def logprobs(self, tokens: list[str]) -> JSONObject | None:
+        """A choice's `logprobs`: an entry per token of text, or null when not asked for."""
+        if self.top_logprobs is None:
+            return None
+        content = [token_logprobs(token, self.top_logprobs) for token in tokens if token]
+        return {"content": content, "refusal": None}
 
     def chunk(self, delta: JSONObject, finish_reason: str | None) -> JSONObject:
+        logprobs = self.logprobs([delta["content"]] if delta.get("content") else [])
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
             ],
         }
 
@@ -117,7 +128,7 @@ class Completion:
                     "index": 0,
                     "message": message,
                     "finish_reason": self.reply.finish_reason,
-                    "logprobs": None,
+                    "logprobs": self.logprobs([d.get("content") or "" for d in self.reply.deltas]),
                 }
             ],
         }
@@ -182,6 +193,9 @@ async def complete_once(completion: Completion) -> Response:
 
 def _validate(body: Any) -> tuple[int | None, JSONResponse | None]:
     """Return (max tokens, None) for a usable request, or (None, error response)."""
+    error = _invalid_logprobs(body) if isinstance(body, dict) else None
+    if error is not None:
+        return None, error
     if not isinstance(body, dict):
         return None, _invalid_request("Request body must be a JSON object.")
     messages = body.get("messages")
@@ -198,6 +212,28 @@ def _validate(body: Any) -> tuple[int | None, JSONResponse | None]:
     ):
         return None, _invalid_request("'max_tokens' must be a positive integer.")
     return max_tokens, None
+
+
+def _invalid_logprobs(body: JSONObject) -> JSONResponse | None:
+    """OpenAI's rules: `logprobs` a boolean; `top_logprobs` 0-20, and only with `logprobs`."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        return _invalid_request("'logprobs' must be a boolean.")
+    if top is None:
+        return None
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        return _invalid_request("'top_logprobs' must be an integer between 0 and 20.")
+    if logprobs is not True:
+        return _invalid_request("'top_logprobs' requires 'logprobs' to be true.")
+    return None
+
+
+def _top_logprobs(body: JSONObject) -> int | None:
+    """How many alternatives each token's logprobs carry; None when none were asked for."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return top if isinstance(top, int) else 0
 
 
 def _last_user_message(messages: list[JSONObject]) -> JSONObject | None:
@@ -272,6 +308,7 @@ async def chat_completions(request: Request) -> Response:
         reply=reply,
         usage=usage,
         directives=directives,
+        top_logprobs=_top_logprobs(body),
     )
     if body.get("stream") is not True:
         return await complete_once(completion)

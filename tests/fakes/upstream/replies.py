@@ -188,6 +188,23 @@ def build_reply(body: JSONObject, directives: Directives, max_tokens: int | None
     return text_reply("Hello!", max_tokens)
 
 
+def token_logprobs(token: str, top: int) -> JSONObject:
+    """The chat `logprobs.content` entry for a streamed token: a log probability that
+    depends on the token alone (so tests can predict it), with `top` alternatives, the token
+    itself first, then made-up spellings each one less likely."""
+    chosen = -round(len(token) / 10, 4)
+    alternatives = [token, *(f"{token.strip()}{'*' * n}" for n in range(1, top))][:top]
+    return {
+        "token": token,
+        "logprob": chosen,
+        "bytes": list(token.encode()),
+        "top_logprobs": [
+            {"token": t, "logprob": round(chosen - n, 4), "bytes": list(t.encode())}
+            for n, t in enumerate(alternatives)
+        ],
+    }
+
+
 def build_usage(prompt_tokens: int, completion_tokens: int, directives: Directives) -> JSONObject:
     if directives.anthropic_usage:
         # Some gateways pass Anthropic's usage through untranslated; Ferry must cope.
