@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Read timeout for the upstream stream, in seconds."
     )
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="Open connections to the upstream per process; more requests wait for one. "
+        "Keep it above MAX_INLINE_PER_PROCESS (API) and WORKER_CONCURRENCY (worker).",
+    )
 
     api_keys: str = Field(
         default="",

@@ -81,7 +81,10 @@ class UpstreamClient:
                 write=settings.upstream_connect_timeout_s,
                 pool=settings.upstream_connect_timeout_s,
             ),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(
+                max_connections=settings.upstream_max_connections,
+                max_keepalive_connections=settings.upstream_max_connections,
+            ),
             transport=transport,
         )
 
