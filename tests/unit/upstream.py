@@ -195,6 +195,22 @@ def calls_reply(*calls: ToolCall, usage: TokenUsage | None = DEFAULT_USAGE) -> R
     return completion(*call_chunks(*calls), finish_reason="tool_calls", usage=usage)
 
 
+def json_reply(
+    message: dict[str, Any], finish_reason: str = "stop", usage: TokenUsage | None = DEFAULT_USAGE
+) -> Reply:
+    """A plain JSON chat completion, as an upstream that ignores `stream: true` sends it."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage.chat()
+    return Reply([json.dumps(body).encode()], headers={"content-type": "application/json"})
+
+
 def cut(*parts: Part) -> Reply:
     """A stream that ends after `parts`: no finish reason, no `[DONE]`."""
     return Reply(list(parts))
