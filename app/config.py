@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Read timeout for the upstream stream, in seconds."
     )
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    think_tags_as_reasoning: bool = Field(
+        default=False,
+        description="Content that opens with <think>…</think> is reasoning, for models served "
+        "without a reasoning parser: the tags' text becomes a reasoning item.",
+    )
 
     api_keys: str = Field(
         default="",

@@ -8,51 +8,102 @@ item is completed in place.
 
 from __future__ import annotations
 
-from app.engine.items import output_text_part
-from app.shapes import Event, Item
+from collections.abc import Callable
+from dataclasses import dataclass
 
-_TEXT_DELTA = "response.output_text.delta"
+from app.engine.items import output_text_part, reasoning_text_part
+from app.shapes import Event, Item, Part
+
 _ARGUMENTS_DELTA = "response.function_call_arguments.delta"
 
 
-def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
-    """(output index, item closed `incomplete`) for each item the log left open, in order."""
+@dataclass(frozen=True)
+class _TextPart:
+    """How the one text part of an item type streams: its delta and done events, its shape."""
+
+    delta: str
+    done: str
+    part: Callable[[str], Part]
+    done_fields: Event  # what its done event carries besides the text
+
+
+_TEXT_PARTS = {
+    "message": _TextPart(
+        "response.output_text.delta",
+        "response.output_text.done",
+        output_text_part,
+        {"logprobs": []},
+    ),
+    "reasoning": _TextPart(
+        "response.reasoning_text.delta", "response.reasoning_text.done", reasoning_text_part, {}
+    ),
+}
+_TEXT_DELTAS = frozenset(kind.delta for kind in _TEXT_PARTS.values())
+
+
+@dataclass
+class _Cut:
+    index: int
+    item: Item  # as it is closed
+    part_open: bool  # its text part was added and never done
+
+
+def _cut_off(events: list[Event]) -> list[_Cut]:
     opened: dict[str, tuple[int, Item]] = {}
     text: dict[str, list[str]] = {}
     arguments: dict[str, list[str]] = {}
+    parts_open: set[str] = set()
     for event in events:
         kind = event["type"]
         if kind == "response.output_item.added":
             opened[event["item"]["id"]] = (event["output_index"], event["item"])
         elif kind == "response.output_item.done":
             opened.pop(event["item"]["id"], None)
-        elif kind == _TEXT_DELTA:
+        elif kind == "response.content_part.added":
+            parts_open.add(event["item_id"])
+        elif kind == "response.content_part.done":
+            parts_open.discard(event["item_id"])
+        elif kind in _TEXT_DELTAS:
             text.setdefault(event["item_id"], []).append(event["delta"])
         elif kind == _ARGUMENTS_DELTA:
             arguments.setdefault(event["item_id"], []).append(event["delta"])
-    closed = []
+    cuts = []
     for item_id, (index, item) in opened.items():
         if item["type"] == "mcp_call":
             continue
         done = {**item, "status": "incomplete"}
-        if item["type"] == "message":
-            done["content"] = [output_text_part("".join(text.get(item_id, [])))]
+        if item["type"] in _TEXT_PARTS:
+            done["content"] = [_TEXT_PARTS[item["type"]].part("".join(text.get(item_id, [])))]
         elif item["type"] == "function_call":
             done["arguments"] = "".join(arguments.get(item_id, []))
-        closed.append((index, done))
-    return closed
+        cuts.append(_Cut(index, done, item_id in parts_open))
+    return cuts
+
+
+def cut_off_items(events: list[Event]) -> list[tuple[int, Item]]:
+    """(output index, item closed `incomplete`) for each item the log left open, in order."""
+    return [(cut.index, cut.item) for cut in _cut_off(events)]
 
 
 def closing_events(logged: list[Event]) -> list[Event]:
     """The events that close what `logged` left open, numbered on from its last event: what
-    a resumed run appends before it starts its own."""
+    a resumed run appends before it starts its own. A text part left open (of a message or
+    of a reasoning item) is closed first, with the text it had, as a live stream closes it."""
+    unnumbered: list[Event] = []
+    for cut in _cut_off(logged):
+        if cut.part_open:
+            text_part = _TEXT_PARTS[cut.item["type"]]
+            [part] = cut.item["content"]
+            at = {"item_id": cut.item["id"], "output_index": cut.index, "content_index": 0}
+            unnumbered.append(
+                {"type": text_part.done, **at, "text": part["text"], **text_part.done_fields}
+            )
+            unnumbered.append({"type": "response.content_part.done", **at, "part": part})
+        unnumbered.append(
+            {"type": "response.output_item.done", "output_index": cut.index, "item": cut.item}
+        )
     number = logged[-1]["sequence_number"] + 1 if logged else 0
     return [
-        {
-            "type": "response.output_item.done",
-            "sequence_number": number + offset,
-            "output_index": index,
-            "item": item,
-        }
-        for offset, (index, item) in enumerate(cut_off_items(logged))
+        {"type": event["type"], "sequence_number": number + offset, **event}
+        for offset, event in enumerate(unnumbered)
     ]

@@ -269,6 +269,7 @@ class ResponseLoop:
             first_output_index=emitter.next_output_index,
             on_item_done=record_progress,
             mcp_tools=offer.mcp_labels,
+            think_tags=self.settings.think_tags_as_reasoning,
         )
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)

@@ -49,6 +49,14 @@ def text_chunks(*pieces: str) -> list[Chunk]:
     return [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in pieces)]
 
 
+def reasoning_chunks(*pieces: str, key: str = "reasoning_content") -> list[Chunk]:
+    """Reasoning streamed in `pieces` under `key` (`reasoning_content` or `reasoning`), the
+    first with the role, as upstreams with a reasoning parser send it before the answer."""
+    chunks = [chunk({key: piece}) for piece in pieces]
+    chunks[0]["choices"][0]["delta"]["role"] = "assistant"
+    return chunks
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A call the model makes: the tool's name, its arguments, the upstream's call id."""
