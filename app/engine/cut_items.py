@@ -89,21 +89,27 @@ def closing_events(logged: list[Event]) -> list[Event]:
     """The events that close what `logged` left open, numbered on from its last event: what
     a resumed run appends before it starts its own. A text part left open (of a message or
     of a reasoning item) is closed first, with the text it had, as a live stream closes it."""
-    unnumbered: list[Event] = []
-    for cut in _cut_off(logged):
-        if cut.part_open:
-            text_part = _TEXT_PARTS[cut.item["type"]]
-            [part] = cut.item["content"]
-            at = {"item_id": cut.item["id"], "output_index": cut.index, "content_index": 0}
-            unnumbered.append(
-                {"type": text_part.done, **at, "text": part["text"], **text_part.done_fields}
-            )
-            unnumbered.append({"type": "response.content_part.done", **at, "part": part})
-        unnumbered.append(
-            {"type": "response.output_item.done", "output_index": cut.index, "item": cut.item}
-        )
+    unnumbered = [
+        event
+        for cut in _cut_off(logged)
+        for event in item_closing_events(cut.index, cut.item, part_open=cut.part_open)
+    ]
     number = logged[-1]["sequence_number"] + 1 if logged else 0
     return [
         {"type": event["type"], "sequence_number": number + offset, **event}
         for offset, event in enumerate(unnumbered)
     ]
+
+
+def item_closing_events(index: int, item: Item, *, part_open: bool) -> list[Event]:
+    """The events, not numbered yet, that close `item` (as it ends) at output `index`: its
+    text part first when it was left open, then the item."""
+    events: list[Event] = []
+    text_part = _TEXT_PARTS.get(item["type"])
+    if part_open and text_part is not None:
+        [part] = item.get("content") or [text_part.part("")]
+        at = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        events.append({"type": text_part.done, **at, "text": part["text"], **text_part.done_fields})
+        events.append({"type": "response.content_part.done", **at, "part": part})
+    events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    return events

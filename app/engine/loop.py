@@ -19,6 +19,7 @@ from app.engine.chat.messages import ChatMessage, to_chat_messages
 from app.engine.chat.request import chat_completion_body
 from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
+from app.engine.cut_items import item_closing_events
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.items import call_key
 from app.engine.resource import response_object
@@ -337,13 +338,16 @@ class ResponseLoop:
 
     async def _close_open_items(self, run: Run, output: list[Item]) -> None:
         """Close what the stream left open when the work ended abruptly (a timeout cut a
-        turn or a tool call short), as the final output has it, before the terminal event."""
+        turn or a tool call short), as the final output has it, before the terminal event: an
+        open text part first, then its item."""
         final_copy = {item["id"]: item for item in output}
         for item_id, (index, announced) in sorted(
             run.emitter.open_items.items(), key=lambda entry: entry[1][0]
         ):
             item = final_copy.get(item_id, {**announced, "status": "incomplete"})
-            await run.emitter.emit("response.output_item.done", output_index=index, item=item)
+            part_open = item_id in run.emitter.open_parts
+            for event in item_closing_events(index, item, part_open=part_open):
+                await run.emitter.emit(event.pop("type"), **event)
 
     async def _finish_cancelled(self, run: Run) -> None:
         """Commit `cancelled`; no one is left to tell (the client went, or a cancel came)."""

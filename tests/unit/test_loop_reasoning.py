@@ -212,3 +212,37 @@ async def test_reasoning_cut_off_by_a_crash_is_closed_and_the_turn_redone(
     assert added == [0, 1, 2]
     model_steps = [s for s in run.steps if s.kind == StepKind.MODEL_CALL]
     assert len(model_steps) == 2
+
+
+@pytest.mark.parametrize(
+    ("opened", "text_done"),
+    [
+        (reasoning_chunks("Half a "), "response.reasoning_text.done"),
+        ([*reasoning_chunks("Thought."), *text_chunks("Hel")], "response.output_text.done"),
+    ],
+    ids=["reasoning", "message"],
+)
+async def test_the_response_timeout_closes_the_open_part_then_its_item(
+    harness: Harness, upstream: ScriptedUpstream, opened: list[Any], text_done: str
+) -> None:
+    harness.configure(response_timeout_s=0.05)
+    upstream.then(completion(*opened, Hold()))  # never released: only the deadline ends it
+
+    run = await harness.run({"model": "m", "input": "hi"})
+
+    assert run.final.status == ResponseStatus.FAILED
+    cut = run.output[-1]
+    assert cut["status"] == "incomplete"
+    assert run.types[-5:] == [
+        text_done,
+        "response.content_part.done",
+        "response.output_item.done",
+        "error",
+        "response.failed",
+    ]
+    [part] = cut["content"]
+    assert run.events[-5]["text"] == part["text"]
+    assert run.events[-4]["part"] == part
+    assert run.events[-3]["item"] == cut
+    assert_well_formed(run.events)
+    assert_valid_events(run.events)
