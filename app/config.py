@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         description="Open connections to the upstream per process; more requests wait for one. "
         "Keep it above MAX_INLINE_PER_PROCESS (API) and WORKER_CONCURRENCY (worker).",
     )
+    think_tags_as_reasoning: bool = Field(
+        default=False,
+        description="Content that opens with <think>…</think> is reasoning, for models served "
+        "without a reasoning parser: the tags' text becomes a reasoning item.",
+    )
 
     api_keys: str = Field(
         default="",

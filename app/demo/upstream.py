@@ -3,10 +3,11 @@
 Started by `python -m app dev` when UPSTREAM_BASE_URL is unset, and by compose. No network, no
 key; each answer is a pure function of the request. It echoes the last user message ("Hello!
 You said: <text>", streamed word by word); given `reasoning_effort`, it first streams a short
-`reasoning_content` delta (the vLLM/DeepSeek convention); when the last user message names an
-offered tool, it calls that tool with the message's first JSON object (or `{}`) as arguments.
-Asked for `logprobs`, it reports made-up but steady ones for each word it streams (and
-`top_logprobs` alternatives), in the chat-completions shape.
+reasoning delta, as `reasoning_content` (the vLLM/DeepSeek convention) or, for a model whose
+name contains "reasoning", as `reasoning` (newer vLLM, OpenRouter, Ollama); when the last user
+message names an offered tool, it calls that tool with the message's first JSON object (or
+`{}`) as arguments. Asked for `logprobs`, it reports made-up but steady ones for each word it
+streams (and `top_logprobs` alternatives), in the chat-completions shape.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def logprobs_asked(body: JSON) -> int | None:
     return top if isinstance(top, int) and not isinstance(top, bool) and 0 <= top <= 20 else 0
 
 
+def reasoning_field(body: JSON) -> str:
+    """Where the reasoning goes: both names are in use, so the model name picks one."""
+    model = body.get("model")
+    return "reasoning" if isinstance(model, str) and "reasoning" in model else "reasoning_content"
+
+
 def answer(body: JSON, messages: list[JSON]) -> tuple[JSON, list[JSON], JSON]:
     """The assistant message, the deltas that stream it, and the usage."""
     call = tool_call(body, text_of(messages[-1])) if messages[-1].get("role") == "user" else None
@@ -109,8 +116,8 @@ def answer(body: JSON, messages: list[JSON]) -> tuple[JSON, list[JSON], JSON]:
     reasoning = len(THOUGHT.split()) if body.get("reasoning_effort") not in (None, "none") else 0
     completion = reasoning + len(deltas)  # a token per word thought and per piece streamed
     if reasoning:
-        message["reasoning_content"] = THOUGHT
-        deltas.insert(0, {"reasoning_content": THOUGHT})
+        message[reasoning_field(body)] = THOUGHT
+        deltas.insert(0, {reasoning_field(body): THOUGHT})
     deltas[0] = {"role": "assistant", **deltas[0]}
     usage = {"prompt_tokens": prompt, "completion_tokens": completion}
     usage |= {"total_tokens": prompt + completion}

@@ -83,6 +83,7 @@ class Emitter:
         self.next_output_index = max(self.announced.values(), default=-1) + 1
         # item id -> (output index, the item as announced), for items added but not done
         self.open_items: dict[str, tuple[int, Item]] = {}
+        self.open_parts: set[str] = set()  # ids of items with a content part added, not done
 
     async def emit(self, event_type: str, **fields: Any) -> Event:
         event = {"type": event_type, "sequence_number": self.next_sequence_number, **fields}
@@ -94,6 +95,10 @@ class Emitter:
             self.open_items[fields["item"]["id"]] = (index, fields["item"])
         elif event_type == "response.output_item.done":
             self.open_items.pop(fields["item"]["id"], None)
+        elif event_type == "response.content_part.added":
+            self.open_parts.add(fields["item_id"])
+        elif event_type == "response.content_part.done":
+            self.open_parts.discard(fields["item_id"])
         await self.sink.send(event)
         if event_type in BOUNDARY_EVENT_TYPES:
             await self.sink.flush()

@@ -25,6 +25,21 @@ def output_text_part(text: str, logprobs: list[JsonObject] | None = None) -> Par
     }
 
 
+def reasoning_text_part(text: str) -> Part:
+    return {"type": "reasoning_text", "text": text}
+
+
+def new_reasoning() -> Item:
+    """A reasoning item the model is about to write: its raw reasoning text, no summary."""
+    return {
+        "id": ids.new_id("rs"),
+        "type": "reasoning",
+        "summary": [],
+        "content": [],
+        "status": "in_progress",
+    }
+
+
 def new_message(status: str = "in_progress") -> Item:
     """An assistant message the model is about to write."""
     return {

@@ -19,6 +19,7 @@ from app.engine.chat.messages import ChatMessage, to_chat_messages
 from app.engine.chat.request import chat_completion_body
 from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
+from app.engine.cut_items import item_closing_events
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.include import wants_logprobs
 from app.engine.items import call_key
@@ -271,6 +272,7 @@ class ResponseLoop:
             on_item_done=record_progress,
             mcp_tools=offer.mcp_labels,
             logprobs=wants_logprobs(stored.request),
+            think_tags=self.settings.think_tags_as_reasoning,
         )
         try:
             result = await run_turn(self.upstream.stream_chat(body), translator)
@@ -338,13 +340,16 @@ class ResponseLoop:
 
     async def _close_open_items(self, run: Run, output: list[Item]) -> None:
         """Close what the stream left open when the work ended abruptly (a timeout cut a
-        turn or a tool call short), as the final output has it, before the terminal event."""
+        turn or a tool call short), as the final output has it, before the terminal event: an
+        open text part first, then its item."""
         final_copy = {item["id"]: item for item in output}
         for item_id, (index, announced) in sorted(
             run.emitter.open_items.items(), key=lambda entry: entry[1][0]
         ):
             item = final_copy.get(item_id, {**announced, "status": "incomplete"})
-            await run.emitter.emit("response.output_item.done", output_index=index, item=item)
+            part_open = item_id in run.emitter.open_parts
+            for event in item_closing_events(index, item, part_open=part_open):
+                await run.emitter.emit(event.pop("type"), **event)
 
     async def _finish_cancelled(self, run: Run) -> None:
         """Commit `cancelled`; no one is left to tell (the client went, or a cancel came)."""

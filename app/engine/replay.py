@@ -1,7 +1,8 @@
 """A finished response told again as the event sequence a live stream would have sent.
 
 Flex streams use it: the work ran in a worker with no one listening, and the client gets
-the same events, in the same order, once the response is done. Text arrives as one delta.
+the same events, in the same order, once the response is done. Text (and reasoning text)
+arrives as one delta.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def _unnumbered(response: ResponseObject) -> Iterator[Event]:
 def _item_events(index: int, item: Item) -> Iterator[Event]:
     if item["type"] == "message":
         yield from _message_events(index, item)
+    elif item["type"] == "reasoning":
+        yield from _reasoning_events(index, item)
     elif item["type"] == "function_call":
         yield from _function_call_events(index, item)
     else:  # items without streamed content are simply added and done
@@ -84,6 +87,23 @@ def _message_events(index: int, item: Item) -> Iterator[Event]:
             "text": part["text"],
             "logprobs": logprobs,
         }
+        yield {"type": "response.content_part.done", **at, "part": part}
+    yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
+def _reasoning_events(index: int, item: Item) -> Iterator[Event]:
+    item_id = item["id"]
+    yield {
+        "type": "response.output_item.added",
+        "output_index": index,
+        "item": {**item, "status": "in_progress", "content": []},
+    }
+    for part_index, part in enumerate(item.get("content") or []):
+        at = {"item_id": item_id, "output_index": index, "content_index": part_index}
+        yield {"type": "response.content_part.added", **at, "part": {**part, "text": ""}}
+        if part["text"]:
+            yield {"type": "response.reasoning_text.delta", **at, "delta": part["text"]}
+        yield {"type": "response.reasoning_text.done", **at, "text": part["text"]}
         yield {"type": "response.content_part.done", **at, "part": part}
     yield {"type": "response.output_item.done", "output_index": index, "item": item}
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from app.config import Settings
-from app.demo.upstream import create_app
+from app.demo.upstream import THOUGHT, create_app
 from tests.support.clients import sdk_client
 from tests.support.processes import STARTUP_TIMEOUT_S, command_env, free_port, run_command
 from tests.support.servers import running_api, serve
@@ -65,3 +65,22 @@ def test_ferry_runs_the_tool_call_round_trip(sdk: openai.OpenAI) -> None:
         tools=[WEATHER],  # type: ignore[list-item]
     )
     assert second.output_text == "Tool results: sunny"
+
+
+@pytest.mark.parametrize("model", ["demo", "demo-reasoning"])
+def test_ferry_shows_the_demos_reasoning_in_either_field(sdk: openai.OpenAI, model: str) -> None:
+    with sdk.responses.create(
+        model=model, input="Think first", reasoning={"effort": "low"}, stream=True
+    ) as stream:
+        events = list(stream)
+
+    [thought] = [e.delta for e in events if e.type == "response.reasoning_text.delta"]
+    assert thought == THOUGHT
+    final = events[-1].response
+    reasoning, message = final.output
+    assert reasoning.type == "reasoning"
+    assert reasoning.content is not None and reasoning.content[0].text == THOUGHT
+    assert message.type == "message"
+    assert final.output_text == "Hello! You said: Think first"
+    assert final.usage is not None
+    assert final.usage.output_tokens_details.reasoning_tokens == len(THOUGHT.split())

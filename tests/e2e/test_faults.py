@@ -33,6 +33,7 @@ from tests.fakes.upstream.replies import token_logprobs
 from tests.support.clients import sdk_client
 from tests.support.database import migrated_scratch_database
 from tests.support.processes import Command, command_env, running_api_process, running_worker
+from tests.support.schema import assert_valid_events
 from tests.support.servers import running_api, serve
 from tests.support.sse import iter_frames
 from tests.support.waiting import wait_for
@@ -160,14 +161,16 @@ def stream_background(
     return iter_frames(response)
 
 
-def up_to_delta(count: int) -> Callable[[Frames], list[Event]]:
-    """Read the events up to the `count`-th text delta."""
+def up_to_delta(
+    count: int, kind: str = "response.output_text.delta"
+) -> Callable[[Frames], list[Event]]:
+    """Read the events up to the `count`-th delta of `kind` (text, unless said otherwise)."""
 
     def read(frames: Frames) -> list[Event]:
         events = []
         for _, event in frames:
             events.append(event)
-            if sum(e["type"] == "response.output_text.delta" for e in events) == count:
+            if sum(e["type"] == kind for e in events) == count:
                 break
         return events
 
@@ -323,6 +326,41 @@ def test_a_message_cut_off_by_a_killed_worker_keeps_the_logprobs_it_streamed(
     assert "".join(entry["token"] for entry in final["logprobs"]) == final["text"]
 
 
+def test_worker_killed_during_the_reasoning_of_a_turn(faults: Faults) -> None:
+    marker = f"think-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(14))
+    events = stream_across_a_worker_stop(
+        faults,
+        f"{marker} {words} [[think]] [[delay:60]]",
+        read_first=up_to_delta(3, "response.reasoning_text.delta"),
+        stop=kill,
+    )
+
+    assert_gapless(events)
+    assert_valid_events(events)
+    assert events[-1]["type"] == "response.completed"
+    reasoning, message = events[-1]["response"]["output"]
+    thought = f"Thinking about: {marker} {words}"
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": thought}]
+    assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
+    assert_cut_items_closed_before_new_ones(events)
+    [cut] = [
+        n
+        for n, e in enumerate(events)
+        if e["type"] == "response.output_item.done" and e["item"]["status"] == "incomplete"
+    ]
+    # The reasoning cut off by the kill: its part closed, then the item, with what it had.
+    cut_item = events[cut]["item"]
+    assert cut_item["type"] == "reasoning"
+    [part] = cut_item["content"]
+    assert thought.startswith(part["text"]) and part["text"] != thought
+    assert [e["type"] for e in events[cut - 2 : cut]] == [
+        "response.reasoning_text.done",
+        "response.content_part.done",
+    ]
+    assert events[cut - 1]["part"] == part
+
+
 def test_worker_killed_during_a_tool_call(faults: Faults) -> None:
     marker = f"tool-{secrets.token_hex(3)}"
     events = stream_with_a_tool_call_cut_off(faults, f'{marker} [[call:pay {{"n": 7}}]]')
@@ -472,6 +510,31 @@ def test_the_sdk_stream_helper_follows_a_response_across_a_worker_killed_mid_tur
     )
 
     assert final.status == "completed"
+    assert final.output_text == f"Hello! You said: {marker} {words}"
+
+
+def test_the_sdk_stream_helper_follows_a_response_across_a_worker_killed_mid_reasoning(
+    faults: Faults,
+) -> None:
+    marker = f"sdk-think-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(14))
+
+    def three_reasoning_deltas(events: Iterator[Any]) -> None:
+        seen = 0
+        for event in events:
+            seen += event.type == "response.reasoning_text.delta"
+            if seen == 3:
+                return
+
+    final = sdk_stream_across_a_worker_kill(
+        faults, f"{marker} {words} [[think]] [[delay:60]]", read_first=three_reasoning_deltas
+    )
+
+    assert final.status == "completed"
+    reasoning, _ = final.output
+    assert reasoning.type == "reasoning"
+    assert reasoning.content is not None
+    assert reasoning.content[0].text == f"Thinking about: {marker} {words}"
     assert final.output_text == f"Hello! You said: {marker} {words}"
 
 

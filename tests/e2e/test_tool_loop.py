@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.upstream.spy import requests_mentioning
 from tests.support.event_types import MCP_EVENTS
 from tests.support.mcp_server import McpTestServer
+from tests.support.schema import assert_valid_events
 from tests.support.settings import TEST_MAX_MODEL_TURNS
 from tests.support.tool_server import ToolServer
 from tests.support.waiting import wait_for
@@ -112,6 +113,37 @@ def test_two_turn_server_tool_loop(
         added = [e["item"]["type"] for e in events if e["type"] == "response.output_item.added"]
         done = [e["item"]["type"] for e in events if e["type"] == "response.output_item.done"]
         assert added == done == ["function_call", "function_call_output", "message"]
+
+
+def test_each_turn_reasons_before_its_calls_or_its_answer(
+    ask: Ask, tool_server: ToolServer
+) -> None:
+    final, events = ask('Weather? [[call:lookup_weather {"city": "Oslo"}]] [[think]]')
+
+    assert final["status"] == "completed"
+    order = ["reasoning", "function_call", "function_call_output", "reasoning", "message"]
+    assert types(final["output"]) == order
+    first, _, result, second, _ = final["output"]
+    assert first["content"][0]["text"].startswith("Thinking about: Weather? (")
+    assert second["content"] == [
+        {"type": "reasoning_text", "text": "Thinking about the tool results."}
+    ]
+    assert text_of(final["output"]) == f"Tool results: lookup_weather={result['output']}"
+    assert_each_call_seen_once(tool_server, final)
+    # Reasoning tokens are summed over both turns.
+    thinking = sum(len(item["content"][0]["text"].split()) for item in (first, second))
+    assert final["usage"]["output_tokens_details"]["reasoning_tokens"] == thinking
+    if events:
+        assert_valid_events(events)
+        added = [e["item"]["id"] for e in events if e["type"] == "response.output_item.added"]
+        assert added == [item["id"] for item in final["output"]]
+        for item in (first, second):
+            deltas = [
+                e["delta"]
+                for e in events
+                if e["type"] == "response.reasoning_text.delta" and e["item_id"] == item["id"]
+            ]
+            assert "".join(deltas) == item["content"][0]["text"]
 
 
 def test_parallel_server_tool_turn(ask: Ask, tool_server: ToolServer) -> None:

@@ -16,6 +16,18 @@ def message_events(deltas: int) -> list[str]:
     ]
 
 
+def reasoning_events(deltas: int) -> list[str]:
+    """The events of one streamed reasoning item, with `deltas` reasoning text deltas."""
+    return [
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.reasoning_text.delta"] * deltas,
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ]
+
+
 # The events of an MCP tool's use that a stream carries besides its items' added and done:
 # the listing of the server's tools, then the call.
 MCP_EVENTS = [

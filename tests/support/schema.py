@@ -78,6 +78,10 @@ UNSPECIFIED_EVENT_TYPES = frozenset(
         "response.mcp_call.in_progress",
         "response.mcp_call.completed",
         "response.mcp_call.failed",
+        # OpenAI's names for raw reasoning text, as the SDK types them; the Open Responses
+        # document calls the same events `response.reasoning.delta` and `.done`.
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
     }
 )
 

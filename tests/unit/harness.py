@@ -47,6 +47,7 @@ def unit_settings(**overrides: Any) -> Settings:
         "response_timeout_s": 10.0,
         "mcp_timeout_s": 5.0,
         "tools_file": "",
+        "think_tags_as_reasoning": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+
 from app.engine.chat.client import Chunk
 from app.engine.chat.turn import TurnTranslator
-from app.engine.cut_items import cut_off_items
+from app.engine.cut_items import closing_events, cut_off_items
 from app.engine.events import Emitter
 from app.engine.items import function_call_output
 from app.shapes import Event
-from tests.unit.streams import RecordingSink
+from tests.support.schema import assert_valid_events
+from tests.unit.streams import RecordingSink, assert_numbered_from, assert_well_formed
 from tests.unit.upstream import (
     ToolCall,
     call_chunks,
+    reasoning_chunks,
     scored_text_chunks,
     text_chunks,
     token_logprob,
@@ -61,6 +65,59 @@ async def test_an_open_message_keeps_the_logprobs_its_deltas_carried() -> None:
     # The events carry no bytes; they are the tokens' UTF-8, as the upstream sent them.
     assert item["content"][0]["logprobs"] == tokens
     assert [item] == turn.partial_items()
+
+
+async def test_an_open_reasoning_item_is_closed_with_its_text_so_far() -> None:
+    events, turn = await log_of(reasoning_chunks("Let me ", "think ab"))
+
+    [(index, item)] = cut_off_items(events)
+
+    assert index == 0
+    assert item["id"] == events[0]["item"]["id"]
+    assert item["type"] == "reasoning"
+    assert item["status"] == "incomplete"
+    assert item["content"] == [{"type": "reasoning_text", "text": "Let me think ab"}]
+    assert [item] == turn.partial_items()
+
+
+async def test_a_reasoning_item_done_before_the_crash_stays_as_it_is() -> None:
+    events, _ = await log_of([*reasoning_chunks("Thought."), *text_chunks("Ans")])
+
+    [(index, item)] = cut_off_items(events)
+
+    assert (index, item["type"]) == (1, "message")
+
+
+@pytest.mark.parametrize(
+    ("chunks", "text_done"),
+    [
+        (reasoning_chunks("Let me ", "think ab"), "response.reasoning_text.done"),
+        (text_chunks("Hel", "lo wor"), "response.output_text.done"),
+    ],
+    ids=["reasoning", "message"],
+)
+async def test_closing_events_close_an_open_part_then_its_item(
+    chunks: list[Chunk], text_done: str
+) -> None:
+    events, turn = await log_of(chunks)
+    [cut] = turn.partial_items()
+    [part] = cut["content"]
+
+    closing = closing_events(events)
+
+    assert [e["type"] for e in closing] == [
+        text_done,
+        "response.content_part.done",
+        "response.output_item.done",
+    ]
+    assert_numbered_from(closing, events[-1]["sequence_number"] + 1)
+    at = {"item_id": cut["id"], "output_index": 0, "content_index": 0}
+    assert {k: closing[0][k] for k in at} == at
+    assert closing[0]["text"] == part["text"]
+    assert closing[1]["part"] == part
+    assert closing[2]["item"] == cut
+    assert_well_formed([*events, *closing], ended=False)
+    assert_valid_events([*events, *closing])
 
 
 async def test_an_open_call_is_closed_with_its_arguments_so_far() -> None:

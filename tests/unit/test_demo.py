@@ -134,6 +134,19 @@ async def test_reasoning_effort_streams_reasoning_first(demo: httpx.AsyncClient)
     assert blocking["usage"] == chunks[-1]["usage"]
 
 
+async def test_a_model_named_for_reasoning_gets_the_reasoning_field(
+    demo: httpx.AsyncClient,
+) -> None:
+    body = asked("think", reasoning_effort="low") | {"model": "demo-reasoning"}
+    chunks = await streamed(demo, body)
+    blocking = (await demo.post("/chat/completions", json=body)).json()
+
+    assert deltas(chunks)[0] == {"role": "assistant", "reasoning": THOUGHT}
+    assert not [delta for delta in deltas(chunks) if "reasoning_content" in delta]
+    message = blocking["choices"][0]["message"]
+    assert (message["reasoning"], "reasoning_content" in message) == (THOUGHT, False)
+
+
 @pytest.mark.parametrize("extra", [{}, {"reasoning_effort": None}, {"reasoning_effort": "none"}])
 async def test_no_reasoning_without_an_effort(
     demo: httpx.AsyncClient, extra: dict[str, Any]

@@ -537,6 +537,96 @@ async def test_reasoning_directive_usage_details(client: httpx.AsyncClient) -> N
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
+def deltas_of(chunks: list[dict[str, Any]], key: str) -> list[str]:
+    deltas = [choice["delta"] for chunk in chunks for choice in chunk["choices"]]
+    return [delta[key] for delta in deltas if key in delta]
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+async def test_think_directive_streams_reasoning_first_in_either_field(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    directive = "[[think]]" if key == "reasoning_content" else "[[think:reasoning]]"
+    payload = user(f"hi there {directive}", stream_options={"include_usage": True})
+    _, payloads = await stream(client, payload)
+    blocking = (await client.post("/chat/completions", json=user(f"hi there {directive}"))).json()
+
+    chunks = chunks_of(payloads)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", key: "Thinking "}
+    assert "".join(deltas_of(chunks, key)) == "Thinking about: hi there"
+    other = "reasoning" if key == "reasoning_content" else "reasoning_content"
+    assert deltas_of(chunks, other) == []
+    assert content_of(chunks) == "Hello! You said: hi there"
+    assert all("role" not in choice["delta"] for c in chunks[1:] for choice in c["choices"])
+    usage = chunks[-1]["usage"]
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 4}
+    assert usage["completion_tokens"] == 4 + 5
+    message = blocking["choices"][0]["message"]
+    assert (message[key], message["content"]) == (
+        "Thinking about: hi there",
+        "Hello! You said: hi there",
+    )
+    assert blocking["usage"] == usage
+
+
+async def test_think_tags_directive_puts_split_tags_in_the_content(
+    client: httpx.AsyncClient,
+) -> None:
+    _, payloads = await stream(client, user("hi [[think:tags]]"))
+    blocking = (await client.post("/chat/completions", json=user("hi [[think:tags]]"))).json()
+
+    chunks = chunks_of(payloads)
+    pieces = deltas_of(chunks, "content")
+    assert pieces[:2] == ["<th", "ink>"]
+    assert "</think>" not in pieces  # split too
+    text = "<think>Thinking about: hi</think>\n\nHello! You said: hi"
+    assert "".join(pieces) == text
+    assert blocking["choices"][0]["message"]["content"] == text
+    assert blocking["usage"]["completion_tokens_details"] == {"reasoning_tokens": 0}
+
+
+async def test_think_directive_thinks_before_calls_and_after_tool_results(
+    client: httpx.AsyncClient,
+) -> None:
+    text = "[[call:get_time]] [[think]]"
+    _, payloads = await stream(client, user(text, tools=TOOLS))
+    chunks = chunks_of(payloads)
+    first_call = next(n for n, c in enumerate(chunks) if "tool_calls" in c["choices"][0]["delta"])
+    assert "".join(deltas_of(chunks[:first_call], "reasoning_content")) == "Thinking about: "
+    assert assemble_tool_calls(chunks)[0]["name"] == "get_time"
+
+    call = {"id": "c1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "noon"},
+    ]
+    _, payloads = await stream(client, {"model": "m", "messages": messages, "tools": TOOLS})
+    thought = "".join(deltas_of(chunks_of(payloads), "reasoning_content"))
+    assert thought == "Thinking about the tool results."
+
+
+async def test_no_stream_directive_answers_a_stream_request_with_json(
+    client: httpx.AsyncClient,
+) -> None:
+    payload = user("plain [[no-stream]] [[think]]", stream=True)
+    response = await client.post("/chat/completions", json=payload)
+
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] == "Thinking about: plain"
+    assert message["content"] == "Hello! You said: plain"
+
+
+def test_think_directive_styles() -> None:
+    assert parse_directives(["think"]).think == "reasoning_content"
+    assert parse_directives(["think: reasoning"]).think == "reasoning"
+    assert parse_directives(["think:TAGS"]).think == "tags"
+    assert parse_directives(["think:loudly"]).think is None
+
+
 # --------------------------------------------------------------------------- validation
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.run_state import ABANDONED, RunState, assemble_output, output_of_steps
+from app.engine.run_state import (
+    ABANDONED,
+    RunState,
+    assemble_output,
+    output_of_steps,
+    settled,
+)
 from app.shapes import ErrorInfo, StepResult
 from app.statuses import StepKind, StepStatus
 from app.store.rows import StepOutcome, StoredStep
@@ -32,6 +38,16 @@ def function_call(item_id: str, call_id: str) -> dict[str, Any]:
         "call_id": call_id,
         "name": "lookup_weather",
         "arguments": "{}",
+    }
+
+
+def reasoning(item_id: str, text: str = "thinking", status: str = "completed") -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "status": status,
     }
 
 
@@ -204,3 +220,55 @@ async def test_the_state_of_finished_and_skipped_calls() -> None:
     assert state.tool_calls_run == 1
     assert state.interrupted == set()
     assert [item["id"] for item in state.output] == ["fc_1", "fc_2", "fco_1", "fco_2"]
+
+
+async def test_reasoning_stays_before_what_its_turn_did_and_is_no_call() -> None:
+    call = function_call("fc_1", "c1")
+    steps = await stored(
+        Step(StepKind.MODEL_CALL, StepStatus.COMPLETED, items=[reasoning("rs_1"), call]),
+        Step(
+            StepKind.TOOL_CALL,
+            StepStatus.COMPLETED,
+            call_request("c1"),
+            [{"id": "fco_1", "type": "function_call_output", "call_id": "c1"}],
+        ),
+        Step(
+            StepKind.MODEL_CALL,
+            StepStatus.COMPLETED,
+            items=[reasoning("rs_2", "now answer"), message("msg_1")],
+        ),
+    )
+
+    state, _ = RunState.from_steps(steps)
+
+    assert [item["id"] for item in output_of_steps(steps)] == [
+        "rs_1",
+        "fc_1",
+        "fco_1",
+        "rs_2",
+        "msg_1",
+    ]
+    assert state.output == output_of_steps(steps)
+    assert state.output[3]["content"] == [{"type": "reasoning_text", "text": "now answer"}]
+    assert state.last_turn is not None and state.last_turn.calls == []
+    assert state.model_turns == 2
+
+
+async def test_reasoning_of_an_abandoned_turn_is_left_out() -> None:
+    steps = await stored(
+        Step(
+            StepKind.MODEL_CALL,
+            StepStatus.CANCELLED,
+            items=[reasoning("rs_cut", "half", "incomplete")],
+            error=ABANDONED,
+        ),
+        Step(StepKind.MODEL_CALL, StepStatus.COMPLETED, items=[reasoning("rs_1"), message("m")]),
+    )
+
+    assert [item["id"] for item in output_of_steps(steps)] == ["rs_1", "m"]
+
+
+def test_reasoning_cut_off_in_progress_reads_incomplete_once_the_response_ends() -> None:
+    [item] = settled([reasoning("rs_1", "half", "in_progress")])
+
+    assert item == reasoning("rs_1", "half", "incomplete")

@@ -16,9 +16,11 @@ from tests.unit.streams import assert_numbered_from, assert_well_formed, done_it
 from tests.unit.upstream import (
     ScriptedUpstream,
     ToolCall,
+    call_chunks,
     calls_reply,
     completion,
     cut,
+    reasoning_chunks,
     scored_text_chunks,
     status,
     text_chunks,
@@ -26,7 +28,11 @@ from tests.unit.upstream import (
     token_logprob,
 )
 
-DELTA_TYPES = {"response.output_text.delta", "response.function_call_arguments.delta"}
+DELTA_TYPES = {
+    "response.output_text.delta",
+    "response.reasoning_text.delta",
+    "response.function_call_arguments.delta",
+}
 
 
 def fold(types: list[str]) -> list[str]:
@@ -85,6 +91,48 @@ async def test_a_tool_round_replays_as_its_live_stream_told_it(
         if e["type"] == "response.output_item.added"
     ]
     assert replay_added == live_added
+
+
+async def test_reasoning_replays_as_its_live_stream_told_it(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    call = ToolCall("lookup_weather", {"city": "Oslo"}, "call_oslo")
+    upstream.then(
+        completion(
+            *reasoning_chunks("Need ", "the weather."),
+            *call_chunks(call),
+            finish_reason="tool_calls",
+        ),
+        completion(*reasoning_chunks("It is ", "sunny."), *text_chunks("Sunny.")),
+    )
+    run = await harness.run({"model": "m", "input": "Weather?"})
+    assert [item["type"] for item in run.output] == [
+        "reasoning",
+        "function_call",
+        "function_call_output",
+        "reasoning",
+        "message",
+    ]
+
+    events = check_replay(run.response)
+
+    assert fold([e["type"] for e in events]) == fold(run.types)
+    deltas = [e for e in events if e["type"] == "response.reasoning_text.delta"]
+    assert [(d["output_index"], d["delta"]) for d in deltas] == [
+        (0, "Need the weather."),
+        (3, "It is sunny."),
+    ]
+    live = [
+        {k: v for k, v in e.items() if k != "sequence_number"}
+        for e in run.events
+        if e["type"] in ("response.content_part.added", "response.reasoning_text.done")
+    ]
+    replayed = [
+        {k: v for k, v in e.items() if k != "sequence_number"}
+        for e in events
+        if e["type"] in ("response.content_part.added", "response.reasoning_text.done")
+    ]
+    assert replayed == live
 
 
 async def test_a_failed_response_replays_its_error_before_the_end(

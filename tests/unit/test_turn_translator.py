@@ -13,7 +13,7 @@ from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.turn import StreamedTurn, TurnTranslator, run_turn
 from app.engine.events import Emitter
 from app.statuses import StepStatus
-from tests.support.event_types import message_events
+from tests.support.event_types import message_events, reasoning_events
 from tests.support.schema import assert_valid_events
 from tests.unit.streams import RecordingSink, assert_numbered_from, assert_well_formed
 from tests.unit.upstream import (
@@ -22,6 +22,7 @@ from tests.unit.upstream import (
     call_chunks,
     chunk,
     finish_chunk,
+    reasoning_chunks,
     scored_text_chunks,
     text_chunks,
     token_logprob,
@@ -41,6 +42,7 @@ class Turn:
         first_output_index: int = 0,
         mcp_tools: dict[str, str] | None = None,
         logprobs: bool = False,
+        think_tags: bool = False,
     ):
         self.sink = RecordingSink()
         self.progress: list[list[dict[str, Any]]] = []
@@ -50,6 +52,7 @@ class Turn:
             on_item_done=self._on_item_done,
             mcp_tools=mcp_tools,
             logprobs=logprobs,
+            think_tags=think_tags,
         )
 
     async def _on_item_done(self, items: list[dict[str, Any]]) -> None:
@@ -458,3 +461,193 @@ async def test_partial_items_keep_the_logprobs_streamed_so_far() -> None:
 
     assert message["status"] == "incomplete"
     assert message["content"][0]["logprobs"] == [HEL, LO]
+
+
+# --- reasoning ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+async def test_reasoning_deltas_make_a_reasoning_item_before_the_message(key: str) -> None:
+    turn = Turn()
+    usage = TokenUsage(5, 6, reasoning_tokens=4)
+
+    result = await turn.run(
+        [
+            *reasoning_chunks("The user ", "greets me.", key=key),
+            chunk({"content": "Hi"}),
+            finish_chunk(),
+            usage_chunk(usage),
+        ]
+    )
+
+    assert turn.types == [*reasoning_events(deltas=2), *message_events(deltas=1)]
+    assert_numbered_from(turn.sink.events, 0)
+    assert_valid_events(turn.sink.events)
+    added, part_added, *deltas, text_done, part_done, done = turn.sink.events[:7]
+    item_id = added["item"]["id"]
+    assert item_id.startswith("rs_")
+    assert added["item"] == {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [],
+        "content": [],
+        "status": "in_progress",
+    }
+    at = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    assert part_added == {
+        "type": "response.content_part.added",
+        "sequence_number": 1,
+        **at,
+        "part": {"type": "reasoning_text", "text": ""},
+    }
+    assert [(d["delta"], d["item_id"], d["content_index"]) for d in deltas] == [
+        ("The user ", item_id, 0),
+        ("greets me.", item_id, 0),
+    ]
+    assert (text_done["text"], text_done["item_id"]) == ("The user greets me.", item_id)
+    part = {"type": "reasoning_text", "text": "The user greets me."}
+    assert part_done["part"] == part
+    reasoning, message = result.items
+    assert reasoning == {**added["item"], "status": "completed", "content": [part]}
+    assert done["item"] == reasoning
+    assert message["type"] == "message"
+    assert turn.sink.events[7]["output_index"] == 1  # the message comes after it
+    assert result.usage is not None
+    assert result.usage["output_tokens_details"] == {"reasoning_tokens": 4}
+    assert turn.progress == [[reasoning], [reasoning, message]]
+
+
+async def test_reasoning_comes_before_the_calls_of_its_turn() -> None:
+    turn = Turn()
+
+    result = await turn.run(
+        [*reasoning_chunks("Need the weather."), *call_chunks(WEATHER), finish_chunk("tool_calls")]
+    )
+
+    assert [(i["type"], i["status"]) for i in result.items] == [
+        ("reasoning", "completed"),
+        ("function_call", "completed"),
+    ]
+    assert result.calls == result.items[1:]
+    assert turn.types[: len(reasoning_events(1))] == reasoning_events(1)
+    assert_well_formed(turn.sink.events, ended=False)
+    assert_valid_events(turn.sink.events)
+
+
+async def test_reasoning_after_text_opens_an_item_of_its_own() -> None:
+    turn = Turn()
+
+    result = await turn.run(
+        [
+            *text_chunks("First."),
+            chunk({"reasoning": "On second thought"}),
+            chunk({"content": "Second."}),
+            finish_chunk(),
+        ]
+    )
+
+    assert [(i["type"], i["status"]) for i in result.items] == [
+        ("message", "completed"),
+        ("reasoning", "completed"),
+        ("message", "completed"),
+    ]
+    assert [e["output_index"] for e in turn.sink.of_type("response.output_item.added")] == [0, 1, 2]
+    assert result.items[1]["content"] == [{"type": "reasoning_text", "text": "On second thought"}]
+    assert_well_formed(turn.sink.events, ended=False)
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {"reasoning_content": None, "content": "Hi"},
+        {"reasoning": "", "content": "Hi"},
+        {"reasoning": None, "reasoning_content": None, "content": "Hi"},
+    ],
+)
+async def test_null_or_empty_reasoning_opens_nothing(delta: dict[str, Any]) -> None:
+    turn = Turn()
+
+    result = await turn.run([chunk(delta), finish_chunk()])
+
+    assert [i["type"] for i in result.items] == ["message"]
+
+
+async def test_an_upstream_error_mid_reasoning_closes_it_incomplete() -> None:
+    turn = Turn()
+    error = UpstreamError("upstream error mid-stream: boom")
+
+    result = await run_turn(
+        failing_stream(reasoning_chunks("Half a ", "thou"), error), turn.translator
+    )
+
+    assert result.outcome == StepStatus.FAILED
+    [reasoning] = result.items
+    assert reasoning["status"] == "incomplete"
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Half a thou"}]
+    assert turn.types == reasoning_events(deltas=2)
+    assert turn.sink.events[-1]["item"] == reasoning
+    assert turn.progress == []
+
+
+async def test_partial_items_hold_the_reasoning_so_far() -> None:
+    turn = Turn()
+    await turn.feed(reasoning_chunks("Thinking ", "ha"))
+
+    [reasoning] = turn.translator.partial_items()
+
+    assert reasoning["type"] == "reasoning"
+    assert reasoning["status"] == "incomplete"
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Thinking ha"}]
+    await turn.feed(text_chunks("Answer"))
+    done, message = turn.translator.partial_items()
+    assert (done["status"], message["status"]) == ("completed", "incomplete")
+    assert done["content"] == reasoning["content"]
+
+
+THINKING = ["<th", "ink>\n", "Greeting", " noted.", "</th", "ink>\n\n", "Hel", "lo!"]
+
+
+async def test_think_tags_split_reasoning_off_the_content_when_asked() -> None:
+    turn = Turn(think_tags=True)
+
+    result = await turn.run([*text_chunks(*THINKING), finish_chunk()])
+
+    reasoning, message = result.items
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Greeting noted."}]
+    assert message["content"][0]["text"] == "Hello!"
+    assert [d["delta"] for d in turn.sink.of_type("response.reasoning_text.delta")] == [
+        "Greeting",
+        " noted.",
+    ]
+    assert turn.types[: len(reasoning_events(2))] == reasoning_events(2)
+    assert_valid_events(turn.sink.events)
+
+
+async def test_think_tags_are_text_unless_asked() -> None:
+    turn = Turn()
+
+    result = await turn.run([*text_chunks(*THINKING), finish_chunk()])
+
+    [message] = result.items
+    assert message["content"][0]["text"] == "".join(THINKING)
+
+
+async def test_a_think_tag_never_closed_makes_it_all_reasoning() -> None:
+    turn = Turn(think_tags=True)
+
+    result = await turn.run([*text_chunks("<think>", "All of it", " </thi"), finish_chunk()])
+
+    assert result.outcome == StepStatus.COMPLETED
+    [reasoning] = result.items
+    assert reasoning["status"] == "completed"
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "All of it </thi"}]
+    assert_well_formed(turn.sink.events, ended=False)
+
+
+async def test_text_that_only_starts_like_a_tag_comes_out_unchanged() -> None:
+    turn = Turn(think_tags=True)
+
+    result = await turn.run([*text_chunks(" <th", "is is it"), finish_chunk()])
+
+    [message] = result.items
+    assert message["content"][0]["text"] == " <this is it"

@@ -1,5 +1,5 @@
-"""The UpstreamClient on its own: reading the SSE wire format, the error messages it builds,
-and the delays between tries."""
+"""The UpstreamClient on its own: reading the SSE wire format (or a plain JSON completion),
+the error messages it builds, and the delays between tries."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from tests.unit.upstream import (
     DONE,
     Reply,
     ScriptedUpstream,
+    TokenUsage,
     chunk,
+    json_reply,
     sse,
     status,
     text_reply,
@@ -169,3 +171,60 @@ async def test_an_unusable_retry_after_falls_back_to_the_backoff(
     )
 
     assert 0.0 <= delay <= 0.004
+
+
+async def test_a_plain_json_completion_is_one_chunk_of_all_of_it(
+    client: UpstreamClient, upstream: ScriptedUpstream
+) -> None:
+    calls = [
+        {"id": f"call_{n}", "type": "function", "function": {"name": n, "arguments": "{}"}}
+        for n in ("a", "b")
+    ]
+    message = {
+        "role": "assistant",
+        "reasoning_content": "Two tools.",
+        "content": "Calling.",
+        "tool_calls": calls,
+    }
+    usage = TokenUsage(7, 5, reasoning_tokens=2)
+    upstream.then(json_reply(message, finish_reason="tool_calls", usage=usage))
+
+    [whole] = await chunks_of(client)
+
+    assert whole["object"] == "chat.completion.chunk"
+    assert whole["usage"] == usage.chat()
+    [choice] = whole["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["delta"] == {
+        **message,
+        # A message's calls carry no index; a stream would number them by position.
+        "tool_calls": [{**calls[0], "index": 0}, {**calls[1], "index": 1}],
+    }
+
+
+async def test_an_empty_json_body_is_no_chunk(
+    client: UpstreamClient, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(Reply([b""], headers={"content-type": "application/json; charset=utf-8"}))
+
+    assert await chunks_of(client) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error": {"message": "overloaded"}}', "upstream error: overloaded"),
+        (b'{"id": "chatcmpl-1", "choi', "upstream sent a malformed completion: "),
+        (b"[1, 2]", "upstream sent a malformed completion: "),
+    ],
+)
+async def test_a_json_body_that_is_no_completion_is_an_upstream_error(
+    client: UpstreamClient, upstream: ScriptedUpstream, body: bytes, message: str
+) -> None:
+    upstream.then(Reply([body], headers={"content-type": "application/json"}))
+
+    with pytest.raises(UpstreamError) as info:
+        await chunks_of(client)
+
+    assert info.value.message.startswith(message)
+    assert len(upstream.requests) == 1

@@ -76,6 +76,14 @@ def scored_text_chunks(*tokens: Chunk) -> list[Chunk]:
     ]
 
 
+def reasoning_chunks(*pieces: str, key: str = "reasoning_content") -> list[Chunk]:
+    """Reasoning streamed in `pieces` under `key` (`reasoning_content` or `reasoning`), the
+    first with the role, as upstreams with a reasoning parser send it before the answer."""
+    chunks = [chunk({key: piece}) for piece in pieces]
+    chunks[0]["choices"][0]["delta"]["role"] = "assistant"
+    return chunks
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A call the model makes: the tool's name, its arguments, the upstream's call id."""
@@ -220,6 +228,22 @@ def text_reply(
 def calls_reply(*calls: ToolCall, usage: TokenUsage | None = DEFAULT_USAGE) -> Reply:
     """A complete answer in which the model makes `calls` (finish reason `tool_calls`)."""
     return completion(*call_chunks(*calls), finish_reason="tool_calls", usage=usage)
+
+
+def json_reply(
+    message: dict[str, Any], finish_reason: str = "stop", usage: TokenUsage | None = DEFAULT_USAGE
+) -> Reply:
+    """A plain JSON chat completion, as an upstream that ignores `stream: true` sends it."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage.chat()
+    return Reply([json.dumps(body).encode()], headers={"content-type": "application/json"})
 
 
 def cut(*parts: Part) -> Reply:

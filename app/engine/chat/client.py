@@ -95,7 +95,9 @@ class UpstreamClient:
         """POST a streaming chat completion and yield each decoded chunk.
 
         Ends normally at `[DONE]` or the end of the body; raises `UpstreamError` for a
-        non-2xx status, an error object inside the stream, or a transport failure.
+        non-2xx status, an error object inside the stream, or a transport failure. An upstream
+        that answers with a plain JSON completion instead of a stream gives one chunk that
+        holds all of it.
 
         A failure before the first chunk (connection error, 408, 429, 5xx) is retried, up to
         `upstream_max_attempts` tries in all. After a chunk has been yielded it never is: the
@@ -131,16 +133,18 @@ class UpstreamClient:
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     raise await _status_error(response)
+                if _is_json(response):
+                    whole = _completion_as_chunk(await response.aread())
+                    if whole is not None:
+                        yield whole
+                    return
                 async for line in response.aiter_lines():
                     chunk = _decode_sse_line(line)
                     if chunk is None:
                         continue
                     if chunk is _DONE:
                         return
-                    if "error" in chunk and not chunk.get("choices"):
-                        err = chunk["error"]
-                        message = err.get("message") if isinstance(err, dict) else str(err)
-                        raise UpstreamError(f"upstream error mid-stream: {message}")
+                    _raise_if_error(chunk, "upstream error mid-stream")
                     yield chunk
         except httpx.TimeoutException as exc:
             raise _RetryableError(
@@ -266,3 +270,47 @@ def _decode_with_constants(data: str) -> Any:
     except (ValueError, TypeError) as exc:
         raise UpstreamError(f"upstream sent a malformed chunk: {data[:200]!r}") from exc
     return chunk
+
+
+def _raise_if_error(payload: JsonObject, what: str) -> None:
+    """An `{"error": ...}` object in place of a completion is the upstream failing."""
+    if "error" in payload and not payload.get("choices"):
+        err = payload["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError(f"{what}: {message}")
+
+
+def _is_json(response: httpx.Response) -> bool:
+    media_type: str = response.headers.get("content-type", "").split(";")[0]
+    return media_type.strip().lower() == "application/json"
+
+
+def _completion_as_chunk(raw: bytes) -> Chunk | None:
+    """A whole chat completion as the one chunk a stream of it would add up to: each
+    choice's `message` as its `delta` (tool calls numbered by position, as a stream numbers
+    them), with its `finish_reason`, and the usage. None for an empty body."""
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise UpstreamError(f"upstream sent a malformed completion: {raw[:200]!r}") from exc
+    if not isinstance(body, dict):
+        raise UpstreamError(f"upstream sent a malformed completion: {raw[:200]!r}")
+    _raise_if_error(body, "upstream error")
+    choices = []
+    for choice in body.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = dict(choice.get("message") or {})
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [{**call, "index": n} for n, call in enumerate(calls)]
+        choices.append(
+            {
+                "index": choice.get("index", 0),
+                "delta": delta,
+                "finish_reason": choice.get("finish_reason"),
+            }
+        )
+    return {**body, "object": "chat.completion.chunk", "choices": choices}

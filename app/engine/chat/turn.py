@@ -1,7 +1,8 @@
 """One model turn: stream a chat completion and translate its chunks into Responses events.
 
-Chat chunks carry text deltas and tool-call deltas keyed by index; Responses events speak of
-output items (a `message` with one `output_text` part, or `function_call`s), each opened with
+Chat chunks carry reasoning deltas, text deltas and tool-call deltas keyed by index;
+Responses events speak of output items (a `reasoning` item with one `reasoning_text` part, a
+`message` with one `output_text` part, or `function_call`s), each opened with
 `output_item.added` and closed with `output_item.done`. A turn ends exactly once, with one
 outcome: completed, incomplete (the token limit), or failed.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from app import ids
 from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.logprobs import chunk_logprobs, event_logprobs
+from app.engine.chat.reasoning import OpenReasoning, reasoning_delta
+from app.engine.chat.think_tags import Piece, ThinkTagSplitter
 from app.engine.chat.usage import responses_usage
 from app.engine.events import Emitter
 from app.engine.items import is_call, new_message, output_text_part
@@ -87,6 +90,7 @@ class TurnTranslator:
         on_item_done: Callable[[list[Item]], Awaitable[None]] | None = None,
         mcp_tools: dict[str, str] | None = None,
         logprobs: bool = False,
+        think_tags: bool = False,
     ) -> None:
         self.emitter = emitter
         # Whether the request's `include` asked for the text's token log probabilities.
@@ -99,6 +103,7 @@ class TurnTranslator:
         self.on_item_done = on_item_done
         self.next_output_index = first_output_index
         self.items: list[Item] = []  # finished items, in output order
+        self.reasoning: OpenReasoning | None = None
         self.message: _OpenMessage | None = None
         self.calls: dict[int, _OpenCall] = {}  # by the upstream's tool-call index
         self.closed_call_indexes: set[int] = set()
@@ -106,6 +111,8 @@ class TurnTranslator:
         self.content_seen = False
         self.finish_reason: str | None = None
         self.raw_usage: JsonObject | None = None  # the upstream's, before normalising
+        # Splits `<think>…</think>` reasoning off the content, when the setting asks for it.
+        self.think_tags = ThinkTagSplitter() if think_tags else None
 
     async def on_chunk(self, chunk: Chunk) -> None:
         self.chunks_seen += 1
@@ -117,16 +124,53 @@ class TurnTranslator:
             delta = choice.get("delta") or {}
             if self.logprobs:
                 self.held_logprobs += chunk_logprobs(choice)
+            reasoning = reasoning_delta(delta)
+            if reasoning:
+                await self._on_reasoning(reasoning)
             if delta.get("content"):
-                await self._on_text(delta["content"])
+                await self._on_content(delta["content"])
             for call_delta in delta.get("tool_calls") or []:
                 await self._on_tool_call(call_delta)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
 
+    async def _on_content(self, content: str) -> None:
+        if self.think_tags is None:
+            await self._on_text(content)
+            return
+        await self._on_pieces(self.think_tags.feed(content))
+
+    async def finish_content(self) -> None:
+        """The content has ended: what the think-tag splitter still holds comes out."""
+        if self.think_tags is not None:
+            await self._on_pieces(self.think_tags.finish())
+
+    async def _on_pieces(self, pieces: list[Piece]) -> None:
+        for piece in pieces:
+            if piece.kind == "reasoning":
+                await self._on_reasoning(piece.text)
+            else:
+                await self._on_text(piece.text)
+
+    async def _on_reasoning(self, text: str) -> None:
+        self.content_seen = True
+        self.held_logprobs = []  # those of reasoning tokens: only output text shows them
+        if self.reasoning is None:
+            # Reasoning after text or calls (rare) starts an item of its own after them.
+            await self._close_message(StepStatus.COMPLETED)
+            await self._close_calls(StepStatus.COMPLETED)
+            self.reasoning = await OpenReasoning.open(self.emitter, self._claim_index())
+        await self.reasoning.add(self.emitter, text)
+
+    async def _close_reasoning(self, status: str) -> None:
+        reasoning, self.reasoning = self.reasoning, None
+        if reasoning is not None:
+            await self._item_done(await reasoning.close(self.emitter, status))
+
     async def _on_text(self, text: str) -> None:
         self.content_seen = True
         if self.message is None:
+            await self._close_reasoning(StepStatus.COMPLETED)
             await self._close_calls(StepStatus.COMPLETED)
             await self._open_message()
         assert self.message is not None
@@ -160,8 +204,9 @@ class TurnTranslator:
             # have to reopen an item that was already reported done.
             raise UpstreamError(f"upstream sent more of tool call {index} after a later one")
         if call is None:
-            # Responses shows each item finished before the next begins: the text before
-            # the calls, and every earlier call.
+            # Responses shows each item finished before the next begins: the reasoning and
+            # the text before the calls, and every earlier call.
+            await self._close_reasoning(StepStatus.COMPLETED)
             await self._close_message(StepStatus.COMPLETED)
             await self._close_calls(StepStatus.COMPLETED)
             item = self._new_call_item(call_delta.get("id"), function.get("name") or "")
@@ -255,14 +300,17 @@ class TurnTranslator:
     async def close_open_items(self, status: str) -> None:
         """Close what is open with the given item status.
 
-        At most one kind is open at a time: text closes the calls, a call closes the text.
+        At most one kind is open at a time: each of reasoning, text and calls closes the others.
         """
+        await self._close_reasoning(status)
         await self._close_message(status)
         await self._close_calls(status)
 
     def partial_items(self) -> list[Item]:
         """What an interrupted turn leaves: finished items, then open ones marked incomplete."""
         items = list(self.items)
+        if self.reasoning is not None:
+            items.append(self.reasoning.with_text(StepStatus.INCOMPLETE))
         if self.message is not None:
             part = output_text_part("".join(self.message.text), self.message.logprobs)
             items.append({**self.message.item, "status": StepStatus.INCOMPLETE, "content": [part]})
@@ -283,7 +331,9 @@ async def run_turn(chunks: AsyncGenerator[Chunk], translator: TurnTranslator) ->
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 await translator.on_chunk(chunk)
+        await translator.finish_content()
     except UpstreamError as exc:
+        await translator.finish_content()
         await translator.close_open_items(StepStatus.INCOMPLETE)
         return StreamedTurn(
             outcome=StepStatus.FAILED,

@@ -70,6 +70,16 @@ Directives (only read from the most recent ``user`` message)
 * ``[[no-usage]]`` - never report usage.
 * ``[[anthropic-usage]]`` - report usage in Anthropic's field names.
 * ``[[reasoning]]`` - report 5 reasoning tokens and 2 cached prompt tokens.
+* ``[[think]]``, ``[[think:reasoning_content]]``, ``[[think:reasoning]]``,
+  ``[[think:tags]]`` - think before answering (every turn: after a tool result too):
+  ``"Thinking about: <visible text>"`` (``"Thinking about the tool results."`` after tool
+  messages), streamed word by word before the answer or the calls, in the delta field
+  ``reasoning_content`` (the default) or ``reasoning``, or with ``tags`` as content between
+  ``<think>`` and ``</think>\n\n`` (each tag split across two chunks). Non-streaming replies
+  carry it in the message's field, or in its content. The words count as completion tokens,
+  and (not with ``tags``, as no reasoning parser sets them apart) as reasoning tokens.
+* ``[[no-stream]]`` - answer a streaming request with a plain JSON completion
+  (``application/json``), as upstreams that ignore ``stream`` do.
 * ``[[delay:MS]]`` - sleep MS milliseconds between streamed chunks.
 
 Unknown ``[[...]]`` directives are removed from the echoed text and otherwise ignored.

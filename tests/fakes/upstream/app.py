@@ -116,6 +116,8 @@ class Completion:
             "content": self.reply.content,
             "refusal": None,
         }
+        if self.reply.reasoning_field is not None:
+            message[self.reply.reasoning_field] = self.reply.reasoning
         if self.reply.tool_calls:
             message["tool_calls"] = self.reply.tool_calls
         body: JSONObject = {
@@ -299,7 +301,7 @@ async def chat_completions(request: Request) -> Response:
     reply = build_reply(body, directives, max_tokens)
     usage = None
     if not directives.no_usage:
-        usage = build_usage(count_prompt_tokens(messages), reply.completion_tokens, directives)
+        usage = build_usage(reply, count_prompt_tokens(messages), directives)
     model = body.get("model")
     completion = Completion(
         id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -310,7 +312,7 @@ async def chat_completions(request: Request) -> Response:
         directives=directives,
         top_logprobs=_top_logprobs(body),
     )
-    if body.get("stream") is not True:
+    if body.get("stream") is not True or directives.no_stream:
         return await complete_once(completion)
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True

@@ -20,7 +20,12 @@ _JSON_DECODER = json.JSONDecoder()
 
 # Directives that take no argument and only switch something on: `[[mid-error]]` sets the
 # field `mid_error`, and so on.
-FLAGS = frozenset({"cut", "empty", "mid-error", "no-usage", "anthropic-usage", "reasoning"})
+FLAGS = frozenset(
+    {"cut", "empty", "mid-error", "no-usage", "anthropic-usage", "reasoning", "no-stream"}
+)
+# Where `[[think:STYLE]]` puts the model's reasoning: either delta field, or `<think>` tags
+# at the start of the content.
+THINK_STYLES = ("reasoning_content", "reasoning", "tags")
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Directives:
     no_usage: bool = False
     anthropic_usage: bool = False
     reasoning: bool = False
+    no_stream: bool = False
+    think: str | None = None  # one of THINK_STYLES
     delay_ms: int = 0
 
 
@@ -104,6 +111,10 @@ def parse_directives(bodies: list[str]) -> Directives:
                 found.fail_first = _parse_fail_first(arg) or found.fail_first
             case "retry-after":
                 found.retry_after = _parse_seconds(arg) or found.retry_after
+            case "think":
+                style = arg.strip().lower() or THINK_STYLES[0]
+                if style in THINK_STYLES:
+                    found.think = style
             case "delay":
                 delay = _parse_int(arg)
                 if delay is not None and delay >= 0:

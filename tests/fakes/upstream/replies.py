@@ -6,6 +6,7 @@ counts and tool-call ids.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -121,6 +122,9 @@ class Reply:
     completion_tokens: int
     content: str | None
     tool_calls: list[JSONObject]
+    reasoning: str | None = None  # sent under `reasoning_field`
+    reasoning_field: str | None = None
+    reasoning_tokens: int = 0
 
 
 def text_reply(text: str, max_tokens: int | None) -> Reply:
@@ -166,6 +170,51 @@ def tool_calls_reply(calls: list[tuple[str, JSONObject]], source_text: str) -> R
 
 
 def build_reply(body: JSONObject, directives: Directives, max_tokens: int | None) -> Reply:
+    reply = _answer(body, directives, max_tokens)
+    if directives.think is None:
+        return reply
+    return with_thinking(reply, thought_for(body["messages"]), directives.think)
+
+
+def thought_for(messages: list[JSONObject]) -> str:
+    """What the model thinks before it answers: each turn of a tool loop thinks its own."""
+    last = messages[-1]
+    if last.get("role") == "user":
+        visible, _ = split_directives(message_text(last))
+        return f"Thinking about: {visible}"
+    if last.get("role") == "tool":
+        return "Thinking about the tool results."
+    return "Thinking."
+
+
+def with_thinking(reply: Reply, thought: str, style: str) -> Reply:
+    """`reply` preceded by `thought`, streamed word by word: in a delta field of its own
+    (`reasoning_content` or `reasoning`), or for `tags` in the content between `<think>` and
+    `</think>`, both tags split across chunks as a tokenizer would split them."""
+    words = _TOKEN_RE.findall(thought)
+    if style == "tags":
+        pieces = ["<th", "ink>", *words, "</th", "ink>\n\n"]
+        thinking: list[JSONObject] = [{"content": piece} for piece in pieces]
+        content = f"<think>{thought}</think>\n\n{reply.content or ''}"
+        reasoning, field, reasoning_tokens = None, None, 0  # no parser counts it apart
+    else:
+        thinking = [{style: word} for word in words]
+        content, reasoning, field, reasoning_tokens = reply.content, thought, style, len(words)
+    # The role is announced once, by the first chunk.
+    answer = [{k: v for k, v in delta.items() if k != "role"} for delta in reply.deltas]
+    answer = [delta for delta in answer if delta != {"content": ""}]
+    return dataclasses.replace(
+        reply,
+        deltas=[{"role": "assistant", **thinking[0]}, *thinking[1:], *answer],
+        completion_tokens=reply.completion_tokens + len(words),
+        content=content,
+        reasoning=reasoning,
+        reasoning_field=field,
+        reasoning_tokens=reasoning_tokens,
+    )
+
+
+def _answer(body: JSONObject, directives: Directives, max_tokens: int | None) -> Reply:
     messages: list[JSONObject] = body["messages"]
     last = messages[-1]
     role = last.get("role")
@@ -205,7 +254,8 @@ def token_logprobs(token: str, top: int) -> JSONObject:
     }
 
 
-def build_usage(prompt_tokens: int, completion_tokens: int, directives: Directives) -> JSONObject:
+def build_usage(reply: Reply, prompt_tokens: int, directives: Directives) -> JSONObject:
+    completion_tokens = reply.completion_tokens
     if directives.anthropic_usage:
         # Some gateways pass Anthropic's usage through untranslated; Ferry must cope.
         return {
@@ -219,5 +269,7 @@ def build_usage(prompt_tokens: int, completion_tokens: int, directives: Directiv
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 2 if directives.reasoning else 0},
-        "completion_tokens_details": {"reasoning_tokens": 5 if directives.reasoning else 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 5 if directives.reasoning else reply.reasoning_tokens
+        },
     }
