@@ -24,6 +24,7 @@ from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, RequestError
 from app.engine.events import EventSink
 from app.engine.loop import HAND_BACK
+from app.engine.refusals import refused_blocking_create
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import ResponseObject, response_object
 from app.engine.run_state import output_of_steps
@@ -288,6 +289,15 @@ class ApiSide:
             return response_object(stored, stored.output)
         steps = await self.store.steps(stored.id)
         return response_object(stored, output_of_steps(steps))
+
+    async def answer_blocking(self, final: StoredResponse) -> ResponseObject:
+        """What a request that waited for a response gets once it has ended: the Response;
+        or, for a blocking create, the upstream's refusal of its first model turn as an
+        error (`app.engine.refusals`)."""
+        refused = refused_blocking_create(final)
+        if refused is not None:
+            raise refused
+        return await self.present(final)
 
     async def wait_until_terminal(
         self, stored: StoredResponse, timeout_s: float

@@ -21,6 +21,7 @@ from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.items import call_key
+from app.engine.refusals import RefusalWatch
 from app.engine.resource import response_object
 from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
 from app.engine.step_store import StepStore
@@ -270,8 +271,9 @@ class ResponseLoop:
             on_item_done=record_progress,
             mcp_tools=offer.mcp_labels,
         )
+        watch = RefusalWatch()
         try:
-            result = await run_turn(self.upstream.stream_chat(body), translator)
+            result = await run_turn(watch.chunks(self.upstream.stream_chat(body)), translator)
         except asyncio.CancelledError:
             # Cut off: its partial items stay in this run's output (a cancelled response
             # shows them), but a later attempt redoes the whole turn.
@@ -297,6 +299,7 @@ class ResponseLoop:
             calls=result.calls,
             error=result.error,
             incomplete_reason=result.incomplete_reason,
+            upstream_refusal=watch.of_turn(turns_before=state.model_turns),
         )
         state.record_turn(turn, result.usage, result.usage_missing)
         return turn
@@ -359,6 +362,7 @@ class ResponseLoop:
             usage_missing=run.state.usage_missing,
             error=ending.error,
             incomplete_details=ending.incomplete_details,
+            upstream_refusal=ending.upstream_refusal,
         )
         return await self.store.finish(run.response.id, outcome)
 

@@ -98,7 +98,7 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
         task.add_done_callback(lambda _: sink.close())
         return _sse(_stream_inline(service, stored, task, sink))
     final = await service.run_inline(stored, DiscardSink())
-    return JSONResponse(await service.present(final))
+    return JSONResponse(await service.answer_blocking(final))
 
 
 async def _answer_with(
@@ -115,6 +115,11 @@ async def _answer_with(
         return JSONResponse(await service.present(stored))
     if stream:
         return _sse(_held_frames(service, stored, settings))
+    return JSONResponse(await service.answer_blocking(await _held(service, stored, settings)))
+
+
+async def _held(service: ApiSide, stored: StoredResponse, settings: Settings) -> StoredResponse:
+    """The response once it has ended; a 504 past FLEX_TIMEOUT_S (the work goes on)."""
     final = await service.wait_until_terminal(stored, settings.flex_timeout_s)
     if final is None:
         raise GatewayTimeout(
@@ -122,7 +127,7 @@ async def _answer_with(
             " it keeps running: retrieve it later with GET /v1/responses/{id}.",
             code="timeout",
         )
-    return JSONResponse(await service.present(final))
+    return final
 
 
 def _sse(frames: AsyncIterator[bytes]) -> StreamingResponse:

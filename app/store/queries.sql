@@ -33,8 +33,8 @@ RETURNING id;
 UPDATE responses
    SET status = %(status)s, output = %(output)s, usage = %(usage)s,
        usage_missing = %(usage_missing)s, error = %(error)s,
-       incomplete_details = %(incomplete_details)s, completed_at = now(), updated_at = now(),
-       lease_owner = NULL, lease_expires_at = NULL
+       incomplete_details = %(incomplete_details)s, upstream_refusal = %(upstream_refusal)s,
+       completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
  WHERE id = %(id)s AND status IN {{active}}
 RETURNING *;
 

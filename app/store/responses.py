@@ -142,6 +142,7 @@ class ResponseStore:
             "usage_missing": outcome.usage_missing,
             "error": _json(outcome.error),
             "incomplete_details": _json(outcome.incomplete_details),
+            "upstream_refusal": _json(outcome.upstream_refusal),
         }
         row = await self._one("finish_response", params, conn)
         return StoredResponse.from_row(row) if row else None

@@ -8,7 +8,15 @@ from datetime import datetime
 
 from psycopg.rows import DictRow
 
-from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
+from app.shapes import (
+    ErrorInfo,
+    IncompleteDetails,
+    Item,
+    JsonObject,
+    StepResult,
+    UpstreamRefusal,
+    Usage,
+)
 from app.statuses import ResponseStatus, StepKind, StepStatus
 
 
@@ -36,6 +44,7 @@ class StoredResponse:
     updated_at: datetime
     job_id: int | None = None
     recoveries: int = 0
+    upstream_refusal: UpstreamRefusal | None = None  # a 4xx of its first model turn
 
     @classmethod
     def from_row(cls, row: DictRow) -> StoredResponse:
@@ -83,6 +92,7 @@ class Outcome:
     usage_missing: bool = False
     error: ErrorInfo | None = None
     incomplete_details: IncompleteDetails | None = None
+    upstream_refusal: UpstreamRefusal | None = None
 
 
 @dataclass(frozen=True)

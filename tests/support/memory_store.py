@@ -270,6 +270,7 @@ class MemoryStore:
                 "usage_missing": outcome.usage_missing,
                 "error": _json(outcome.error),
                 "incomplete_details": _json(outcome.incomplete_details),
+                "upstream_refusal": _json(outcome.upstream_refusal),
                 "completed_at": now,
                 "updated_at": now,
                 "lease_owner": None,
