@@ -5,6 +5,7 @@ OpenAI error envelope (`app.http.errors`); the engine itself knows nothing of HT
     ├── NotFound        what it names does not exist, or is not the caller's
     ├── Busy            not now: a capacity limit is reached; the same request may pass later
     ├── Conflict        it contradicts an earlier request (an Idempotency-Key reused)
+    │   └── NotKept     it asks again for a result created with `store: false`, now gone
     └── UpstreamRefused the upstream refused the first model turn of a blocking create
 """
 
@@ -33,6 +34,15 @@ class Busy(RequestError):
 
 class Conflict(RequestError):
     pass
+
+
+class NotKept(Conflict):
+    """A create retried with the Idempotency-Key of a `store: false` response that has
+    ended: its result was not kept, so it cannot be told again. `response_id` names it."""
+
+    def __init__(self, message: str, *, response_id: str) -> None:
+        super().__init__(message, param=None, code="response_not_stored")
+        self.response_id = response_id
 
 
 class UpstreamRefused(RequestError):

@@ -4,13 +4,13 @@ of the engine's refusals.
     engine error        status  type
     RequestError        400     invalid_request_error
     NotFound            404     invalid_request_error
-    Conflict            409     invalid_request_error
+    Conflict            409     invalid_request_error (NotKept too)
     Busy                429     rate_limit_exceeded (with Retry-After when known)
     UpstreamRefused     the upstream's 4xx (with its Retry-After); 502 for its 401/403
 
 Errors only the front end raises carry their status themselves (`HttpError`). An error about
-a response that exists (an upstream refusal) names it in the `x-response-id` header, since
-the envelope has no place for it.
+a response that exists (an upstream refusal, a result not kept) names it in the
+`x-response-id` header, since the envelope has no place for it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.engine.errors import Busy, Conflict, NotFound, RequestError, UpstreamRefused
+from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ def _headers_of(exc: RequestError) -> dict[str, str]:
     headers = {}
     if isinstance(exc, Busy | UpstreamRefused) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
-    if isinstance(exc, UpstreamRefused):
+    if isinstance(exc, UpstreamRefused | NotKept):
         headers[RESPONSE_ID_HEADER] = exc.response_id
+    if isinstance(exc, UpstreamRefused):
         if exc.upstream_status in _UPSTREAM_CREDENTIAL_STATUSES:
             # Asking again cannot help until the server is reconfigured.
             headers["x-should-retry"] = "false"

@@ -38,6 +38,15 @@ UPDATE responses
  WHERE id = %(id)s AND status IN {{active}}
 RETURNING *;
 
+-- name: forget_content
+-- What a `store: false` response held of its content goes once it has ended, in the
+-- transaction that ends it: its input (the request, cut down to `store`), its output, its
+-- steps and its event log. Kept: id, owner, model, tier, status, usage, error, timestamps.
+WITH forgotten_steps AS (DELETE FROM response_steps WHERE response_id = %(id)s),
+     forgotten_events AS (DELETE FROM response_events WHERE response_id = %(id)s)
+UPDATE responses SET request = %(request)s, output = NULL
+ WHERE id = %(id)s AND status IN {{terminal}};
+
 -- name: start_step
 -- Idempotent: tried again after a lost connection, a step that was written stays as it is.
 INSERT INTO response_steps (response_id, ordinal, kind, status, request)

@@ -54,6 +54,17 @@ class StoredResponse:
     def is_terminal(self) -> bool:
         return self.status.is_terminal
 
+    @property
+    def is_kept(self) -> bool:
+        """Created with `store: true` (the default): retrievable, and its content kept once
+        it ends. A `store: false` response is forgotten when it ends (see `forget_content`)."""
+        return self.request.get("store") is not False
+
+    @property
+    def is_forgotten(self) -> bool:
+        """A `store: false` response read after it ended: nothing of its content is left."""
+        return not self.is_kept and self.is_terminal and self.output is None
+
 
 @dataclass(frozen=True)
 class StoredStep:
@@ -118,3 +129,7 @@ class NewResponse:
     previous_response_id: str | None
     lease_owner: str | None = None
     lease_ttl_s: float = 0.0
+
+
+#: What is left of the request of a `store: false` response once it has ended.
+FORGOTTEN_REQUEST: JsonObject = {"store": False}

@@ -270,3 +270,27 @@ async def test_the_inline_drivers_sinks(harness: Harness, upstream: ScriptedUpst
     assert streamed.final.status == blocking.final.status == ResponseStatus.COMPLETED
     assert [i["content"] for i in streamed.output] == [i["content"] for i in blocking.output]
     assert queued.queue.empty()
+
+
+async def test_a_response_not_stored_is_answered_then_forgotten(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(text_reply("Hel", "lo!"))
+
+    run = await harness.run({"model": "m", "input": "Say hello", "store": False})
+
+    # The run's own answer (the terminal event, the row it returns) still has it all ...
+    assert run.final.status == ResponseStatus.COMPLETED
+    assert run.events[-1]["response"]["output"] == run.output
+    assert run.output[0]["content"][0]["text"] == "Hello!"
+    assert run.final.request["input"][0]["content"][0]["text"] == "Say hello"
+    # ... while the store has already forgotten it, steps included.
+    kept = harness.store.response(run.final.id)
+    assert (kept.status, kept.request, kept.output) == (
+        ResponseStatus.COMPLETED,
+        {"store": False},
+        None,
+    )
+    assert kept.usage == run.final.usage
+    assert kept.is_forgotten
+    assert run.steps == []
