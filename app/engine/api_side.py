@@ -297,9 +297,8 @@ class ApiSide:
         return response_object(stored, output_of_steps(steps))
 
     async def answer_blocking(self, final: StoredResponse) -> ResponseObject:
-        """What a request that waited for a response gets once it has ended: the Response;
-        or, for a blocking create, the upstream's refusal of its first model turn as an
-        error (`app.engine.refusals`)."""
+        """What a request that waited for a response gets once it has ended: the Response, or
+        the upstream's refusal of a blocking create as an error (`app.engine.refusals`)."""
         refused = refused_blocking_create(final)
         if refused is not None:
             raise refused
@@ -308,8 +307,7 @@ class ApiSide:
         return await self.present(final)
 
     def not_kept(self, final: StoredResponse) -> RequestError:
-        """What a create retried with the key of a `store: false` response that has ended
-        learns: the refusal it answered with, or that its result was not kept."""
+        """What a create retried with the key of an ended `store: false` response learns."""
         return refused_blocking_create(final) or NotKept(
             f"The response '{final.id}' made for this Idempotency-Key has ended "
             f"({final.status}), but it was created with 'store': false, so its result was not "
