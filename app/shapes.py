@@ -42,3 +42,15 @@ class StepResult(TypedDict):
     items: list[Item]
     usage_missing: NotRequired[bool]  # a model turn whose upstream reported no usage
     incomplete_reason: NotRequired[str | None]  # a model turn cut short by a limit
+
+
+class UpstreamRefusal(TypedDict):
+    """What the upstream answered a model turn with when it refused it (an HTTP error
+    status), as it said it: a blocking create whose first turn it refused answers with this.
+    For 401/403 the message and code are Ferry's own: the upstream's words may quote keys."""
+
+    status: int  # the upstream's HTTP status
+    message: str
+    code: str | None
+    param: str | None
+    retry_after_s: float | None  # from its `Retry-After`, when it sent a usable one

@@ -21,9 +21,10 @@ from psycopg import AsyncConnection
 
 from app import ids
 from app.engine.ending import end_from_outside
-from app.engine.errors import Busy, Conflict, NotFound, RequestError
+from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
 from app.engine.loop import HAND_BACK
+from app.engine.refusals import refused_blocking_create
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import ResponseObject, response_object
 from app.engine.run_state import output_of_steps
@@ -67,9 +68,16 @@ class Submission:
     idempotency: Idempotency | None = None
 
     @property
+    def service_tier(self) -> str:
+        """The tier it runs in. A flex response is handed back through the database, where a
+        `store: false` one keeps nothing: that one runs inline, at the default tier."""
+        tier = self.request.service_tier or "auto"
+        return "default" if tier == "flex" and not self.request.store else tier
+
+    @property
     def deferred(self) -> bool:
         """Run by a worker (background or flex) rather than by this process."""
-        return self.request.background or self.request.service_tier == "flex"
+        return self.request.background or self.service_tier == "flex"
 
 
 def stored_request(request: CreateResponseRequest, items: list[Item]) -> JsonObject:
@@ -100,7 +108,7 @@ class ApiSide:
             status=status,
             request=stored_request(request, submission.items),
             model=request.model,
-            service_tier=request.service_tier or "auto",
+            service_tier=submission.service_tier,
             background=request.background,
             stream=request.stream,
             previous_response_id=request.previous_response_id,
@@ -178,9 +186,8 @@ class ApiSide:
         A background stream's log starts here with `response.created` and `response.queued`,
         so a client tailing it sees the response before any worker picks it up.
         """
-        request = submission.request
         await self._check_references(submission)
-        queue = FLEX_QUEUE if request.service_tier == "flex" else BACKGROUND_QUEUE
+        queue = FLEX_QUEUE if submission.service_tier == "flex" else BACKGROUND_QUEUE
         if queue == FLEX_QUEUE:
             await self._admit_flex()
         else:
@@ -225,7 +232,7 @@ class ApiSide:
         if previous_id is None:
             return
         previous = await self.store.get(previous_id, owner)
-        if previous is None:
+        if previous is None or not previous.is_kept:  # OpenAI's answer for `store: false` too
             raise RequestError(
                 f"Previous response with id '{previous_id}' not found.",
                 param="previous_response_id",
@@ -278,7 +285,7 @@ class ApiSide:
             # not looked up, and is not echoed back.
             raise NotFound("No response has that id.", param="response_id")
         stored = await self.store.get(response_id, owner)
-        if stored is None:
+        if stored is None or not stored.is_kept:  # `store: false`: never retrievable
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return stored
 
@@ -288,6 +295,25 @@ class ApiSide:
             return response_object(stored, stored.output)
         steps = await self.store.steps(stored.id)
         return response_object(stored, output_of_steps(steps))
+
+    async def answer_blocking(self, final: StoredResponse) -> ResponseObject:
+        """What a request that waited for a response gets once it has ended: the Response, or
+        the upstream's refusal of a blocking create as an error (`app.engine.refusals`)."""
+        refused = refused_blocking_create(final)
+        if refused is not None:
+            raise refused
+        if final.is_forgotten:
+            raise self.not_kept(final)
+        return await self.present(final)
+
+    def not_kept(self, final: StoredResponse) -> RequestError:
+        """What a create retried with the key of an ended `store: false` response learns."""
+        return refused_blocking_create(final) or NotKept(
+            f"The response '{final.id}' made for this Idempotency-Key has ended "
+            f"({final.status}), but it was created with 'store': false, so its result was not "
+            "kept. Send the request with a new Idempotency-Key to run it again.",
+            response_id=final.id,
+        )
 
     async def wait_until_terminal(
         self, stored: StoredResponse, timeout_s: float

@@ -4,10 +4,14 @@ OpenAI error envelope (`app.http.errors`); the engine itself knows nothing of HT
     RequestError        the request cannot be served as sent (a bad parameter, ...)
     ├── NotFound        what it names does not exist, or is not the caller's
     ├── Busy            not now: a capacity limit is reached; the same request may pass later
-    └── Conflict        it contradicts an earlier request (an Idempotency-Key reused)
+    ├── Conflict        it contradicts an earlier request (an Idempotency-Key reused)
+    │   └── NotKept     it asks again for a result created with `store: false`, now gone
+    └── UpstreamRefused the upstream refused the first model turn of a blocking create
 """
 
 from __future__ import annotations
+
+from app.shapes import UpstreamRefusal
 
 
 class RequestError(Exception):
@@ -30,3 +34,24 @@ class Busy(RequestError):
 
 class Conflict(RequestError):
     pass
+
+
+class NotKept(Conflict):
+    """A create retried with the Idempotency-Key of a `store: false` response that has
+    ended: its result was not kept, so it cannot be told again. `response_id` names it."""
+
+    def __init__(self, message: str, *, response_id: str) -> None:
+        super().__init__(message, param=None, code="response_not_stored")
+        self.response_id = response_id
+
+
+class UpstreamRefused(RequestError):
+    """The upstream refused the first model turn of a blocking create. The response exists,
+    recorded `failed`; `response_id` names it. The upstream's status decides the answer's
+    (401/403 are Ferry's misconfiguration, not the client's)."""
+
+    def __init__(self, refusal: UpstreamRefusal, *, response_id: str) -> None:
+        super().__init__(refusal["message"], param=refusal["param"], code=refusal["code"])
+        self.upstream_status = refusal["status"]
+        self.retry_after_s = refusal["retry_after_s"]
+        self.response_id = response_id

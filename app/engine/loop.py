@@ -23,6 +23,7 @@ from app.engine.cut_items import item_closing_events
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.include import wants_logprobs
 from app.engine.items import call_key
+from app.engine.refusals import RefusalWatch
 from app.engine.resource import response_object
 from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
 from app.engine.step_store import StepStore
@@ -274,8 +275,9 @@ class ResponseLoop:
             logprobs=wants_logprobs(stored.request),
             think_tags=self.settings.think_tags_as_reasoning,
         )
+        watch = RefusalWatch()
         try:
-            result = await run_turn(self.upstream.stream_chat(body), translator)
+            result = await run_turn(watch.chunks(self.upstream.stream_chat(body)), translator)
         except asyncio.CancelledError:
             # Cut off: its partial items stay in this run's output (a cancelled response
             # shows them), but a later attempt redoes the whole turn.
@@ -301,6 +303,7 @@ class ResponseLoop:
             calls=result.calls,
             error=result.error,
             incomplete_reason=result.incomplete_reason,
+            upstream_refusal=watch.of_turn(turns_before=state.model_turns),
         )
         state.record_turn(turn, result.usage, result.usage_missing)
         return turn
@@ -366,6 +369,7 @@ class ResponseLoop:
             usage_missing=run.state.usage_missing,
             error=ending.error,
             incomplete_details=ending.incomplete_details,
+            upstream_refusal=ending.upstream_refusal,
         )
         return await self.store.finish(run.response.id, outcome)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from app.engine.errors import RequestError
 from app.engine.include import Includable, check_include
 from app.engine.input_items import invalid, normalise_input, require_str, unsupported
+from app.engine.strict_tools import settle_strict
 from app.shapes import Item, JsonObject
 
 ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
@@ -158,6 +159,9 @@ def _check_function_tool(tool: JsonObject, where: str) -> None:
         raise invalid(
             f"{where}.parameters", "Invalid type: expected a JSON Schema object.", "invalid_type"
         )
+    strict = tool.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise invalid(f"{where}.strict", "Invalid type: expected a boolean.", "invalid_type")
 
 
 def _check_mcp_tool(tool: JsonObject, where: str) -> None:
@@ -298,4 +302,7 @@ def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
     check_include(request.include or [])
     _check_tools(request.tools)
     _check_tool_choice(request)
+    if request.tools:
+        # Decided here, once: what is sent upstream is what every Response echoes.
+        request = request.model_copy(update={"tools": settle_strict(request.tools)})
     return request, normalise_input(request.input)

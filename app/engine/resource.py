@@ -40,7 +40,8 @@ def _echo_tool(tool: JsonObject) -> JsonObject:
         "name": tool["name"],
         "description": tool.get("description"),
         "parameters": tool.get("parameters"),
-        "strict": tool.get("strict", True),
+        # As sent upstream (`app.engine.strict_tools`); null on rows from before it was.
+        "strict": tool.get("strict"),
     }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter
 from app.engine.items import is_call
-from app.shapes import ErrorInfo, IncompleteDetails, Item, StepResult, Usage
+from app.shapes import ErrorInfo, IncompleteDetails, Item, StepResult, UpstreamRefusal, Usage
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from app.store.rows import StepOutcome, StoredResponse, StoredStep
 
@@ -78,6 +78,7 @@ class Ending:
     status: ResponseStatus
     error: ErrorInfo | None = None
     incomplete_details: IncompleteDetails | None = None
+    upstream_refusal: UpstreamRefusal | None = None  # see `app.engine.refusals`
 
     @classmethod
     def failed(cls, code: str, message: str) -> Ending:
@@ -96,11 +97,14 @@ class FinishedTurn:
     calls: list[Item]
     error: ErrorInfo | None = None
     incomplete_reason: str | None = None
+    upstream_refusal: UpstreamRefusal | None = None  # the response's first turn, refused
 
     def ending(self) -> Ending | None:
         """How the response ends after this turn, or None when its tool calls come next."""
         if self.outcome == StepStatus.FAILED:
-            return Ending(ResponseStatus.FAILED, error=self.error)
+            return Ending(
+                ResponseStatus.FAILED, error=self.error, upstream_refusal=self.upstream_refusal
+            )
         if self.outcome == StepStatus.INCOMPLETE:
             return Ending.incomplete(self.incomplete_reason)
         if not self.calls:

@@ -4,10 +4,13 @@ of the engine's refusals.
     engine error        status  type
     RequestError        400     invalid_request_error
     NotFound            404     invalid_request_error
-    Conflict            409     invalid_request_error
+    Conflict            409     invalid_request_error (NotKept too)
     Busy                429     rate_limit_exceeded (with Retry-After when known)
+    UpstreamRefused     the upstream's 4xx (with its Retry-After); 502 for its 401/403
 
-Errors only the front end raises carry their status themselves (`HttpError`).
+Errors only the front end raises carry their status themselves (`HttpError`). An error about
+a response that exists (an upstream refusal, a result not kept) names it in the
+`x-response-id` header, since the envelope has no place for it.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.engine.errors import Busy, Conflict, NotFound, RequestError
+from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
 _TYPE_BY_STATUS = {
     429: "rate_limit_exceeded",
     500: "server_error",
+    502: "server_error",
     503: "server_error",
     504: "server_error",
 }
+# An upstream that rejects Ferry's credentials is a bad gateway, not a bad request.
+_UPSTREAM_CREDENTIAL_STATUSES = frozenset({401, 403})
+RESPONSE_ID_HEADER = "x-response-id"
 # Most specific first: the first class an error is an instance of decides.
 _STATUS_BY_ERROR: list[tuple[type[RequestError], int]] = [
     (NotFound, 404),
@@ -98,16 +105,30 @@ def error_response(
 def status_of(exc: RequestError) -> int:
     if isinstance(exc, HttpError):
         return exc.status_code
+    if isinstance(exc, UpstreamRefused):
+        if exc.upstream_status in _UPSTREAM_CREDENTIAL_STATUSES:
+            return 502
+        return exc.upstream_status
     return next(status for kind, status in _STATUS_BY_ERROR if isinstance(exc, kind))
+
+
+def _headers_of(exc: RequestError) -> dict[str, str]:
+    headers = {}
+    if isinstance(exc, Busy | UpstreamRefused) and exc.retry_after_s is not None:
+        headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
+    if isinstance(exc, UpstreamRefused | NotKept):
+        headers[RESPONSE_ID_HEADER] = exc.response_id
+    if isinstance(exc, UpstreamRefused):
+        if exc.upstream_status in _UPSTREAM_CREDENTIAL_STATUSES:
+            # Asking again cannot help until the server is reconfigured.
+            headers["x-should-retry"] = "false"
+    return headers
 
 
 async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
-    headers = {}
-    if isinstance(exc, Busy) and exc.retry_after_s is not None:
-        headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
     return error_response(
-        status_of(exc), exc.message, param=exc.param, code=exc.code, headers=headers
+        status_of(exc), exc.message, param=exc.param, code=exc.code, headers=_headers_of(exc)
     )
 
 

@@ -98,7 +98,7 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
         task.add_done_callback(lambda _: sink.close())
         return _sse(_stream_inline(service, stored, task, sink))
     final = await service.run_inline(stored, DiscardSink())
-    return JSONResponse(await service.present(final))
+    return JSONResponse(await service.answer_blocking(final))
 
 
 async def _answer_with(
@@ -107,22 +107,33 @@ async def _answer_with(
     """Answer with a response running elsewhere (a worker, or the first of two twins).
 
     A background response answers at once (its log, or its current state); any other is
-    waited for — respond-first with keep-alives when streaming — and then told whole.
+    waited for — respond-first with keep-alives when streaming — and then told whole. One
+    created with `store: false` cannot be told again: its content goes when it ends, so
+    its end is waited for and then told as an error (`ApiSide.not_kept`).
     """
+    if not stored.is_kept:
+        final = await _held(service, stored, settings)
+        raise service.not_kept(final)
     if stored.background:
         if stream and stored.stream:
             return _sse(_tail_frames(service, stored, after=-1))
         return JSONResponse(await service.present(stored))
     if stream:
         return _sse(_held_frames(service, stored, settings))
+    return JSONResponse(await service.answer_blocking(await _held(service, stored, settings)))
+
+
+async def _held(service: ApiSide, stored: StoredResponse, settings: Settings) -> StoredResponse:
+    """The response once it has ended; a 504 past FLEX_TIMEOUT_S (the work goes on)."""
     final = await service.wait_until_terminal(stored, settings.flex_timeout_s)
     if final is None:
+        later = ": retrieve it later with GET /v1/responses/{id}" if stored.is_kept else ""
         raise GatewayTimeout(
             f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
-            " it keeps running: retrieve it later with GET /v1/responses/{id}.",
+            f" it keeps running{later}.",
             code="timeout",
         )
-    return JSONResponse(await service.present(final))
+    return final
 
 
 def _sse(frames: AsyncIterator[bytes]) -> StreamingResponse:

@@ -33,10 +33,19 @@ RETURNING id;
 UPDATE responses
    SET status = %(status)s, output = %(output)s, usage = %(usage)s,
        usage_missing = %(usage_missing)s, error = %(error)s,
-       incomplete_details = %(incomplete_details)s, completed_at = now(), updated_at = now(),
-       lease_owner = NULL, lease_expires_at = NULL
+       incomplete_details = %(incomplete_details)s, upstream_refusal = %(upstream_refusal)s,
+       completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
  WHERE id = %(id)s AND status IN {{active}}
 RETURNING *;
+
+-- name: forget_content
+-- What a `store: false` response held of its content goes once it has ended, in the
+-- transaction that ends it: its input (the request, cut down to `store`), its output, its
+-- steps and its event log. Kept: id, owner, model, tier, status, usage, error, timestamps.
+WITH forgotten_steps AS (DELETE FROM response_steps WHERE response_id = %(id)s),
+     forgotten_events AS (DELETE FROM response_event_batches WHERE response_id = %(id)s)
+UPDATE responses SET request = %(request)s, output = NULL
+ WHERE id = %(id)s AND status IN {{terminal}};
 
 -- name: start_step
 -- Idempotent: tried again after a lost connection, a step that was written stays as it is.

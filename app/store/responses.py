@@ -22,7 +22,15 @@ from app.shapes import Event, Item, JsonObject
 from app.statuses import TERMINAL_EVENT_TYPES, StepKind
 from app.store import event_codec
 from app.store.queries import QUERIES
-from app.store.rows import NewResponse, Orphan, Outcome, StepOutcome, StoredResponse, StoredStep
+from app.store.rows import (
+    FORGOTTEN_REQUEST,
+    NewResponse,
+    Orphan,
+    Outcome,
+    StepOutcome,
+    StoredResponse,
+    StoredStep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +142,24 @@ class ResponseStore:
     async def finish(
         self, response_id: str, outcome: Outcome, conn: AsyncConnection | None = None
     ) -> StoredResponse | None:
-        """Move a running response to a terminal state; None if it had already ended."""
+        """Move a running response to a terminal state; None if it had already ended.
+
+        A `store: false` response's content is forgotten in the same transaction; the row
+        returned still holds it, for the one answer its creator gets.
+        """
+        if conn is not None:
+            return await self._finish(response_id, outcome, conn)
+
+        async def in_own_transaction() -> StoredResponse | None:
+            async with self.transaction() as own:
+                return await self._finish(response_id, outcome, own)
+
+        # Shielded, as every query is: an ending whose caller is cancelled still commits.
+        return await asyncio.shield(self._patiently(in_own_transaction))
+
+    async def _finish(
+        self, response_id: str, outcome: Outcome, conn: AsyncConnection
+    ) -> StoredResponse | None:
         params = {
             "id": response_id,
             "status": outcome.status,
@@ -143,9 +168,16 @@ class ResponseStore:
             "usage_missing": outcome.usage_missing,
             "error": _json(outcome.error),
             "incomplete_details": _json(outcome.incomplete_details),
+            "upstream_refusal": _json(outcome.upstream_refusal),
         }
         row = await self._one("finish_response", params, conn)
-        return StoredResponse.from_row(row) if row else None
+        if row is None:
+            return None
+        final = StoredResponse.from_row(row)
+        if not final.is_kept:
+            params = {"id": response_id, "request": Jsonb(FORGOTTEN_REQUEST)}
+            await self._execute("forget_content", params, conn)
+        return final
 
     async def delete(self, response_id: str, owner: str) -> bool:
         """Delete a response with its steps and events; False if there was none."""

@@ -8,7 +8,15 @@ from datetime import datetime
 
 from psycopg.rows import DictRow
 
-from app.shapes import ErrorInfo, IncompleteDetails, Item, JsonObject, StepResult, Usage
+from app.shapes import (
+    ErrorInfo,
+    IncompleteDetails,
+    Item,
+    JsonObject,
+    StepResult,
+    UpstreamRefusal,
+    Usage,
+)
 from app.statuses import ResponseStatus, StepKind, StepStatus
 
 
@@ -36,6 +44,7 @@ class StoredResponse:
     updated_at: datetime
     job_id: int | None = None
     recoveries: int = 0
+    upstream_refusal: UpstreamRefusal | None = None  # a 4xx of its first model turn
 
     @classmethod
     def from_row(cls, row: DictRow) -> StoredResponse:
@@ -44,6 +53,17 @@ class StoredResponse:
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    @property
+    def is_kept(self) -> bool:
+        """Created with `store: true` (the default): retrievable, and its content kept once
+        it ends. A `store: false` response is forgotten when it ends (see `forget_content`)."""
+        return self.request.get("store") is not False
+
+    @property
+    def is_forgotten(self) -> bool:
+        """A `store: false` response read after it ended: nothing of its content is left."""
+        return not self.is_kept and self.is_terminal and self.output is None
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,7 @@ class Outcome:
     usage_missing: bool = False
     error: ErrorInfo | None = None
     incomplete_details: IncompleteDetails | None = None
+    upstream_refusal: UpstreamRefusal | None = None
 
 
 @dataclass(frozen=True)
@@ -108,3 +129,7 @@ class NewResponse:
     previous_response_id: str | None
     lease_owner: str | None = None
     lease_ttl_s: float = 0.0
+
+
+#: What is left of the request of a `store: false` response once it has ended.
+FORGOTTEN_REQUEST: JsonObject = {"store": False}

@@ -421,6 +421,57 @@ def test_api_killed_mid_stream_hands_the_response_to_a_worker(faults: Faults) ->
     assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
 
 
+def test_a_handed_off_response_not_stored_is_finished_then_forgotten(faults: Faults) -> None:
+    marker = f"unstored-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(12))
+    body = {"model": "demo", "input": f"{marker} {words} [[delay:80]]", "stream": True}
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack)
+        api, api_url = stack.enter_context(running_api_process(faults.env, "--no-migrate"))
+        with httpx.stream(
+            "POST", f"{api_url}/v1/responses", json={**body, "store": False}, timeout=30
+        ) as response:
+            for _, event in iter_frames(response):
+                if event["type"] == "response.created":
+                    response_id = event["response"]["id"]
+                if event["type"] == "response.output_text.delta":
+                    kill(api)
+                    break
+
+        def ended() -> dict[str, Any] | None:
+            with psycopg.connect(faults.database_url, autocommit=True) as db:
+                row = db.execute(
+                    "SELECT status, request, output, usage,"
+                    " (SELECT count(*) FROM response_steps WHERE response_id = r.id) AS steps"
+                    " FROM responses r WHERE id = %s",
+                    (response_id,),
+                ).fetchone()
+            assert row is not None
+            status, request, output, usage, steps = row
+            if status in ("queued", "in_progress"):
+                assert request["input"]  # kept while it runs: the worker resumes from it
+                return None
+            return {
+                "status": status,
+                "request": request,
+                "output": output,
+                "usage": usage,
+                "steps": steps,
+            }
+
+        final = wait_for(ended, timeout_s=RECOVERY_TIMEOUT_S, what="the hand-off")
+    assert final == {
+        "status": "completed",
+        "request": {"store": False},
+        "output": None,
+        "usage": final["usage"],
+        "steps": 0,
+    }
+    assert final["usage"]["output_tokens"] > 0
+    gone = httpx.get(f"{faults.api_url}/v1/responses/{response_id}", timeout=30)
+    assert gone.status_code == 404
+
+
 def test_worker_sigterm_hands_running_work_back(faults: Faults) -> None:
     marker = f"shutdown-{secrets.token_hex(3)}"
     words = " ".join(f"w{i}" for i in range(20))

@@ -227,6 +227,9 @@ def test_no_generated_body_gets_a_5xx(api_url: str, body: dict[str, Any]) -> Non
         assert set(reply.json()["error"]) == ENVELOPE_KEYS
         return
     stored = httpx.get(f"{api_url}/v1/responses/{reply.json()['id']}", timeout=30)
+    if body.get("store") is False:
+        assert stored.status_code == 404  # not kept, by request
+        return
     assert stored.status_code == 200
     assert stored.json()["status"] in ("completed", "incomplete", "failed")
 

@@ -62,6 +62,38 @@ def test_reasoning_effort_is_forwarded_and_echoed(client: openai.OpenAI, upstrea
     assert sent["body"]["reasoning_effort"] == "low"
 
 
+CLOSED_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+OPEN_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def test_function_tools_echo_the_strict_they_were_sent_upstream_with(
+    client: openai.OpenAI, upstream_url: str
+) -> None:
+    marker = f"strict-{secrets.token_hex(3)}"
+    tools: list[Any] = [
+        {"type": "function", "name": "closed", "parameters": CLOSED_SCHEMA, "strict": None},
+        {"type": "function", "name": "open", "parameters": OPEN_SCHEMA, "strict": None},
+        {"type": "function", "name": "chosen", "parameters": OPEN_SCHEMA, "strict": True},
+        {"type": "function", "name": "declined", "parameters": CLOSED_SCHEMA, "strict": False},
+    ]
+    response = client.responses.create(model="demo", input=marker, tools=tools)
+
+    [sent] = requests_mentioning(upstream_url, marker)
+    functions = [tool["function"] for tool in sent["body"]["tools"]]
+    # The client's tools; the server's registered ones (TOOLS_FILE) are offered next to them.
+    names = {tool["name"] for tool in tools}
+    sent_strict = {f["name"]: f["strict"] for f in functions if f["name"] in names}
+    assert sent_strict == {"closed": True, "open": False, "chosen": True, "declined": False}
+    for shown in (response, client.responses.retrieve(response.id)):
+        echoed = {tool.name: tool.strict for tool in shown.tools}  # type: ignore[union-attr]
+        assert echoed == sent_strict
+
+
 @pytest.mark.parametrize(
     ("reasoning", "param"),
     [

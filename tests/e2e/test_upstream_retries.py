@@ -115,13 +115,13 @@ def test_retry_after_is_honoured(ask: Ask, caplog: pytest.LogCaptureFixture) -> 
     assert (fields["attempt"], fields["status"], fields["delay_s"]) == (1, 429, 0.1)
 
 
-def test_client_errors_are_not_retried(ask: Ask) -> None:
-    tried = ask("[[status:400]]")
+def test_client_errors_are_not_retried(sdk: openai.OpenAI, upstream_url: str) -> None:
+    text, marker = prompt("[[status:400]]")
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.responses.create(model="demo", input=text)
 
-    assert error_of_failed(tried.response).message == (
-        "upstream returned 400: demo upstream error 400"
-    )
-    assert tried.tries == 1
+    assert info.value.body["message"] == "demo upstream error 400"  # type: ignore[index]
+    assert len(requests_mentioning(upstream_url, marker)) == 1
 
 
 @pytest.mark.parametrize(

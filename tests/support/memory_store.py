@@ -4,7 +4,9 @@ a database. A testing API, not for production use.
 What it models, query for query (see `app/store/queries.sql`):
 
 - `mark_in_progress` and `finish` only move a response that is still active (`queued` or
-  `in_progress`) and return None otherwise: the first terminal state wins.
+  `in_progress`) and return None otherwise: the first terminal state wins. `finish`
+  forgets the content of a `store: false` response as it ends it, and returns the row as
+  it was before.
 - Steps are keyed by (response id, ordinal): starting one twice, or one of a response that
   does not exist, raises (a primary or foreign key violation); `finish_step` overwrites
   whatever the step holds; `record_step_items` only touches a step still `in_progress`.
@@ -39,7 +41,7 @@ from app.engine.api_side import stored_request
 from app.engine.request import parse_create_request
 from app.shapes import Item, JsonObject
 from app.statuses import ACTIVE_STATUSES, ResponseStatus, StepKind, StepStatus
-from app.store.rows import Outcome, StepOutcome, StoredResponse, StoredStep
+from app.store.rows import FORGOTTEN_REQUEST, Outcome, StepOutcome, StoredResponse, StoredStep
 
 Row = dict[str, Any]
 _T = TypeVar("_T")
@@ -260,7 +262,7 @@ class MemoryStore:
         )
 
     async def finish(self, response_id: str, outcome: Outcome) -> StoredResponse | None:
-        return await self._move_active(
+        final = await self._move_active(
             "finish",
             response_id,
             lambda row, now: {
@@ -270,12 +272,21 @@ class MemoryStore:
                 "usage_missing": outcome.usage_missing,
                 "error": _json(outcome.error),
                 "incomplete_details": _json(outcome.incomplete_details),
+                "upstream_refusal": _json(outcome.upstream_refusal),
                 "completed_at": now,
                 "updated_at": now,
                 "lease_owner": None,
                 "lease_expires_at": None,
             },
         )
+        if final is not None and not final.is_kept:
+            self._forget_content(response_id)  # `forget_content`, in the same transaction
+        return final
+
+    def _forget_content(self, response_id: str) -> None:
+        self.responses[response_id].update(request=_json(FORGOTTEN_REQUEST), output=None)
+        for key in [key for key in self.step_rows if key[0] == response_id]:
+            del self.step_rows[key]
 
     async def steps(self, response_id: str) -> list[StoredStep]:
         self._check_alive()

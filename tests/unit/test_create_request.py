@@ -102,7 +102,8 @@ def test_parameters_are_kept_on_the_request() -> None:
     )
 
     assert request.max_tool_calls == 2
-    assert request.tools == [FUNCTION, MCP]
+    # The function tool's `strict` is settled: what Ferry sends upstream and echoes.
+    assert request.tools == [{**FUNCTION, "strict": False}, MCP]
     assert request.text is not None and request.text.format.name == "out"
 
 
@@ -182,6 +183,7 @@ def test_parameters_are_kept_on_the_request() -> None:
             "invalid_type",
         ),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "invalid_value"),
+        ({"tools": [{**FUNCTION, "strict": "yes"}]}, "tools[0].strict", "invalid_type"),
         (
             {"tools": [{**MCP, "require_approval": "always"}]},
             "tools[0].require_approval",

@@ -463,6 +463,25 @@ async def test_status_directive(client: httpx.AsyncClient, code: int) -> None:
     }
 
 
+async def test_status_directive_takes_a_message_a_code_and_a_retry_after(
+    client: httpx.AsyncClient,
+) -> None:
+    text = (
+        "no such model [[status:404]] [[error-message:The model `x` does not exist: check it]]"
+        " [[error-code:model_not_found]] [[retry-after:7]]"
+    )
+    response = await client.post("/chat/completions", json=user(text, stream=True))
+
+    assert response.status_code == 404
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"] == {
+        "message": "The model `x` does not exist: check it",
+        "type": "server_error",
+        "param": None,
+        "code": "model_not_found",
+    }
+
+
 async def test_cut_ends_stream_after_half(client: httpx.AsyncClient) -> None:
     payload = user("a b c d e f g [[cut]]", stream_options={"include_usage": True})
     response, payloads = await stream(client, payload)

@@ -311,3 +311,27 @@ async def test_a_stream_sink_waits_for_events_and_wakes_early() -> None:
     await sink.send({"type": "a", "sequence_number": 0})
     await sink.send({"type": "b", "sequence_number": 1})
     assert [e["type"] for e in await sink.take(timeout_s=60)] == ["a", "b"]
+
+
+async def test_a_response_not_stored_is_answered_then_forgotten(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(text_reply("Hel", "lo!"))
+
+    run = await harness.run({"model": "m", "input": "Say hello", "store": False})
+
+    # The run's own answer (the terminal event, the row it returns) still has it all ...
+    assert run.final.status == ResponseStatus.COMPLETED
+    assert run.events[-1]["response"]["output"] == run.output
+    assert run.output[0]["content"][0]["text"] == "Hello!"
+    assert run.final.request["input"][0]["content"][0]["text"] == "Say hello"
+    # ... while the store has already forgotten it, steps included.
+    kept = harness.store.response(run.final.id)
+    assert (kept.status, kept.request, kept.output) == (
+        ResponseStatus.COMPLETED,
+        {"store": False},
+        None,
+    )
+    assert kept.usage == run.final.usage
+    assert kept.is_forgotten
+    assert run.steps == []

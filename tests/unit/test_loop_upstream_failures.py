@@ -121,6 +121,55 @@ async def test_client_errors_are_not_retried(harness: Harness, upstream: Scripte
     }
 
 
+async def test_a_refused_first_turn_is_kept_as_the_responses_refusal(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(*[status(429, "slow down", retry_after="0")] * MAX_ATTEMPTS)
+
+    run = await harness.run({"model": "m", "input": "hi"})
+
+    assert run.final.status == ResponseStatus.FAILED
+    assert run.final.upstream_refusal == {
+        "status": 429,
+        "message": "slow down",
+        "code": None,
+        "param": None,
+        "retry_after_s": 0.0,
+    }
+    assert harness.store.response(run.final.id).upstream_refusal == run.final.upstream_refusal
+
+
+@pytest.mark.parametrize("failure", [status(503), unreachable()], ids=["5xx", "unreachable"])
+async def test_only_a_4xx_is_a_refusal(
+    harness: Harness, upstream: ScriptedUpstream, failure: Reply
+) -> None:
+    upstream.then(*[failure] * MAX_ATTEMPTS)
+
+    run = await harness.run({"model": "m", "input": "hi"})
+
+    assert run.final.status == ResponseStatus.FAILED
+    assert run.final.upstream_refusal is None
+
+
+async def test_a_refused_later_turn_is_no_refusal_of_the_response(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(
+        calls_reply(ToolCall("lookup_weather", {"city": "Oslo"}, "call_oslo")),
+        status(400, "context too long"),
+    )
+
+    run = await harness.run({"model": "m", "input": "hi"})
+
+    assert run.final.status == ResponseStatus.FAILED
+    assert run.final.error == {
+        "code": "upstream_error",
+        "message": "upstream returned 400: context too long",
+    }
+    assert run.final.upstream_refusal is None
+    assert [item["type"] for item in run.output] == ["function_call", "function_call_output"]
+
+
 async def test_retry_after_sets_the_delay(
     harness: Harness, upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:

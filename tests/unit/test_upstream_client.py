@@ -128,6 +128,57 @@ async def test_an_error_status_names_what_the_upstream_said(
     assert len(upstream.requests) == 1
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            b'{"error": {"message": "no such model", "code": "model_not_found", "param": "model"}}',
+            ("no such model", "model_not_found", "model"),
+        ),
+        # vLLM: the fields at the top level, the code a number.
+        (
+            b'{"object": "error", "message": "no such model", "type": "NotFoundError", '
+            b'"param": null, "code": 404}',
+            ("no such model", None, None),
+        ),
+        (b'{"detail": "Not Found"}', ("Not Found", None, None)),
+        (b"", ("upstream returned 404", None, None)),
+    ],
+    ids=["openai", "vllm", "fastapi", "empty"],
+)
+async def test_an_error_status_keeps_the_upstreams_own_words_as_its_refusal(
+    client: UpstreamClient, upstream: ScriptedUpstream, body: bytes, said: tuple[str, ...]
+) -> None:
+    upstream.then(Reply([body], status=404, headers={"retry-after": "3"}))
+
+    with pytest.raises(UpstreamError) as info:
+        await chunks_of(client)
+
+    refusal = info.value.refusal
+    assert refusal is not None
+    assert (refusal["message"], refusal["code"], refusal["param"]) == said
+    assert (refusal["status"], refusal["retry_after_s"]) == (404, 3.0)
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_rejected_credentials_are_told_in_ferrys_words(
+    client: UpstreamClient, upstream: ScriptedUpstream, code: int
+) -> None:
+    upstream.then(status(code, "Incorrect API key provided: sk-abc123"))
+
+    with pytest.raises(UpstreamError) as info:
+        await chunks_of(client)
+
+    error = info.value
+    assert error.code == "upstream_auth_failed"
+    assert error.refusal is not None
+    assert error.refusal["code"] == "upstream_auth_failed"
+    for said in (error.message, error.refusal["message"]):
+        assert "sk-abc123" not in said
+        assert f"rejected Ferry's credentials (HTTP {code})" in said
+    assert len(upstream.requests) == 1
+
+
 async def retry_delays(
     upstream: ScriptedUpstream, caplog: pytest.LogCaptureFixture, **settings: Any
 ) -> list[float]:

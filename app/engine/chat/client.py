@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from app.config import Settings
-from app.shapes import JsonObject
+from app.shapes import JsonObject, UpstreamRefusal
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +31,66 @@ _RETRYABLE_STATUSES = frozenset({408, 429})
 _PERMANENT_TRANSPORT_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 # Bounds the backoff exponent so a huge `upstream_max_attempts` cannot overflow a float.
 _MAX_BACKOFF_EXPONENT = 32
+# The upstream rejected Ferry's own key: the server is misconfigured, not the request wrong.
+_CREDENTIAL_STATUSES = frozenset({401, 403})
+AUTH_FAILED_CODE = "upstream_auth_failed"
+# Longest piece of an error body that is not JSON kept as its message.
+_MAX_TEXT_DETAIL_CHARS = 300
 
 
 class UpstreamError(Exception):
-    """The upstream refused the request, broke the stream, or could not be reached."""
+    """The upstream refused the request, broke the stream, or could not be reached.
+
+    `refusal` is the upstream's own answer when it answered with an error status.
+    """
 
     def __init__(
-        self, message: str, *, status_code: int | None = None, code: str = "upstream_error"
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str = "upstream_error",
+        refusal: UpstreamRefusal | None = None,
     ):
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.code = code
+        self.refusal = refusal
 
 
-def _error_message(body: bytes, status_code: int) -> str:
+def _upstream_detail(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """(message, code, param) of an error body in the shapes upstreams use: OpenAI's
+    `{"error": {...}}` or `{"error": "..."}`, vLLM's top-level `message`, FastAPI's `detail`;
+    a body that is not JSON is its own message."""
     try:
         detail = json.loads(body)
-        if isinstance(detail, dict) and isinstance(detail.get("error"), dict):
-            return f"upstream returned {status_code}: {detail['error'].get('message')}"
-        if isinstance(detail, dict) and isinstance(detail.get("error"), str):
-            return f"upstream returned {status_code}: {detail['error']}"
     except ValueError:
-        pass
-    text = body.decode("utf-8", "replace").strip()[:300]
-    return (
-        f"upstream returned {status_code}: {text}" if text else f"upstream returned {status_code}"
+        text = body.decode("utf-8", "replace").strip()[:_MAX_TEXT_DETAIL_CHARS]
+        return text or None, None, None
+    if not isinstance(detail, dict):
+        return None, None, None
+    error = detail.get("error")
+    if isinstance(error, str):
+        return error, None, None
+    fields = error if isinstance(error, dict) else detail
+    message = fields.get("message", detail.get("detail"))
+    return _text(message), _text(fields.get("code")), _text(fields.get("param"))
+
+
+def _text(value: Any) -> str | None:
+    # Upstreams put numbers (vLLM's `code: 404`) and objects where OpenAI has strings.
+    return value if isinstance(value, str) and value else None
+
+
+def _credentials_refused(status: int, retry_after: float | None) -> UpstreamRefusal:
+    # Never the upstream's words: they may quote the key it was given.
+    message = (
+        f"The upstream rejected Ferry's credentials (HTTP {status}); the server's "
+        "UPSTREAM_API_KEY needs fixing, not the request."
+    )
+    return UpstreamRefusal(
+        status=status, message=message, code=AUTH_FAILED_CODE, param=None, retry_after_s=retry_after
     )
 
 
@@ -178,8 +212,9 @@ class _RetryableError(UpstreamError):
         status_code: int | None = None,
         code: str = "upstream_error",
         retry_after: float | None = None,
+        refusal: UpstreamRefusal | None = None,
     ):
-        super().__init__(message, status_code=status_code, code=code)
+        super().__init__(message, status_code=status_code, code=code, refusal=refusal)
         self.retry_after = retry_after
 
 
@@ -187,11 +222,26 @@ async def _status_error(response: httpx.Response) -> UpstreamError:
     """The error for a non-2xx response: retryable for 408, 429 and 5xx, final otherwise."""
     raw = await response.aread()
     status = response.status_code
-    message = _error_message(raw, status)
+    retry_after = _parse_retry_after(response.headers.get("retry-after"))
+    if status in _CREDENTIAL_STATUSES:
+        refusal = _credentials_refused(status, retry_after)
+        return UpstreamError(
+            refusal["message"], status_code=status, code=AUTH_FAILED_CODE, refusal=refusal
+        )
+    said, code, param = _upstream_detail(raw)
+    message = f"upstream returned {status}: {said}" if said else f"upstream returned {status}"
+    refusal = UpstreamRefusal(
+        status=status,
+        message=said or message,
+        code=code,
+        param=param,
+        retry_after_s=retry_after,
+    )
     if status in _RETRYABLE_STATUSES or status >= 500:
-        retry_after = _parse_retry_after(response.headers.get("retry-after"))
-        return _RetryableError(message, status_code=status, retry_after=retry_after)
-    return UpstreamError(message, status_code=status)
+        return _RetryableError(
+            message, status_code=status, retry_after=retry_after, refusal=refusal
+        )
+    return UpstreamError(message, status_code=status, refusal=refusal)
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -220,7 +270,7 @@ def _final_error(exc: UpstreamError, attempts: int, yielded: bool) -> UpstreamEr
     message = exc.message
     if attempts > 1 and not yielded:
         message = f"{message} (after {attempts} attempts)"
-    return UpstreamError(message, status_code=exc.status_code, code=exc.code)
+    return UpstreamError(message, status_code=exc.status_code, code=exc.code, refusal=exc.refusal)
 
 
 def _log_retry(exc: UpstreamError, attempt: int, delay: float) -> None:

@@ -55,14 +55,19 @@ Directives (only read from the most recent ``user`` message)
 * ``[[then-call:NAME {"json": "args"}]]`` - after every tool result, call NAME again (a
   model that never stops calling tools; each round has fresh call ids).
 * ``[[status:CODE]]`` - fail the request with HTTP CODE (400-599) and an OpenAI error body.
+* ``[[then-status:CODE]]`` - fail with HTTP CODE only a request whose last message is a
+  tool result: the model turn after tools ran (with ``call``).
 * ``[[fail-first:N:CODE]]`` - fail the first N requests whose last user message has the same
   visible text (directives removed) with HTTP CODE (400-599, default 503) and an OpenAI error
   body; later ones are answered normally. Counted per app, so a client's retries can be
   exercised end to end.
 * ``[[cut-first:N]]`` - the first N requests whose last user message has the same visible
   text are cut off after the first tokens, as ``[[cut]]``; later ones stream normally.
-* ``[[retry-after:S]]`` - with ``fail-first``: send ``Retry-After: S`` (seconds, decimals
-  allowed) on those failures.
+* ``[[retry-after:S]]`` - with ``status`` or ``fail-first``: send ``Retry-After: S``
+  (seconds, decimals allowed) on those failures.
+* ``[[error-message:TEXT]]`` / ``[[error-code:CODE]]`` - with ``status`` or ``fail-first``:
+  the error body's ``message`` (instead of ``demo upstream error CODE``) and ``code``
+  (instead of null). TEXT runs to the closing brackets and may hold spaces and colons.
 * ``[[cut]]`` - stream the first half of the chunks, then end the body (no finish, no
   ``[DONE]``).
 * ``[[empty]]`` - 200 with an empty body.

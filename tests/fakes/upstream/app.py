@@ -46,13 +46,24 @@ MID_STREAM_ERROR: JSONObject = {
 
 
 def _error_response(
-    status_code: int, message: str, error_type: str, headers: dict[str, str] | None = None
+    status_code: int,
+    message: str,
+    error_type: str,
+    headers: dict[str, str] | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        {"error": {"message": message, "type": error_type, "param": None, "code": None}},
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
         status_code=status_code,
         headers=headers,
     )
+
+
+def _directed_error(code: int, directives: Directives) -> JSONResponse:
+    """The error a `status` or `fail-first` directive asks for, as the directives shape it."""
+    headers = {"Retry-After": directives.retry_after} if directives.retry_after else None
+    message = directives.error_message or f"demo upstream error {code}"
+    return _error_response(code, message, "server_error", headers, directives.error_code)
 
 
 def _invalid_request(message: str) -> JSONResponse:
@@ -253,8 +264,7 @@ def _failing_first(request: Request, text: str, directives: Directives) -> JSONR
     if seen >= limit:
         return None
     failures[text] = seen + 1
-    headers = {"Retry-After": directives.retry_after} if directives.retry_after else None
-    return _error_response(code, f"demo upstream error {code}", "server_error", headers)
+    return _directed_error(code, directives)
 
 
 def _cutting_first(request: Request, text: str, directives: Directives) -> Directives:
@@ -294,9 +304,9 @@ async def chat_completions(request: Request) -> Response:
         return failure
     directives = _cutting_first(request, visible, directives)
     if directives.status is not None:
-        return _error_response(
-            directives.status, f"demo upstream error {directives.status}", "server_error"
-        )
+        return _directed_error(directives.status, directives)
+    if directives.then_status is not None and messages[-1].get("role") == "tool":
+        return _directed_error(directives.then_status, directives)
 
     reply = build_reply(body, directives, max_tokens)
     usage = None

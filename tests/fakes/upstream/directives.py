@@ -36,10 +36,15 @@ class Directives:
     # Calls made again after every tool result: a model that never stops calling tools.
     then_calls: list[tuple[str, JSONObject]] = field(default_factory=list)
     status: int | None = None
+    # Fail only requests that answer tool results: a model turn after tools ran.
+    then_status: int | None = None
     # (N, CODE): fail the first N requests with the same visible text with HTTP CODE.
     fail_first: tuple[int, int] | None = None
     cut_first: int | None = None
     retry_after: str | None = None
+    # The `message` and `code` of the error body sent with `status` or `fail-first`.
+    error_message: str | None = None
+    error_code: str | None = None
     cut: bool = False
     empty: bool = False
     mid_error: bool = False
@@ -105,6 +110,10 @@ def parse_directives(bodies: list[str]) -> Directives:
                 code = _parse_int(arg)
                 if code is not None and 400 <= code <= 599:
                     found.status = code
+            case "then-status":
+                code = _parse_int(arg)
+                if code is not None and 400 <= code <= 599:
+                    found.then_status = code
             case "cut-first":
                 found.cut_first = _parse_int(arg)
             case "fail-first":
@@ -115,6 +124,10 @@ def parse_directives(bodies: list[str]) -> Directives:
                 style = arg.strip().lower() or THINK_STYLES[0]
                 if style in THINK_STYLES:
                     found.think = style
+            case "error-message":
+                found.error_message = arg.strip() or found.error_message
+            case "error-code":
+                found.error_code = arg.strip() or found.error_code
             case "delay":
                 delay = _parse_int(arg)
                 if delay is not None and delay >= 0:
