@@ -93,8 +93,7 @@ def required(outcome: Outcome, what: str) -> Outcome:
 
 @dataclass
 class Load:
-    """A closed loop: `connections` clients, each sending its next request when its last
-    one ended, until `total` were sent."""
+    """What a closed loop got: how its requests went, by kind, and how long it took."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -114,6 +113,9 @@ class Load:
 async def closed_loop(
     endpoint: Endpoint, call: LeanCall, words: int, connections: int, total: int
 ) -> Load:
+    """`connections` clients, each sending its next request as soon as its last one ended,
+    until `total` were sent; a client whose connection breaks counts a failure and opens
+    another."""
     load = Load()
     left = total
 
