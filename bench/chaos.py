@@ -23,8 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.store.embedded import start_embedded_postgres  # noqa: E402
 from app.store.migrate import apply_migrations  # noqa: E402
+from bench.cluster import Process, free_port, wait_until  # noqa: E402
 
 ACTIVE = ("queued", "in_progress")
 # Fast failure detection, so that a run of seconds sees every kind of recovery.
@@ -62,12 +61,6 @@ TUNING = {
     "MAX_ATTEMPTS": "5",
     "LOG_LEVEL": "WARNING",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -105,50 +98,6 @@ def serve_in_thread(app: Starlette) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
-
-
-def wait_until(ready: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} was not ready within {timeout_s}s")
-        time.sleep(0.1)  # another process is starting; nothing to wait on but the clock
-
-
-@dataclass
-class Process:
-    args: list[str]
-    env: dict[str, str]
-    log: Path
-    ready_url: str | None = None
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, *self.args], env=self.env, cwd=ROOT, stdout=log, stderr=log
-            )
-        if self.ready_url is not None:
-            wait_until(self._answers, 60, " ".join(self.args))
-
-    def _answers(self) -> bool:
-        try:
-            return httpx.get(self.ready_url or "", timeout=1).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(10)
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass

@@ -21,17 +21,11 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from bench.cluster import free_port
 from tests.support import PROJECT_ROOT
 
 STARTUP_TIMEOUT_S = 30.0
 GROUP_EMPTY_TIMEOUT_S = 5.0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_bindable(port: int) -> bool:
