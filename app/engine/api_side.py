@@ -134,9 +134,12 @@ class ApiSide:
                 status=ResponseStatus.IN_PROGRESS,
                 lease_owner=self.runtime.instance_id,
             )
-            async with self.store.transaction() as conn:
-                stored = await self.store.insert(new, conn)
-                await self._claim(submission, stored.id, conn)
+            if submission.idempotency is None:
+                stored = await self.store.insert(new)  # one statement: no BEGIN and COMMIT
+            else:
+                async with self.store.transaction() as conn:
+                    stored = await self.store.insert(new, conn)
+                    await self._claim(submission, stored.id, conn)
         except BaseException:
             self.inline_running -= 1
             raise

@@ -26,6 +26,7 @@ from app.engine.items import call_key
 from app.engine.refusals import RefusalWatch
 from app.engine.resource import response_object
 from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
+from app.engine.step_progress import StepProgress
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
@@ -117,9 +118,13 @@ class ResponseLoop:
         token = current_response_id.set(stored.id)
         run = Run(stored, Emitter(sink, next_sequence_number, announced), RunState())
         try:
-            running = await self.store.mark_in_progress(stored.id)
-            if running is None:  # it ended (e.g. was cancelled) before the loop started
-                return await self._reload(stored)
+            if mode is RunMode.INLINE and stored.status == ResponseStatus.IN_PROGRESS:
+                running = stored  # inserted running by the process running it, just now
+            else:
+                marked = await self.store.mark_in_progress(stored.id)
+                if marked is None:  # it ended (e.g. was cancelled) before the loop started
+                    return await self._reload(stored)
+                running = marked
             run.response = running
             if mode.resumes:
                 run.state = await self._restore(running)
@@ -264,20 +269,23 @@ class ResponseLoop:
         summary["message_count"] = len(messages)
         await self.store.start_step(stored.id, ordinal, StepKind.MODEL_CALL, summary)
 
-        async def record_progress(items: list[Item]) -> None:
-            await self.store.record_step_items(stored.id, ordinal, items)
-
+        progress = StepProgress(
+            self.store, stored.id, ordinal, self.settings.event_flush_interval_s
+        )
         translator = TurnTranslator(
             emitter,
             first_output_index=emitter.next_output_index,
-            on_item_done=record_progress,
+            on_item_done=progress.items_done,
             mcp_tools=offer.mcp_labels,
             logprobs=wants_logprobs(stored.request),
             think_tags=self.settings.think_tags_as_reasoning,
         )
         watch = RefusalWatch()
         try:
-            result = await run_turn(watch.chunks(self.upstream.stream_chat(body)), translator)
+            try:
+                result = await run_turn(watch.chunks(self.upstream.stream_chat(body)), translator)
+            finally:
+                await progress.stop()
         except asyncio.CancelledError:
             # Cut off: its partial items stay in this run's output (a cancelled response
             # shows them), but a later attempt redoes the whole turn.
@@ -371,7 +379,8 @@ class ResponseLoop:
             incomplete_details=ending.incomplete_details,
             upstream_refusal=ending.upstream_refusal,
         )
-        return await self.store.finish(run.response.id, outcome)
+        forgets = not run.response.is_kept
+        return await self.store.finish(run.response.id, outcome, forgets_content=forgets)
 
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)

@@ -20,8 +20,11 @@ class StepStore(Protocol):
         """The row, now `in_progress`; None when it has already ended."""
         ...
 
-    async def finish(self, response_id: str, outcome: Outcome) -> StoredResponse | None:
-        """Move a running response to a terminal state; None if it had already ended."""
+    async def finish(
+        self, response_id: str, outcome: Outcome, *, forgets_content: bool = False
+    ) -> StoredResponse | None:
+        """Move a running response to a terminal state; None if it had already ended.
+        `forgets_content`: it is a `store: false` response, forgotten as it ends."""
         ...
 
     async def steps(self, response_id: str) -> list[StoredStep]: ...

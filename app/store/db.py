@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -11,6 +13,22 @@ from app.config import Settings
 
 #: What a lost or unreachable database raises: a connection that broke, or none to be had.
 DATABASE_OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
+
+
+async def _check_unbroken(conn: AsyncConnection) -> None:
+    """Refuse a pooled connection that the server has closed, without a round trip.
+
+    An idle connection has nothing to read: if its socket is readable, the server closed it
+    (a restart, a crash) or wrote to say it is going away, and the pool opens another one
+    instead. A `SELECT 1` on every checkout would double the statements of most requests;
+    a connection lost without a word (a network partition) fails its first query, which the
+    store retries on a new connection like any other outage.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        raise psycopg.OperationalError("the server closed the connection")
 
 
 async def _configure(conn: AsyncConnection) -> None:
@@ -31,7 +49,7 @@ def create_pool(settings: Settings, *, name: str = "ferry") -> AsyncConnectionPo
         timeout=settings.db_pool_timeout_s,
         configure=_configure,
         # Replace connections the server closed (e.g. after a Postgres restart).
-        check=AsyncConnectionPool.check_connection,
+        check=_check_unbroken,
         open=False,
         name=name,
     )

@@ -1,12 +1,14 @@
 -- Every query Ferry runs against its own tables, loaded by name (`-- name: x`).
 
 -- name: insert_response
+-- A response inserted `in_progress` (an inline run) has started as it is inserted.
 INSERT INTO responses (id, owner, status, request, model, service_tier, background, stream,
-                       previous_response_id, lease_owner, lease_expires_at)
+                       previous_response_id, lease_owner, lease_expires_at, started_at)
 VALUES (%(id)s, %(owner)s, %(status)s, %(request)s, %(model)s, %(service_tier)s, %(background)s,
         %(stream)s, %(previous_response_id)s, %(lease_owner)s,
         CASE WHEN %(lease_owner)s::text IS NULL THEN NULL
-             ELSE now() + make_interval(secs => %(lease_ttl_s)s) END)
+             ELSE now() + make_interval(secs => %(lease_ttl_s)s) END,
+        CASE WHEN %(status)s::text = 'in_progress' THEN now() END)
 RETURNING *;
 
 -- name: get_response

@@ -140,12 +140,19 @@ class ResponseStore:
         return await self._one("renew_lease", params) is not None
 
     async def finish(
-        self, response_id: str, outcome: Outcome, conn: AsyncConnection | None = None
+        self,
+        response_id: str,
+        outcome: Outcome,
+        conn: AsyncConnection | None = None,
+        *,
+        forgets_content: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
 
-        A `store: false` response's content is forgotten in the same transaction; the row
-        returned still holds it, for the one answer its creator gets.
+        A `store: false` response's content is forgotten too; the row returned still holds
+        it, for the one answer its creator gets. Told `forgets_content`, both happen in one
+        transaction; otherwise the ending is one statement (no BEGIN and COMMIT), and a
+        response found not to be kept after all is forgotten right after it.
         """
         if conn is not None:
             return await self._finish(response_id, outcome, conn)
@@ -154,8 +161,13 @@ class ResponseStore:
             async with self.transaction() as own:
                 return await self._finish(response_id, outcome, own)
 
+        async def in_one_statement() -> StoredResponse | None:
+            async with self.pool.connection(self.wait_s) as own:
+                return await self._finish(response_id, outcome, own)
+
+        ending = in_own_transaction if forgets_content else in_one_statement
         # Shielded, as every query is: an ending whose caller is cancelled still commits.
-        return await asyncio.shield(self._patiently(in_own_transaction))
+        return await asyncio.shield(self._patiently(ending))
 
     async def _finish(
         self, response_id: str, outcome: Outcome, conn: AsyncConnection

@@ -261,7 +261,9 @@ class MemoryStore:
             },
         )
 
-    async def finish(self, response_id: str, outcome: Outcome) -> StoredResponse | None:
+    async def finish(
+        self, response_id: str, outcome: Outcome, *, forgets_content: bool = False
+    ) -> StoredResponse | None:
         final = await self._move_active(
             "finish",
             response_id,

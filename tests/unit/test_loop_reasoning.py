@@ -183,9 +183,9 @@ async def test_reasoning_cut_off_by_a_crash_is_closed_and_the_turn_redone(
         completion(*reasoning_chunks("Second ", "try."), *text_chunks("Two.")),
     )
     stored = harness.seed(BACKGROUND, RunMode.WORKER)
-    # Dies once the reasoning is recorded as done; the log it left was flushed only up to
-    # the first reasoning delta (a batch written on the interval, before the boundary).
-    store, logged = await harness.crash(stored, at_write("record_step_items"))
+    # Dies as the turn ends, before its step is recorded as done; the log it left was
+    # flushed only up to the first reasoning delta (a batch written on the interval).
+    store, logged = await harness.crash(stored, at_write("finish_step"))
     first_delta = next(
         n for n, e in enumerate(logged) if e["type"] == "response.reasoning_text.delta"
     )

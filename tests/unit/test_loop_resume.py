@@ -136,8 +136,6 @@ async def test_a_model_turn_cut_off_is_marked_abandoned_and_redone(
     store, logged = await harness.crash(stored, at_write("finish_step"))
     [cut] = store.step_list(stored.id)
     assert cut.status == StepStatus.IN_PROGRESS
-    # What it had finished was recorded as it went, for GET to show meanwhile.
-    assert output_of_steps([cut])[0]["content"][0]["text"] == "First try"
     run, log = await harness.resume(store, stored.id, logged)
 
     assert run.final.status == ResponseStatus.COMPLETED

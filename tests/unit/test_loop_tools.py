@@ -258,11 +258,28 @@ async def test_items_a_turn_finished_are_visible_before_the_turn_ends(
     async with harness.started(stored):
         async with asyncio.timeout(WAIT_S):
             await hold.reached.wait()
+            # Recorded on a timer, within EVENT_FLUSH_INTERVAL_S of the item's end, while the
+            # turn still goes on: polled, bounded by the timeout.
+            while not output_of_steps(store.step_list(stored.id)):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         [step] = store.step_list(stored.id)
         assert step.status == StepStatus.IN_PROGRESS
         shown = output_of_steps([step])
         assert types(shown) == ["message"]
         assert shown[0]["content"][0]["text"] == "Looking."
+
+
+async def test_a_quick_turn_records_its_items_only_once_at_its_end(
+    harness: Harness, upstream: ScriptedUpstream, store: MemoryStore
+) -> None:
+    upstream.then(text_reply("Quick."))
+
+    run = await harness.run({"model": "m", "input": "Hi"})
+
+    assert run.final.status == ResponseStatus.COMPLETED
+    writes = [write.name for write in store.writes if write.response_id == run.final.id]
+    assert "record_step_items" not in writes
+    assert writes.count("finish_step") == 1
 
 
 async def test_a_client_function_call_ends_the_response(
