@@ -40,6 +40,16 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Read timeout for the upstream stream, in seconds."
     )
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_send_reasoning: bool = Field(
+        default=True,
+        description="Send the reasoning of earlier turns upstream as `reasoning_content` on "
+        "assistant messages; off for upstreams that reject the field.",
+    )
+    reasoning_encryption_keys: str = Field(
+        default="",
+        description="Comma-separated Fernet keys sealing reasoning (`encrypted_content`): the "
+        "first seals, every one opens. Empty: one key generated once and kept in the database.",
+    )
 
     api_keys: str = Field(
         default="",
@@ -161,6 +171,10 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def reasoning_key_list(self) -> list[str]:
+        return [k.strip() for k in self.reasoning_encryption_keys.split(",") if k.strip()]
 
     @property
     def mcp_allowed_prefixes(self) -> list[str]:

@@ -138,8 +138,9 @@ class WorkerSide:
         stored = await self.store.get_any_owner(response_id)
         if stored is not None and not stored.is_terminal:
             error: ErrorInfo = {"code": code, "message": message}
+            view = await self.runtime.keys.view_for(stored.request, stored.owner)
             await end_from_outside(
-                self.store, self.jobs, stored, status=ResponseStatus.FAILED, error=error
+                self.store, self.jobs, stored, status=ResponseStatus.FAILED, error=error, view=view
             )
 
     async def _hand_over(self, response_id: str) -> bool:
