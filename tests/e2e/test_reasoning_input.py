@@ -3,7 +3,6 @@ MCP items as the calls they were, and an `item_reference` as the item it names."
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,56 +10,18 @@ import httpx
 import openai
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from app.config import Settings
-from tests.fakes.upstream.spy import requests_mentioning
 from tests.support.clients import sdk_client
+from tests.support.reasoning import (
+    Json,
+    add_reasoning_to_output,
+    assistant,
+    marker,
+    reasoning,
+    sent_upstream,
+)
 from tests.support.servers import running_api
-
-Json = dict[str, Any]
-
-
-def marker(what: str) -> str:
-    """A text only this test sends, to find its requests in the upstream's spy."""
-    return f"{what}-{secrets.token_hex(4)}"
-
-
-def sent_upstream(upstream_url: str, mark: str) -> list[Json]:
-    """The messages of the last completion request that carried `mark`."""
-    found = requests_mentioning(upstream_url, mark)
-    assert found, f"no upstream request carried {mark}"
-    messages: list[Json] = found[-1]["body"]["messages"]
-    return messages
-
-
-def reasoning(text: str, item_id: str | None = None) -> Json:
-    return {
-        "type": "reasoning",
-        "id": item_id or f"rs_{secrets.token_hex(8)}",
-        "summary": [{"type": "summary_text", "text": f"summary of {text}"}],
-        "content": [{"type": "reasoning_text", "text": text}],
-        "status": "completed",
-    }
-
-
-def assistant(text: str) -> Json:
-    return {
-        "type": "message",
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
-
-
-def add_reasoning_to_output(db: psycopg.Connection[Any], response_id: str, text: str) -> Json:
-    """Put a reasoning item first in a finished response's stored output, as a turn of a
-    reasoning model leaves it (`{"type": "reasoning", "content": [reasoning_text]}`)."""
-    item = reasoning(text)
-    db.execute(
-        "UPDATE responses SET output = jsonb_insert(output, '{0}', %s) WHERE id = %s",
-        (Jsonb(item), response_id),
-    )
-    return item
 
 
 def test_reasoning_goes_upstream_on_the_assistant_message_of_its_turn(
