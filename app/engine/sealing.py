@@ -26,6 +26,7 @@ from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from app.engine.items import reasoning_text
 from app.shapes import Item, JsonObject
 
 #: The `include` value asking for sealed reasoning on the response's reasoning items.
@@ -52,15 +53,6 @@ class BrokenSeal(Exception):
 class Opened:
     item_id: str
     text: str
-
-
-def reasoning_text(item: Item) -> str:
-    """The text of a reasoning item: its `reasoning_text` parts, joined as streamed."""
-    return "".join(
-        part.get("text") or ""
-        for part in item.get("content") or []
-        if isinstance(part, dict) and part.get("type") == "reasoning_text"
-    )
 
 
 class Sealer:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.sealing import reasoning_text
+from app.engine.items import reasoning_text
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
 from app.shapes import Item, JsonObject, Part
 
