@@ -3,6 +3,7 @@ MCP items as the calls they were, and an `item_reference` as the item it names."
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -315,3 +316,18 @@ def test_a_malformed_item_is_400_naming_its_field(
     error = reply.json()["error"]
     assert (error["param"], error["code"]) == (param, code)
     assert db.execute("SELECT count(*) AS n FROM responses").fetchone() == before
+
+
+def test_an_overlong_client_item_id_is_stored_but_cannot_be_referenced(
+    client: openai.OpenAI,
+) -> None:
+    # Random, so it does not compress: far beyond what one index entry may hold.
+    overlong = f"msg_{secrets.token_hex(6000)}"
+    item = {"id": overlong, "type": "message", "role": "user", "content": "long id"}
+    response = client.responses.create(model="demo", input=[item])  # type: ignore[list-item]
+    assert response.status == "completed"
+    [stored] = client.responses.input_items.list(response.id).data
+    assert stored.id == overlong
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="demo", input=[{"type": "item_reference", "id": overlong}])
+    assert info.value.body["param"] == "input[0].id"  # type: ignore[index]
