@@ -173,7 +173,7 @@ UPDATE responses
 -- name: find_item
 -- An item of one of the owner's responses, by id: in its output (once it has ended) or its
 -- input; the newest response holding it wins. The rows holding the id are found first, by
--- the index on `response_item_ids` (0006): left to itself, the planner walks the owner's
+-- the index on `response_item_ids` (0007): left to itself, the planner walks the owner's
 -- responses newest first instead, which is slow for an old item.
 WITH holders AS MATERIALIZED (
     SELECT created_at, request, output FROM responses
@@ -186,7 +186,7 @@ SELECT coalesce(jsonb_path_query_first(output, '$[*] ? (@.id == $id)', vars),
  LIMIT 1;
 
 -- name: insert_sealing_key
--- The first process that needs the key makes it; any other finds it made (0007).
+-- The first process that needs the key makes it; any other finds it made (0008).
 INSERT INTO reasoning_sealing_key (id, key) VALUES (1, %(candidate)s)
 ON CONFLICT (id) DO NOTHING;
 
