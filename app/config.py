@@ -40,16 +40,6 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Read timeout for the upstream stream, in seconds."
     )
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
-    upstream_send_reasoning: bool = Field(
-        default=True,
-        description="Send the reasoning of earlier turns upstream as `reasoning_content` on "
-        "assistant messages; off for upstreams that reject the field.",
-    )
-    reasoning_encryption_keys: str = Field(
-        default="",
-        description="Comma-separated Fernet keys sealing reasoning (`encrypted_content`): the "
-        "first seals, every one opens. Empty: one key generated once and kept in the database.",
-    )
 
     api_keys: str = Field(
         default="",
@@ -121,6 +111,16 @@ class Settings(BaseSettings):
     )
     upstream_backoff_max_s: float = Field(
         default=20.0, gt=0, description="Longest wait between tries, Retry-After included."
+    )
+    upstream_send_reasoning: bool = Field(
+        default=True,
+        description="Send the reasoning of earlier turns upstream as `reasoning_content` on "
+        "assistant messages; off for upstreams that reject the field.",
+    )
+    reasoning_encryption_keys: str = Field(
+        default="",
+        description="Comma-separated Fernet keys sealing reasoning (`encrypted_content`): the "
+        "first seals, every one opens. Empty: one key generated once and kept in the database.",
     )
     idempotency_ttl_s: float = Field(
         default=86400.0, gt=0, description="How long an Idempotency-Key on create is honoured."

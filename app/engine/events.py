@@ -87,9 +87,9 @@ class Emitter:
         # followed the stream across a resume must never see an index twice.
         self.announced: dict[str, int] = dict(announced or {})
         self.next_output_index = max(self.announced.values(), default=-1) + 1
+        self.view: ItemView = as_stored  # how finished items are shown (see above)
         # item id -> (output index, the item as announced), for items added but not done
         self.open_items: dict[str, tuple[int, Item]] = {}
-        self.view: ItemView = as_stored
 
     async def emit(self, event_type: str, **fields: Any) -> Event:
         if event_type == "response.output_item.done":
