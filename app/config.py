@@ -123,6 +123,16 @@ class Settings(BaseSettings):
     upstream_backoff_max_s: float = Field(
         default=20.0, gt=0, description="Longest wait between tries, Retry-After included."
     )
+    upstream_send_reasoning: bool = Field(
+        default=True,
+        description="Send the reasoning of earlier turns upstream as `reasoning_content` on "
+        "assistant messages; off for upstreams that reject the field.",
+    )
+    reasoning_encryption_keys: str = Field(
+        default="",
+        description="Comma-separated Fernet keys sealing reasoning (`encrypted_content`): the "
+        "first seals, every one opens. Empty: one key generated once and kept in the database.",
+    )
     idempotency_ttl_s: float = Field(
         default=86400.0, gt=0, description="How long an Idempotency-Key on create is honoured."
     )
@@ -172,6 +182,10 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def reasoning_key_list(self) -> list[str]:
+        return [k.strip() for k in self.reasoning_encryption_keys.split(",") if k.strip()]
 
     @property
     def mcp_allowed_prefixes(self) -> list[str]:

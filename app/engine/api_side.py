@@ -23,12 +23,14 @@ from app import ids
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
+from app.engine.input_resolution import resolve_input
 from app.engine.loop import HAND_BACK
 from app.engine.refusals import refused_blocking_create
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import ResponseObject, response_object
 from app.engine.run_state import output_of_steps
 from app.engine.runtime import Runtime
+from app.engine.sealing import shown
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
@@ -128,7 +130,7 @@ class ApiSide:
             )
         self.inline_running += 1
         try:
-            await self._check_references(submission)
+            submission = await self._check_references(submission)
             new = self._new_row(
                 submission,
                 status=ResponseStatus.IN_PROGRESS,
@@ -189,7 +191,7 @@ class ApiSide:
         A background stream's log starts here with `response.created` and `response.queued`,
         so a client tailing it sees the response before any worker picks it up.
         """
-        await self._check_references(submission)
+        submission = await self._check_references(submission)
         queue = FLEX_QUEUE if submission.service_tier == "flex" else BACKGROUND_QUEUE
         if queue == FLEX_QUEUE:
             await self._admit_flex()
@@ -224,12 +226,18 @@ class ApiSide:
                 "default service tier."
             )
 
-    async def _check_references(self, submission: Submission) -> None:
-        """What the request names must exist: its previous response, its tools' names."""
+    async def _check_references(self, submission: Submission) -> Submission:
+        """What the request names must exist (its previous response, its tools' names, the
+        items it references, the keys of its sealed reasoning); the submission with its
+        input resolved (`resolve_input`)."""
         request = submission.request
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
         await self._check_previous(submission.owner, request.previous_response_id)
+        items = await resolve_input(
+            submission.items, submission.owner, self.store, self.runtime.keys
+        )
+        return dataclasses.replace(submission, items=items)
 
     async def _check_previous(self, owner: str, previous_id: str | None) -> None:
         if previous_id is None:
@@ -293,11 +301,13 @@ class ApiSide:
         return stored
 
     async def present(self, stored: StoredResponse) -> ResponseObject:
-        """The Response object of a row: its final output, or what its steps hold so far."""
+        """The Response object of a row: its final output, or what its steps hold so far,
+        each item shown as the request asked (sealed reasoning)."""
+        view = await self.runtime.keys.view_for(stored.request, stored.owner)
         if stored.is_terminal and stored.output is not None:
-            return response_object(stored, stored.output)
+            return response_object(stored, shown(stored.output, view))
         steps = await self.store.steps(stored.id)
-        return response_object(stored, output_of_steps(steps))
+        return response_object(stored, shown(output_of_steps(steps), view))
 
     async def answer_blocking(self, final: StoredResponse) -> ResponseObject:
         """What a request that waited for a response gets once it has ended: the Response, or
@@ -397,6 +407,7 @@ class ApiSide:
         log.info("response deleted", extra={"response_id": response_id})
 
     async def _end(self, stored: StoredResponse) -> StoredResponse:
+        view = await self.runtime.keys.view_for(stored.request, stored.owner)
         return await end_from_outside(
-            self.store, self.runtime.jobs, stored, status=ResponseStatus.CANCELLED
+            self.store, self.runtime.jobs, stored, status=ResponseStatus.CANCELLED, view=view
         )

@@ -9,6 +9,7 @@ from app.engine.chat.usage import add_usage
 from app.engine.events import error_event
 from app.engine.resource import response_object
 from app.engine.run_state import output_of_steps, settled
+from app.engine.sealing import ItemView, shown
 from app.shapes import ErrorInfo, Event, Usage
 from app.statuses import ResponseStatus
 from app.store.queue import JobQueue
@@ -25,12 +26,14 @@ async def end_from_outside(
     *,
     status: ResponseStatus,
     error: ErrorInfo | None = None,
+    view: ItemView,
 ) -> StoredResponse:
     """End a running response `status` with what its steps hold, and abort its job, in one
     transaction; the row as it ends up (someone else's ending if it ended meanwhile).
 
     The terminal event is appended under the row lock that the worker's flushes also take,
-    so the log ends with it and nothing the worker still sends gets in after.
+    so the log ends with it and nothing the worker still sends gets in after. Its items
+    are shown through `view` (sealed reasoning, when the request asked for it).
     """
     steps = await store.steps(stored.id)
     output = settled(output_of_steps(steps))
@@ -52,7 +55,7 @@ async def end_from_outside(
                 {
                     "type": status.terminal_event_type,
                     "sequence_number": number,
-                    "response": response_object(final, output),
+                    "response": response_object(final, shown(output, view)),
                 }
             )
             await store.append_events(stored.id, events, conn)

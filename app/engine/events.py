@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, Protocol, TypedDict
 
+from app.engine.sealing import ItemView, as_stored
 from app.shapes import Event, Item
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.responses import ResponseStore
@@ -64,7 +65,13 @@ class EventSink(Protocol):
 
 class Emitter:
     """Numbers events and hands them to a sink; remembers which items it left open, so a
-    run that ends abruptly can close them before its terminal event."""
+    run that ends abruptly can close them before its terminal event.
+
+    Finished items leave through `view`: the item of every `response.output_item.done`
+    and the output of every Response object an event carries. That is the one place a
+    response's items are shown as its request asked (with sealed reasoning, say), whichever
+    code emitted them.
+    """
 
     def __init__(
         self,
@@ -81,11 +88,17 @@ class Emitter:
         # followed the stream across a resume must never see an index twice.
         self.announced: dict[str, int] = dict(announced or {})
         self.next_output_index = max(self.announced.values(), default=-1) + 1
+        self.view: ItemView = as_stored  # how finished items are shown (see above)
         # item id -> (output index, the item as announced), for items added but not done
         self.open_items: dict[str, tuple[int, Item]] = {}
         self.open_parts: set[str] = set()  # ids of items with a content part added, not done
 
     async def emit(self, event_type: str, **fields: Any) -> Event:
+        if event_type == "response.output_item.done":
+            fields["item"] = self.view(fields["item"])
+        if isinstance(fields.get("response"), dict):
+            response = fields["response"]
+            fields["response"] = {**response, "output": [self.view(i) for i in response["output"]]}
         event = {"type": event_type, "sequence_number": self.next_sequence_number, **fields}
         self.next_sequence_number += 1
         if event_type == "response.output_item.added":

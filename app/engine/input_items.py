@@ -11,7 +11,18 @@ from app.shapes import Item, JsonObject, Part
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 CONTENT_PART_TYPES = ("input_text", "input_image", "output_text", "refusal")
-ITEM_TYPES = ("message", "function_call", "function_call_output")
+ITEM_TYPES = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "mcp_list_tools",
+    "mcp_call",
+    "item_reference",
+)
+REASONING_STATUSES = ("in_progress", "completed", "incomplete")
+MCP_CALL_STATUSES = ("in_progress", "completed", "incomplete", "calling", "failed")
+MCP_ERROR_TYPES = ("mcp_protocol_error", "mcp_tool_execution_error", "http_error")
 
 
 def invalid(param: str, message: str, code: str = "invalid_value") -> RequestError:
@@ -40,9 +51,44 @@ def require_str(item: JsonObject, key: str, where: str) -> str:
     return value
 
 
-def _normalise_part(part: Any, where: str) -> Part:
-    if not isinstance(part, dict):
+def optional_str(item: JsonObject, key: str, where: str) -> str | None:
+    """A field that may be left out or null, and is otherwise a string."""
+    if item.get(key) is None:
+        return None
+    return require_str(item, key, where)
+
+
+def require_object(value: Any, where: str) -> JsonObject:
+    if not isinstance(value, dict):
         raise invalid(where, f"Invalid type for '{where}': expected an object.", "invalid_type")
+    return value
+
+
+def require_list(item: JsonObject, key: str, where: str) -> list[Any]:
+    value = item.get(key)
+    if value is None:
+        raise invalid(
+            f"{where}.{key}",
+            f"Missing required parameter: '{where}.{key}'.",
+            "missing_required_parameter",
+        )
+    if not isinstance(value, list):
+        message = f"Invalid type for '{where}.{key}': expected an array."
+        raise invalid(f"{where}.{key}", message, "invalid_type")
+    return value
+
+
+def _status(item: JsonObject, where: str, allowed: tuple[str, ...]) -> str:
+    status = item.get("status")
+    if status is None:
+        return "completed"
+    if status not in allowed:
+        raise unsupported(f"{where}.status", status, allowed)
+    return str(status)
+
+
+def _normalise_part(part: Any, where: str) -> Part:
+    require_object(part, where)
     kind = part.get("type")
     if kind not in CONTENT_PART_TYPES:
         raise unsupported(f"{where}.type", kind, CONTENT_PART_TYPES)
@@ -116,11 +162,121 @@ def _normalise_function_call_output(item: JsonObject, where: str) -> Item:
     }
 
 
+def _text_parts(item: JsonObject, key: str, where: str, part_type: str) -> list[Part]:
+    """A list of `{"type": part_type, "text": ...}` parts, as a reasoning item holds."""
+    parts: list[Part] = []
+    for index, part in enumerate(require_list(item, key, where)):
+        at = f"{where}.{key}[{index}]"
+        require_object(part, at)
+        if part.get("type") != part_type:
+            raise unsupported(f"{at}.type", part.get("type"), (part_type,))
+        parts.append({"type": part_type, "text": require_str(part, "text", at)})
+    return parts
+
+
+def _normalise_reasoning(item: JsonObject, where: str) -> Item:
+    encrypted = optional_str(item, "encrypted_content", where)
+    given_id = optional_str(item, "id", where)
+    normalised: Item = {
+        "type": "reasoning",
+        # Without an id, a sealed item takes the id sealed with it (`resolve_input`).
+        "id": given_id or (None if encrypted else ids.new_id("rs")),
+        "summary": _text_parts(item, "summary", where, "summary_text"),
+    }
+    if item.get("content") is not None:
+        normalised["content"] = _text_parts(item, "content", where, "reasoning_text")
+    if encrypted is not None:
+        normalised["encrypted_content"] = encrypted
+    normalised["status"] = _status(item, where, REASONING_STATUSES)
+    return normalised
+
+
+def _normalise_listed_tool(tool: Any, where: str) -> JsonObject:
+    require_object(tool, where)
+    schema = tool.get("input_schema")
+    if schema is None:
+        raise invalid(
+            f"{where}.input_schema",
+            f"Missing required parameter: '{where}.input_schema'.",
+            "missing_required_parameter",
+        )
+    require_object(schema, f"{where}.input_schema")
+    annotations = tool.get("annotations")
+    if annotations is not None:
+        require_object(annotations, f"{where}.annotations")
+    return {
+        "name": require_str(tool, "name", where),
+        "description": optional_str(tool, "description", where),
+        "input_schema": schema,
+        "annotations": annotations,
+    }
+
+
+def _normalise_mcp_list_tools(item: JsonObject, where: str) -> Item:
+    tools = require_list(item, "tools", where)
+    return {
+        "type": "mcp_list_tools",
+        "id": require_str(item, "id", where),
+        "server_label": require_str(item, "server_label", where),
+        "tools": [_normalise_listed_tool(t, f"{where}.tools[{i}]") for i, t in enumerate(tools)],
+        "error": optional_str(item, "error", where),
+    }
+
+
+def _mcp_error(item: JsonObject, where: str) -> JsonObject | str | None:
+    error = item.get("error")
+    if error is None or isinstance(error, str):
+        return error  # older outputs gave the error as a string
+    require_object(error, f"{where}.error")
+    if error.get("type") not in MCP_ERROR_TYPES:
+        raise unsupported(f"{where}.error.type", error.get("type"), MCP_ERROR_TYPES)
+    return dict(error)
+
+
+def _normalise_mcp_call(item: JsonObject, where: str) -> Item:
+    normalised: Item = {
+        "type": "mcp_call",
+        "id": require_str(item, "id", where),
+        "status": _status(item, where, MCP_CALL_STATUSES),
+        "server_label": require_str(item, "server_label", where),
+        "name": require_str(item, "name", where),
+        "arguments": require_str(item, "arguments", where),
+        "output": optional_str(item, "output", where),
+        "error": _mcp_error(item, where),
+    }
+    approval = optional_str(item, "approval_request_id", where)
+    if approval is not None:
+        normalised["approval_request_id"] = approval
+    return normalised
+
+
+def _normalise_item_reference(item: JsonObject, where: str) -> Item:
+    # Resolved to the item it names when the request is accepted (`resolve_input`).
+    return {"type": "item_reference", "id": require_str(item, "id", where)}
+
+
 _ITEM_NORMALISERS = {
     "message": _normalise_message,
     "function_call": _normalise_function_call,
     "function_call_output": _normalise_function_call_output,
+    "reasoning": _normalise_reasoning,
+    "mcp_list_tools": _normalise_mcp_list_tools,
+    "mcp_call": _normalise_mcp_call,
+    "item_reference": _normalise_item_reference,
 }
+
+
+def _item_type(item: JsonObject) -> Any:
+    """The item's type; the SDK leaves it out of an easy message (it has a role) and may
+    leave it out, or null, in an item reference (it has only an id)."""
+    kind = item.get("type")
+    if kind is not None:
+        return kind
+    if "role" in item:
+        return "message"
+    if "id" in item:
+        return "item_reference"
+    return None
 
 
 def normalise_input(raw: str | list[JsonObject] | None) -> list[Item]:
@@ -132,8 +288,7 @@ def normalise_input(raw: str | list[JsonObject] | None) -> list[Item]:
     items = []
     for index, item in enumerate(raw):
         where = f"input[{index}]"
-        # The "easy" message form has a role but no type.
-        kind = item.get("type", "message" if "role" in item else None)
+        kind = _item_type(item)
         normaliser = _ITEM_NORMALISERS.get(kind) if isinstance(kind, str) else None
         if normaliser is None:
             raise unsupported(f"{where}.type", kind, ITEM_TYPES)

@@ -69,3 +69,12 @@ def is_call(item: Item) -> bool:
 def call_key(call: Item) -> str:
     """What identifies a tool call across retries: its call id (an mcp_call's item id)."""
     return str(call.get("call_id") or call["id"])
+
+
+def reasoning_text(item: Item) -> str:
+    """The text of a reasoning item: its `reasoning_text` parts, joined as streamed."""
+    return "".join(
+        part.get("text") or ""
+        for part in item.get("content") or []
+        if isinstance(part, dict) and part.get("type") == "reasoning_text"
+    )

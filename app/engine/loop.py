@@ -26,6 +26,7 @@ from app.engine.items import call_key
 from app.engine.refusals import RefusalWatch
 from app.engine.resource import response_object
 from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
+from app.engine.sealing import KeyRing
 from app.engine.step_progress import StepProgress
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
@@ -89,11 +90,13 @@ class ResponseLoop:
         *,
         tools: ToolRegistry,
         tool_runner: HttpToolRunner,
+        keys: KeyRing,
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.settings = settings
         self.tools = tools
+        self.keys = keys
         self.tool_steps = ToolSteps(store, tools, tool_runner, mcp_timeout_s=settings.mcp_timeout_s)
 
     async def run(
@@ -126,6 +129,9 @@ class ResponseLoop:
                     return await self._reload(stored)
                 running = marked
             run.response = running
+            # Every finished item the run shows (events, the final object) goes through the
+            # view: sealed reasoning when the request asked for it.
+            run.emitter.view = await self.keys.view_for(running.request, running.owner)
             if mode.resumes:
                 run.state = await self._restore(running)
                 # New items come after what the persisted steps hold, logged or not.
@@ -206,7 +212,9 @@ class ResponseLoop:
                 if state.model_turns >= self.settings.max_model_turns:
                     return Ending.incomplete("max_turns")
                 messages = to_chat_messages(
-                    request.get("instructions"), conversation + state.output
+                    request.get("instructions"),
+                    conversation + state.output,
+                    send_reasoning=self.settings.upstream_send_reasoning,
                 )
                 turn = await self._model_turn(run, messages, offer, mode)
             ending = turn.ending()

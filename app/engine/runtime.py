@@ -5,8 +5,9 @@ down in one place.
         ...
 
 It opens the database pool, the job queue on that pool, the upstream client, the tool
-registry and its HTTP client, the response loop over all of them, and the event notifier
-(which connects only when a first stream is tailed, so a worker never holds a LISTEN).
+registry and its HTTP client, the keys that seal reasoning, the response loop over all of
+them, and the event notifier (which connects only when a first stream is tailed, so a
+worker never holds a LISTEN).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from app import ids
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
 from app.engine.loop import ResponseLoop
+from app.engine.sealing import KeyRing
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.registry import ToolRegistry, load_tools
 from app.store.db import create_pool
@@ -51,6 +53,7 @@ class Runtime:
     jobs: JobQueue
     notifier: EventNotifier
     tools: ToolRegistry
+    keys: KeyRing  # seals and opens reasoning (`encrypted_content`)
     loop: ResponseLoop
 
 
@@ -80,6 +83,7 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
         # Running work is patient: under a burst its writes queue for a connection rather
         # than fail the response, while requests still get a quick 503 in an outage.
         run_store = ResponseStore(pool, wait_s=settings.db_run_wait_s)
+        keys = KeyRing(settings.reasoning_key_list, store)
         yield Runtime(
             settings=settings,
             role=role,
@@ -91,11 +95,13 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
             notifier=notifier,
             tools=tools,
             run_store=run_store,
+            keys=keys,
             loop=ResponseLoop(
                 run_store,
                 upstream,
                 settings,
                 tools=tools,
                 tool_runner=tool_runner,
+                keys=keys,
             ),
         )

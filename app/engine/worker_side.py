@@ -20,6 +20,7 @@ from app.shapes import ErrorInfo, Event
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE, RUN_RESPONSE_TASK
 from app.store.retention import RetentionReport, apply_retention
+from app.store.rows import StoredResponse
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class WorkerSide:
                 self.runtime.run_store, stored.id, self.settings.event_flush_interval_s
             )
             try:
-                logged = await self._close_cut_items(stored.id, sink)
+                logged = await self._close_cut_items(stored, sink)
                 await loop.run(
                     stored,
                     sink,
@@ -67,11 +68,15 @@ class WorkerSide:
         finally:
             current_response_id.reset(token)
 
-    async def _close_cut_items(self, response_id: str, sink: EventLogSink) -> list[Event]:
-        """Close the items an earlier attempt left open in the log; the log as it is now."""
-        logged = await self.store.events_after(response_id, -1)
+    async def _close_cut_items(self, stored: StoredResponse, sink: EventLogSink) -> list[Event]:
+        """Close the items an earlier attempt left open in the log, shown as the request
+        asked (sealed reasoning); the log as it is now."""
+        logged = await self.store.events_after(stored.id, -1)
         closing = closing_events(logged)
+        view = await self.runtime.keys.view_for(stored.request, stored.owner)
         for event in closing:
+            if event["type"] == "response.output_item.done":
+                event["item"] = view(event["item"])
             await sink.send(event)
         await sink.flush()
         return [*logged, *closing]
@@ -138,8 +143,9 @@ class WorkerSide:
         stored = await self.store.get_any_owner(response_id)
         if stored is not None and not stored.is_terminal:
             error: ErrorInfo = {"code": code, "message": message}
+            view = await self.runtime.keys.view_for(stored.request, stored.owner)
             await end_from_outside(
-                self.store, self.jobs, stored, status=ResponseStatus.FAILED, error=error
+                self.store, self.jobs, stored, status=ResponseStatus.FAILED, error=error, view=view
             )
 
     async def _hand_over(self, response_id: str) -> bool:

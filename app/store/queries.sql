@@ -184,3 +184,26 @@ UPDATE responses
    SET recoveries = recoveries + 1, lease_owner = NULL, lease_expires_at = NULL,
        updated_at = now()
  WHERE id = %(id)s;
+
+-- name: find_item
+-- An item of one of the owner's responses, by id: in its output (once it has ended) or its
+-- input; the newest response holding it wins. The rows holding the id are found first, by
+-- the index on `response_item_ids` (0007): left to itself, the planner walks the owner's
+-- responses newest first instead, which is slow for an old item.
+WITH holders AS MATERIALIZED (
+    SELECT created_at, request, output FROM responses
+     WHERE owner = %(owner)s AND response_item_ids(request, output) @> ARRAY[%(item_id)s::text]
+)
+SELECT coalesce(jsonb_path_query_first(output, '$[*] ? (@.id == $id)', vars),
+                jsonb_path_query_first(request -> 'input', '$[*] ? (@.id == $id)', vars)) AS item
+  FROM holders, jsonb_build_object('id', %(item_id)s::text) AS vars
+ ORDER BY created_at DESC
+ LIMIT 1;
+
+-- name: insert_sealing_key
+-- The first process that needs the key makes it; any other finds it made (0008).
+INSERT INTO reasoning_sealing_key (id, key) VALUES (1, %(candidate)s)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: get_sealing_key
+SELECT key FROM reasoning_sealing_key WHERE id = 1;

@@ -337,6 +337,19 @@ class ResponseStore:
         goes with it (the response is queued now)."""
         await self._execute("count_recovery", {"id": response_id}, conn)
 
+    async def find_item(self, owner: str, item_id: str) -> Item | None:
+        """The item with this id in the input or output of one of the owner's responses."""
+        row = await self._one("find_item", {"owner": owner, "item_id": item_id})
+        return row["item"] if row else None
+
+    async def sealing_key(self, candidate: str) -> str:
+        """The reasoning sealing key kept in the database; `candidate` becomes it when there
+        is none yet. Two statements, so the read sees a key a concurrent twin committed."""
+        await self._execute("insert_sealing_key", {"candidate": candidate})
+        row = await self._one("get_sealing_key", {})
+        assert row is not None
+        return str(row["key"])
+
     async def queue_depth(self, queue: str) -> int:
         row = await self._one("queue_depth", {"queue": queue})
         return int(row["depth"]) if row else 0

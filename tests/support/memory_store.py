@@ -109,6 +109,8 @@ class MemoryStore:
     step_rows: dict[tuple[str, int], Row] = field(default_factory=dict)
     #: Every write made, in order (including one a crash stopped).
     writes: list[Write] = field(default_factory=list)
+    #: The reasoning sealing key, once a key ring has asked for one (`sealing_key`).
+    stored_sealing_key: str | None = None
     _crash: _Crash | None = field(default=None, repr=False)
     _crashed: MemoryStore | None = field(default=None, repr=False)
 
@@ -238,6 +240,16 @@ class MemoryStore:
     async def _round_trip(self) -> None:
         """Where a database call would suspend the caller (and may be cancelled)."""
         await asyncio.sleep(0)
+
+    # --- KeyStore -----------------------------------------------------------------------
+
+    async def sealing_key(self, candidate: str) -> str:
+        """The first candidate offered stays the key, as the database's one row does."""
+        self._check_alive()
+        if self.stored_sealing_key is None:
+            self.stored_sealing_key = candidate
+        await self._round_trip()
+        return self.stored_sealing_key
 
     # --- StepStore ----------------------------------------------------------------------
 

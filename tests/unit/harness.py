@@ -18,6 +18,7 @@ from app.engine.cut_items import closing_events
 from app.engine.events import EventSink, announced_items
 from app.engine.loop import ResponseLoop, RunMode
 from app.engine.resource import response_object
+from app.engine.sealing import KeyRing
 from app.engine.tools.http_tool import HttpToolRunner
 from app.shapes import Event
 from app.statuses import ResponseStatus
@@ -105,8 +106,10 @@ class Harness:
         )
         runner = HttpToolRunner(transport=httpx.MockTransport(self.tools.handler))
         self._clients += [upstream, runner]
+        store = store or self.store
+        keys = KeyRing(self.settings.reasoning_key_list, store)
         return ResponseLoop(
-            store or self.store, upstream, self.settings, tools=REGISTRY, tool_runner=runner
+            store, upstream, self.settings, tools=REGISTRY, tool_runner=runner, keys=keys
         )
 
     def seed(self, body: Mapping[str, Any], mode: RunMode = RunMode.INLINE) -> StoredResponse:

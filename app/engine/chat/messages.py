@@ -3,19 +3,25 @@
 Pure functions only: the input items are already validated, so this module trusts their
 shape and never performs I/O. Input dicts are never mutated; every emitted message is a
 fresh dict.
+
+Reasoning travels the way reasoning upstreams (vLLM, SGLang, DeepSeek) stream it: as the
+`reasoning_content` of the assistant message of the same turn. A reasoning item opens that
+message; the turn's text and tool calls that follow fill it in.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.items import reasoning_text
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
 from app.shapes import Item, JsonObject, Part
 
 ChatMessage = dict[str, Any]
-ItemHandler = Callable[[list[ChatMessage], Item], None]
+ItemHandler = Callable[["_Transcript", Item], None]
 
 # Many upstreams (vLLM, llama.cpp, older proxies) reject the `developer` role, and for a
 # chat model it means the same thing as `system`, so it is folded into `system`.
@@ -34,28 +40,70 @@ _TEXT_KEY_BY_PART_TYPE: dict[str, str] = {
 }
 
 
-def to_chat_messages(instructions: str | None, items: list[Item]) -> list[ChatMessage]:
-    """Build the chat `messages` list for `instructions` followed by the input `items`."""
-    messages: list[ChatMessage] = []
+# Where the reasoning goes on a chat assistant message.
+REASONING_KEY = "reasoning_content"
+
+
+@dataclass
+class _Transcript:
+    """The chat messages built so far, and the assistant message a reasoning item opened
+    while its turn's text or calls have not come yet (it is always the last message)."""
+
+    messages: list[ChatMessage] = field(default_factory=list)
+    awaiting_turn: ChatMessage | None = None
+
+    def append(self, message: ChatMessage) -> None:
+        self.messages.append(message)
+        self.awaiting_turn = None
+
+
+def to_chat_messages(
+    instructions: str | None, items: list[Item], *, send_reasoning: bool = True
+) -> list[ChatMessage]:
+    """Build the chat `messages` list for `instructions` followed by the input `items`.
+
+    Without `send_reasoning` (an upstream that rejects the field), reasoning items are left
+    out.
+    """
+    transcript = _Transcript()
     if instructions:
-        messages.append({"role": "system", "content": instructions})
+        transcript.append({"role": "system", "content": instructions})
     for item in items:
-        handler = _ITEM_HANDLERS.get(item.get("type", ""))
-        # Item types without a handler (reasoning, mcp_call, ...) have no chat equivalent
-        # yet; dropping them keeps the rest of the conversation usable.
+        kind = item.get("type", "")
+        if kind == "reasoning" and not send_reasoning:
+            continue
+        handler = _ITEM_HANDLERS.get(kind)
+        # Item types without a handler (mcp_list_tools, ...) have no chat equivalent;
+        # dropping them keeps the rest of the conversation usable.
         if handler is not None:
-            handler(messages, item)
-    return messages
+            handler(transcript, item)
+    return transcript.messages
 
 
-def _append_message(messages: list[ChatMessage], item: Item) -> None:
+def _append_reasoning(transcript: _Transcript, item: Item) -> None:
+    text = reasoning_text(item)
+    if not text:
+        return  # a summary alone is not the model's reasoning: nothing to carry
+    if transcript.awaiting_turn is not None:
+        # Several reasoning items in one turn: one message holds their thoughts in order.
+        transcript.awaiting_turn[REASONING_KEY] += "\n\n" + text
+        return
+    # The turn's assistant message, with no text yet; a lone reasoning item leaves it so.
+    opened = {"role": "assistant", "content": "", REASONING_KEY: text}
+    transcript.append(opened)
+    transcript.awaiting_turn = opened
+
+
+def _append_message(transcript: _Transcript, item: Item) -> None:
     role = item.get("role", "user")
-    messages.append(
-        {
-            "role": _CHAT_ROLE_BY_RESPONSES_ROLE.get(role, role),
-            "content": message_content(item.get("content")),
-        }
-    )
+    chat_role = _CHAT_ROLE_BY_RESPONSES_ROLE.get(role, role)
+    content = message_content(item.get("content"))
+    if chat_role == "assistant" and transcript.awaiting_turn is not None:
+        # The text of the turn whose reasoning came just before.
+        transcript.awaiting_turn["content"] = content
+        transcript.awaiting_turn = None
+        return
+    transcript.append({"role": chat_role, "content": content})
 
 
 def message_content(content: str | list[Part] | None) -> str | list[JsonObject]:
@@ -101,7 +149,7 @@ def _part_text(part: Part) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _append_function_call(messages: list[ChatMessage], item: Item) -> None:
+def _append_function_call(transcript: _Transcript, item: Item) -> None:
     tool_call = {
         "id": item["call_id"],
         "type": "function",
@@ -110,14 +158,19 @@ def _append_function_call(messages: list[ChatMessage], item: Item) -> None:
     # Chat models express parallel calls as several tool_calls on ONE assistant message, and
     # text followed by calls as one message with both; so a call joins the assistant message
     # just before it (either a prior call of the same run or the text of the same turn).
+    # A reasoning item before them opened that message.
+    messages = transcript.messages
     if messages and messages[-1].get("role") == "assistant":
+        if transcript.awaiting_turn is not None:
+            transcript.awaiting_turn["content"] = None  # calls only, as chat models send them
+            transcript.awaiting_turn = None
         messages[-1].setdefault("tool_calls", []).append(tool_call)
         return
-    messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+    transcript.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
 
 
-def _append_function_call_output(messages: list[ChatMessage], item: Item) -> None:
-    messages.append(
+def _append_function_call_output(transcript: _Transcript, item: Item) -> None:
+    transcript.append(
         {
             "role": "tool",
             "tool_call_id": item["call_id"],
@@ -126,16 +179,16 @@ def _append_function_call_output(messages: list[ChatMessage], item: Item) -> Non
     )
 
 
-def _append_mcp_call(messages: list[ChatMessage], item: Item) -> None:
+def _append_mcp_call(transcript: _Transcript, item: Item) -> None:
     # One Responses item holds both the call and its result; chat needs both messages.
     call = {"call_id": item["id"], "name": item["name"], "arguments": item.get("arguments", "")}
-    _append_function_call(messages, call)
+    _append_function_call(transcript, call)
     error = item.get("error")
     if error is not None:
         content = json.dumps({"error": mcp_error_text(error)})
     else:
         content = item.get("output") or ""
-    messages.append({"role": "tool", "tool_call_id": item["id"], "content": content})
+    transcript.append({"role": "tool", "tool_call_id": item["id"], "content": content})
 
 
 def tool_output_text(output: str | list[Part] | None) -> str:
@@ -153,4 +206,5 @@ _ITEM_HANDLERS: dict[str, ItemHandler] = {
     "function_call": _append_function_call,
     "function_call_output": _append_function_call_output,
     "mcp_call": _append_mcp_call,
+    "reasoning": _append_reasoning,
 }

@@ -1,0 +1,73 @@
+"""The input items that need the store or the keys before a request is accepted: item
+references become the items they name, sealed reasoning is opened.
+
+Both happen once, at the door, and the row keeps the result: a conversation continued
+later reads the items as they were resolved, even after the referenced response is deleted
+or the key that sealed a blob has been retired.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from app import ids
+from app.engine.errors import RequestError
+from app.engine.sealing import BrokenSeal, KeyRing
+from app.shapes import Item
+
+
+class ItemFinder(Protocol):
+    async def find_item(self, owner: str, item_id: str) -> Item | None:
+        """The item with this id in the input or output of one of the owner's responses."""
+        ...
+
+
+async def resolve_input(
+    items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing
+) -> list[Item]:
+    """`items` with every `item_reference` replaced by the item it names and every sealed
+    reasoning item opened; a 400 naming `input[i]...` when either cannot be done."""
+    resolved = []
+    for index, item in enumerate(items):
+        where = f"input[{index}]"
+        if item["type"] == "item_reference":
+            item = await _referenced(item["id"], owner, finder, where)
+        elif item["type"] == "reasoning" and "encrypted_content" in item:
+            item = await _opened(item, owner, keys, where)
+        resolved.append(item)
+    return resolved
+
+
+async def _referenced(item_id: str, owner: str, finder: ItemFinder, where: str) -> Item:
+    # An id Ferry could not have stored is not looked up (nor echoed back).
+    found = await finder.find_item(owner, item_id) if ids.is_well_formed(item_id) else None
+    if found is None:
+        shown = f" '{item_id}'" if ids.is_well_formed(item_id) else ""
+        raise RequestError(f"Item with id{shown} not found.", param=f"{where}.id")
+    return found
+
+
+async def _opened(item: Item, owner: str, keys: KeyRing, where: str) -> Item:
+    """The reasoning item with the text its blob seals as its `content`."""
+    blob: str = item["encrypted_content"]
+    sealer = await keys.sealer()
+    try:
+        opened = sealer.open(owner, blob)
+        if item["id"] is not None and item["id"] != opened.item_id:
+            raise BrokenSeal("sealed for another reasoning item")
+    except BrokenSeal:
+        raise RequestError(
+            f"The encrypted content {_abridged(blob)}could not be verified.",
+            param=f"{where}.encrypted_content",
+            code="invalid_encrypted_content",
+        ) from None
+    # The sealed text wins over a `content` sent with it: it is what the model thought.
+    content = [{"type": "reasoning_text", "text": opened.text}]
+    return {**item, "id": opened.item_id, "content": content}
+
+
+def _abridged(blob: str) -> str:
+    """The blob as OpenAI quotes one it refuses, its first and last four characters (and a
+    space), or nothing when it is too short or odd to quote."""
+    quotable = len(blob) > 12 and blob.isascii() and blob.isprintable()
+    return f"{blob[:4]}...{blob[-4:]} " if quotable else ""
