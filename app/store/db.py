@@ -28,6 +28,8 @@ async def _check_unbroken(conn: AsyncConnection) -> None:
         raise psycopg.OperationalError("the connection is closed")
     readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
     if readable:
+        # Closed here, so that the pool discards it rather than taking it back as good.
+        await conn.close()
         raise psycopg.OperationalError("the server closed the connection")
 
 
