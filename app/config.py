@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated API keys clients must send. Empty: the API is open.",
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (CIDR) whose X-Request-Id header "
+        "is honoured, or * for any; empty: request ids are always generated.",
+    )
     host: str = Field(default="127.0.0.1", description="Address the API binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port the API binds.")
     max_body_bytes: int = Field(
@@ -200,6 +205,12 @@ class Settings(BaseSettings):
             checks.http_url(prefix)
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        checks.networks(_comma_list(value))
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level_known(cls, value: str) -> str:
@@ -229,6 +240,10 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(_comma_list(self.api_keys))
+
+    @property
+    def trusted_proxy_networks(self) -> checks.Networks:
+        return checks.networks(_comma_list(self.trusted_proxies))
 
 
 def _comma_list(value: str) -> list[str]:

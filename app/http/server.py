@@ -16,13 +16,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from app.config import Settings
 from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.runtime import Role, open_runtime
 from app.http import errors
+from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
+from app.setting_checks import Networks
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,16 @@ class FerryServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
+class FerryApp(Starlette):
+    """Starlette, with request ids given outside everything else — starlette's own error
+    middleware included — so that a 500 carries its id too."""
+
+    trusted_proxies: Networks = ()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack(), self.trusted_proxies)
+
+
 def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -62,7 +75,7 @@ def build_app(settings: Settings) -> Starlette:
             finally:
                 await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
 
-    return Starlette(
+    app = FerryApp(
         routes=[Route("/health", health), *routes],
         lifespan=lifespan,
         exception_handlers={
@@ -73,6 +86,8 @@ def build_app(settings: Settings) -> Starlette:
             Exception: errors.on_unexpected,
         },
     )
+    app.trusted_proxies = settings.trusted_proxy_networks
+    return app
 
 
 async def _drain(tasks: set[asyncio.Task[object]], timeout_s: float) -> None:

@@ -32,6 +32,7 @@ def refusal(given: dict[str, str] | None = None, **environment: str) -> list[str
         ("UPSTREAM_BASE_URL", "localhost:8000/v1", "not an http:// or https:// URL"),
         ("UPSTREAM_BASE_URL", "http://host:port/v1", "port is not a number"),
         ("MCP_ALLOWED_URLS", "http://ok/,ftp://no/", "not an http:// or https:// URL"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "'proxy.local' is not an IP address"),
         ("LOG_LEVEL", "LOUD", "not a log level"),
         ("RECOVERY_INTERVAL_S", "60", "less than or equal to 59"),
     ],
@@ -89,6 +90,14 @@ def test_upstream_url_loses_its_trailing_slash() -> None:
     assert Settings(upstream_base_url="http://vllm:8000/v1/").upstream_base_url == (
         "http://vllm:8000/v1"
     )
+
+
+def test_trusted_proxies_are_networks_or_anyone() -> None:
+    assert Settings().trusted_proxy_networks == ()
+    assert Settings(trusted_proxies="*").trusted_proxy_networks is None
+    networks = Settings(trusted_proxies="127.0.0.1, 10.0.0.0/8").trusted_proxy_networks
+    assert networks is not None
+    assert [str(network) for network in networks] == ["127.0.0.1/32", "10.0.0.0/8"]
 
 
 # --------------------------------------------------------------------------- TOOLS_FILE
