@@ -5,6 +5,7 @@ as `python -m worker`). See README.md, Commands.
     ferry worker                    a worker: runs background and flex responses
     ferry migrate                   applies pending migrations and exits
     ferry dev                       a local run: database, demo upstream, worker and API
+    ferry keys create|list|revoke   API keys kept in the database
 
 Every setting a command reads is also an option of it (`--upstream-timeout-s 30` for
 UPSTREAM_TIMEOUT_S), and the settings are checked before anything starts: a bad value is one
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from app import key_commands
 from app.config import Settings
 from app.logs import configure_logging
 from app.setting_options import add_setting_options, given_settings, load_settings, refuse
@@ -143,6 +145,13 @@ COMMANDS = (
         _run_dev,
         ALL_SETTINGS,
         needs_database=False,
+    ),
+    Command(
+        "keys",
+        "API keys kept in the database: create, list, revoke",
+        key_commands.run,
+        DATABASE_SETTINGS,
+        add_arguments=key_commands.add_arguments,
     ),
 )
 

@@ -23,6 +23,7 @@ from app import ids
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, RequestError
 from app.engine.events import EventSink
+from app.engine.key_limits import admit_response
 from app.engine.loop import HAND_BACK
 from app.engine.request import CreateResponseRequest
 from app.engine.resource import ResponseObject, response_object
@@ -65,6 +66,8 @@ class Submission:
     request: CreateResponseRequest
     items: list[Item]
     idempotency: Idempotency | None = None
+    # The caller's key's limit on its owner's queued and running responses; None: none.
+    max_running: int | None = None
 
     @property
     def deferred(self) -> bool:
@@ -127,6 +130,7 @@ class ApiSide:
                 lease_owner=self.runtime.instance_id,
             )
             async with self.store.transaction() as conn:
+                await self._admit_owner(submission, conn)
                 stored = await self.store.insert(new, conn)
                 await self._claim(submission, stored.id, conn)
         except BaseException:
@@ -186,6 +190,7 @@ class ApiSide:
         else:
             await self._admit_background(submission.owner)
         async with self.store.transaction() as conn:
+            await self._admit_owner(submission, conn)
             new = self._new_row(submission, status=ResponseStatus.QUEUED)
             stored = await self.store.insert(new, conn)
             await self._claim(submission, stored.id, conn)
@@ -205,6 +210,9 @@ class ApiSide:
         total, mine = await self.store.count_queued_background(owner)
         if total >= self.settings.max_queued_background or mine >= self.settings.max_queued_per_key:
             raise Busy("Too many background responses are queued; retry later.", retry_after_s=5)
+
+    async def _admit_owner(self, submission: Submission, conn: AsyncConnection) -> None:
+        await admit_response(self.runtime.keys, submission.owner, submission.max_running, conn)
 
     async def _admit_flex(self) -> None:
         depth = await self.store.queue_depth(FLEX_QUEUE)

@@ -27,6 +27,7 @@ from app.engine.chat.client import UpstreamClient
 from app.engine.loop import ResponseLoop
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.registry import ToolRegistry, load_tools
+from app.store.api_keys import KeyStore
 from app.store.db import create_pool
 from app.store.notify import EventNotifier
 from app.store.queue import JobQueue, create_job_app
@@ -47,6 +48,7 @@ class Runtime:
     pool: AsyncConnectionPool
     store: ResponseStore  # for requests: a connection within DB_POOL_TIMEOUT_S, or 503
     run_store: ResponseStore  # for running responses: waits up to DB_RUN_WAIT_S
+    keys: KeyStore  # API keys kept in the database, and their owners' counters
     job_app: procrastinate.App
     jobs: JobQueue
     notifier: EventNotifier
@@ -91,6 +93,7 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
             notifier=notifier,
             tools=tools,
             run_store=run_store,
+            keys=KeyStore(pool),
             loop=ResponseLoop(
                 run_store,
                 upstream,

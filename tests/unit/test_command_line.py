@@ -29,7 +29,7 @@ def test_the_ferry_script_is_the_command_line() -> None:
 
 def test_ferry_has_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     text = help_of(capsys)
-    for name in ("serve", "worker", "migrate", "dev"):
+    for name in ("serve", "worker", "migrate", "dev", "keys"):
         assert f" {name} " in text
 
 
@@ -45,6 +45,9 @@ def test_every_setting_has_a_description() -> None:
         ([], "worker", ALL_SETTINGS),  # python -m worker
         (["dev"], None, ALL_SETTINGS),
         (["migrate"], None, DATABASE_SETTINGS),
+        (["keys", "create"], None, DATABASE_SETTINGS),
+        (["keys", "list"], None, DATABASE_SETTINGS),
+        (["keys", "revoke"], None, DATABASE_SETTINGS),
     ],
 )
 def test_help_lists_each_setting_with_its_variable(
@@ -64,6 +67,9 @@ def test_help_lists_each_setting_with_its_variable(
 
 def test_commands_keep_their_own_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--no-migrate" in help_of(capsys, "serve")
+    text = help_of(capsys, "keys", "create")
+    for option in ("--name", "--expires", "--max-concurrent-responses", "--max-requests-per-"):
+        assert option in text
 
 
 def test_options_become_settings_and_old_spellings_still_work() -> None:
@@ -77,4 +83,10 @@ def test_options_become_settings_and_old_spellings_still_work() -> None:
 
 
 def test_each_command_is_one_of_ferrys() -> None:
-    assert sorted(command.name for command in COMMANDS) == ["dev", "migrate", "serve", "worker"]
+    assert sorted(command.name for command in COMMANDS) == [
+        "dev",
+        "keys",
+        "migrate",
+        "serve",
+        "worker",
+    ]
