@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app import setting_checks as checks
+from app.tools_file import read_tools_file
 
 #: Where the bundled demo upstream listens when `UPSTREAM_BASE_URL` is unset in `dev`.
 DEMO_UPSTREAM_PORT = 8099
+
+#: Settings whose values may hold secrets (a database URL may carry a password): never
+#: echoed in an error message.
+SECRET_SETTINGS = frozenset({"database_url", "upstream_api_key", "api_keys"})
+#: Settings read from the environment only, never from a command-line option, which any
+#: user of the machine sees in `ps`.
+ENVIRONMENT_ONLY_SETTINGS = frozenset({"upstream_api_key", "api_keys"})
 
 
 class Settings(BaseSettings):
@@ -18,8 +29,12 @@ class Settings(BaseSettings):
         default="",
         description="Postgres URL. Empty: `dev` starts an embedded Postgres under ./.ferry/.",
     )
-    db_pool_min_size: int = Field(default=1, ge=0)
-    db_pool_max_size: int = Field(default=10, ge=1)
+    db_pool_min_size: int = Field(
+        default=1, ge=0, description="Connections each process keeps open."
+    )
+    db_pool_max_size: int = Field(
+        default=10, ge=1, description="Most connections each process opens."
+    )
     db_pool_timeout_s: float = Field(
         default=5.0, gt=0, description="Longest wait for a database connection; then 503."
     )
@@ -39,7 +54,9 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(
         default=300.0, gt=0, description="Read timeout for the upstream stream, in seconds."
     )
-    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Connect (and write) timeout to the upstream, in seconds."
+    )
     upstream_max_connections: int = Field(
         default=512,
         ge=1,
@@ -56,10 +73,19 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated API keys clients must send. Empty: the API is open.",
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    log_level: str = "INFO"
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (CIDR) whose X-Request-Id header "
+        "is honoured, or * for any; empty: request ids are always generated.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API binds.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port the API binds.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+    )
+    log_level: str = Field(
+        default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    )
 
     sse_keepalive_s: float = Field(
         default=15.0, gt=0, description="Interval of SSE comment keep-alives while idle."
@@ -175,13 +201,58 @@ class Settings(BaseSettings):
         gt=0,
         description="A job running longer than this is stopped and its response failed.",
     )
-    worker_concurrency: int = Field(default=4, ge=1)
-    worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    worker_concurrency: int = Field(default=4, ge=1, description="Jobs a worker runs at once.")
+    worker_shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="Grace period for running jobs when a worker is stopped."
+    )
+
+    # Checked when the settings are loaded, so that a bad value stops the process as it
+    # starts, naming the variable, instead of failing the first request that needs it.
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str) -> str:
+        return checks.database_url(value) if value else value
 
     @field_validator("upstream_base_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _upstream_url_parses(cls, value: str) -> str:
+        return checks.http_url(value).rstrip("/") if value else value
+
+    @field_validator("mcp_allowed_urls")
+    @classmethod
+    def _mcp_prefixes_parse(cls, value: str) -> str:
+        for prefix in _comma_list(value):
+            checks.http_url(prefix)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        checks.networks(_comma_list(value))
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_known(cls, value: str) -> str:
+        return checks.log_level(value)
+
+    @field_validator("tools_file")
+    @classmethod
+    def _tools_file_usable(cls, value: str) -> str:
+        if value:
+            read_tools_file(value)  # raises, saying which tool and field is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _pool_sizes_agree(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise PydanticCustomError(
+                "pool_sizes",
+                "DB_POOL_MIN_SIZE ({low}) is more than DB_POOL_MAX_SIZE ({high})",
+                {"low": self.db_pool_min_size, "high": self.db_pool_max_size},
+            )
+        return self
 
     @property
     def reasoning_key_list(self) -> list[str]:
@@ -189,11 +260,19 @@ class Settings(BaseSettings):
 
     @property
     def mcp_allowed_prefixes(self) -> list[str]:
-        return [p.strip() for p in self.mcp_allowed_urls.split(",") if p.strip()]
+        return _comma_list(self.mcp_allowed_urls)
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        return frozenset(_comma_list(self.api_keys))
+
+    @property
+    def trusted_proxy_networks(self) -> checks.Networks:
+        return checks.networks(_comma_list(self.trusted_proxies))
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,9 +91,11 @@ def _example(base_url: str, api_key: str | None) -> str:
     )
 
 
-def run_dev(settings: Settings, *, port: int | None) -> int:
+def run_dev(settings: Settings, *, given: Mapping[str, str]) -> int:
+    """Run everything until Ctrl-C; `given` are the settings given as options, passed on to
+    the children as the environment variables they stand for."""
     stop = _StopFlag()
-    env = dict(os.environ)
+    env = {**os.environ, **{name.upper(): value for name, value in given.items()}}
     procs: list[subprocess.Popen[bytes]] = []
     pg_handle: PostgresServer | None = None
     try:
@@ -109,7 +112,7 @@ def run_dev(settings: Settings, *, port: int | None) -> int:
             if not _wait_until_ready(f"{env['UPSTREAM_BASE_URL']}/models", demo, stop):
                 return 0 if stop.set else _failed("the demo upstream did not start")
         procs.append(_start("worker", ["-m", "worker"], env))
-        api_port = port or settings.port
+        api_port = settings.port
         api = _start("api", ["-m", "app", "serve", "--no-migrate", "--port", str(api_port)], env)
         procs.append(api)
         base_url = f"http://{settings.host}:{api_port}"

@@ -1,7 +1,7 @@
 """Structured logging: one JSON object a line when not on a terminal, readable text on one.
 
-Every record carries the current response id (from a context variable) when there is one.
-Records never include API keys: code logs owner digests, not keys.
+Every record carries the current request id and response id (from context variables) when
+there are ones. Records never include API keys: code logs owners, not keys.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 current_response_id: ContextVar[str | None] = ContextVar("current_response_id", default=None)
+# Set for the time an API request is served (app.http.request_ids).
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+# What every record carries from the context it was written in, when set.
+_CONTEXT = (("request_id", current_request_id), ("response_id", current_response_id))
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged
 # (except uvicorn's `color_message`, a terminal-coloured copy of the message).
@@ -24,9 +29,10 @@ _STANDARD_ATTRS = frozenset(
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
     fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
-    response_id = current_response_id.get()
-    if response_id and "response_id" not in fields:
-        fields["response_id"] = response_id
+    for name, variable in _CONTEXT:
+        value = variable.get()
+        if value and name not in fields:
+            fields[name] = value
     return fields
 
 

@@ -24,6 +24,7 @@ from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
 from app.engine.input_resolution import resolve_input
+from app.engine.key_limits import admit_response
 from app.engine.loop import HAND_BACK
 from app.engine.refusals import refused_blocking_create
 from app.engine.request import CreateResponseRequest
@@ -68,6 +69,8 @@ class Submission:
     request: CreateResponseRequest
     items: list[Item]
     idempotency: Idempotency | None = None
+    # The caller's key's limit on its owner's queued and running responses; None: none.
+    max_running: int | None = None
 
     @property
     def service_tier(self) -> str:
@@ -136,10 +139,11 @@ class ApiSide:
                 status=ResponseStatus.IN_PROGRESS,
                 lease_owner=self.runtime.instance_id,
             )
-            if submission.idempotency is None:
+            if submission.idempotency is None and submission.max_running is None:
                 stored = await self.store.insert(new)  # one statement: no BEGIN and COMMIT
             else:
                 async with self.store.transaction() as conn:
+                    await self._admit_owner(submission, conn)
                     stored = await self.store.insert(new, conn)
                     await self._claim(submission, stored.id, conn)
         except BaseException:
@@ -198,6 +202,7 @@ class ApiSide:
         else:
             await self._admit_background(submission.owner)
         async with self.store.transaction() as conn:
+            await self._admit_owner(submission, conn)
             new = self._new_row(submission, status=ResponseStatus.QUEUED)
             stored = await self.store.insert(new, conn)
             await self._claim(submission, stored.id, conn)
@@ -218,6 +223,9 @@ class ApiSide:
         if total >= self.settings.max_queued_background or mine >= self.settings.max_queued_per_key:
             raise Busy("Too many background responses are queued; retry later.", retry_after_s=5)
 
+    async def _admit_owner(self, submission: Submission, conn: AsyncConnection) -> None:
+        await admit_response(self.runtime.api_keys, submission.owner, submission.max_running, conn)
+
     async def _admit_flex(self) -> None:
         depth = await self.store.queue_depth(FLEX_QUEUE)
         if depth >= self.settings.flex_max_queue_depth:
@@ -235,7 +243,7 @@ class ApiSide:
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
         await self._check_previous(submission.owner, request.previous_response_id)
         items = await resolve_input(
-            submission.items, submission.owner, self.store, self.runtime.keys
+            submission.items, submission.owner, self.store, self.runtime.sealing_keys
         )
         return dataclasses.replace(submission, items=items)
 
@@ -303,7 +311,7 @@ class ApiSide:
     async def present(self, stored: StoredResponse) -> ResponseObject:
         """The Response object of a row: its final output, or what its steps hold so far,
         each item shown as the request asked (sealed reasoning)."""
-        view = await self.runtime.keys.view_for(stored.request, stored.owner)
+        view = await self.runtime.sealing_keys.view_for(stored.request, stored.owner)
         if stored.is_terminal and stored.output is not None:
             return response_object(stored, shown(stored.output, view))
         steps = await self.store.steps(stored.id)
@@ -407,7 +415,7 @@ class ApiSide:
         log.info("response deleted", extra={"response_id": response_id})
 
     async def _end(self, stored: StoredResponse) -> StoredResponse:
-        view = await self.runtime.keys.view_for(stored.request, stored.owner)
+        view = await self.runtime.sealing_keys.view_for(stored.request, stored.owner)
         return await end_from_outside(
             self.store, self.runtime.jobs, stored, status=ResponseStatus.CANCELLED, view=view
         )

@@ -29,6 +29,7 @@ from app.engine.loop import ResponseLoop
 from app.engine.sealing import KeyRing
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.registry import ToolRegistry, load_tools
+from app.store.api_keys import KeyStore
 from app.store.db import create_pool
 from app.store.notify import EventNotifier
 from app.store.queue import JobQueue, create_job_app
@@ -49,11 +50,12 @@ class Runtime:
     pool: AsyncConnectionPool
     store: ResponseStore  # for requests: a connection within DB_POOL_TIMEOUT_S, or 503
     run_store: ResponseStore  # for running responses: waits up to DB_RUN_WAIT_S
+    api_keys: KeyStore  # API keys kept in the database, and their owners' counters
     job_app: procrastinate.App
     jobs: JobQueue
     notifier: EventNotifier
     tools: ToolRegistry
-    keys: KeyRing  # seals and opens reasoning (`encrypted_content`)
+    sealing_keys: KeyRing  # seals and opens reasoning (`encrypted_content`)
     loop: ResponseLoop
 
 
@@ -83,7 +85,7 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
         # Running work is patient: under a burst its writes queue for a connection rather
         # than fail the response, while requests still get a quick 503 in an outage.
         run_store = ResponseStore(pool, wait_s=settings.db_run_wait_s)
-        keys = KeyRing(settings.reasoning_key_list, store)
+        sealing_keys = KeyRing(settings.reasoning_key_list, store)
         yield Runtime(
             settings=settings,
             role=role,
@@ -95,13 +97,14 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
             notifier=notifier,
             tools=tools,
             run_store=run_store,
-            keys=keys,
+            sealing_keys=sealing_keys,
+            api_keys=KeyStore(pool),
             loop=ResponseLoop(
                 run_store,
                 upstream,
                 settings,
                 tools=tools,
                 tool_runner=tool_runner,
-                keys=keys,
+                keys=sealing_keys,
             ),
         )

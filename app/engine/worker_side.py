@@ -73,7 +73,7 @@ class WorkerSide:
         asked (sealed reasoning); the log as it is now."""
         logged = await self.store.events_after(stored.id, -1)
         closing = closing_events(logged)
-        view = await self.runtime.keys.view_for(stored.request, stored.owner)
+        view = await self.runtime.sealing_keys.view_for(stored.request, stored.owner)
         for event in closing:
             if event["type"] == "response.output_item.done":
                 event["item"] = view(event["item"])
@@ -143,7 +143,7 @@ class WorkerSide:
         stored = await self.store.get_any_owner(response_id)
         if stored is not None and not stored.is_terminal:
             error: ErrorInfo = {"code": code, "message": message}
-            view = await self.runtime.keys.view_for(stored.request, stored.owner)
+            view = await self.runtime.sealing_keys.view_for(stored.request, stored.owner)
             await end_from_outside(
                 self.store, self.jobs, stored, status=ResponseStatus.FAILED, error=error, view=view
             )

@@ -40,12 +40,13 @@ def _service(request: Request) -> ApiSide:
     return service
 
 
-def _owner(request: Request) -> str:
-    return authenticate(request, request.app.state.settings.api_key_set)
+async def _owner(request: Request) -> str:
+    return (await authenticate(request)).owner
 
 
 async def create_response(request: Request) -> Response:
-    owner = _owner(request)
+    caller = await authenticate(request)
+    owner = caller.owner
     settings = request.app.state.settings
     body = await read_json(request, settings.max_body_bytes)
     create, items = parse_create_request(body)
@@ -60,7 +61,9 @@ async def create_response(request: Request) -> Response:
     earlier = await service.find_by_idempotency(owner, idempotency)
     if earlier is None:
         try:
-            submission = Submission(owner, create, items, idempotency)
+            submission = Submission(
+                owner, create, items, idempotency, max_running=caller.max_running
+            )
             return await _create(request, service, submission)
         except KeyTaken:  # a concurrent twin claimed the key first: answer with its response
             earlier = await service.find_by_idempotency(owner, idempotency)
@@ -249,7 +252,7 @@ def _goodbye(stored: StoredResponse, sequence_number: int, code: str = "server_s
 
 
 async def get_response(request: Request) -> Response:
-    owner = _owner(request)
+    owner = await _owner(request)
     service = _service(request)
     # Checked as on create; what a response shows was settled by its create's `include`.
     check_include(query_list(request, "include"))
@@ -261,20 +264,20 @@ async def get_response(request: Request) -> Response:
 
 
 async def cancel_response(request: Request) -> Response:
-    owner = _owner(request)
+    owner = await _owner(request)
     cancelled = await _service(request).cancel(owner, request.path_params["response_id"])
     return JSONResponse(cancelled)
 
 
 async def delete_response(request: Request) -> Response:
-    owner = _owner(request)
+    owner = await _owner(request)
     response_id = request.path_params["response_id"]
     await _service(request).delete(owner, response_id)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
 
 async def list_input_items(request: Request) -> Response:
-    owner = _owner(request)
+    owner = await _owner(request)
     check_include(query_list(request, "include"))
     page = await _service(request).input_items(
         owner,

@@ -16,13 +16,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from app.config import Settings
 from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
+from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
 from app.http import errors
+from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
+from app.setting_checks import Networks
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,16 @@ class FerryServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
+class FerryApp(Starlette):
+    """Starlette, with request ids given outside everything else — starlette's own error
+    middleware included — so that a 500 carries its id too."""
+
+    trusted_proxies: Networks = ()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack(), self.trusted_proxies)
+
+
 def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -52,17 +66,17 @@ def build_app(settings: Settings) -> Starlette:
             app.state.settings = settings
             app.state.service = ApiSide(runtime)
             app.state.inline_tasks = set()
-            if settings.api_key_set:
-                log.info("API keys required", extra={"keys": len(settings.api_key_set)})
-            else:
-                log.warning("API_KEYS is unset: the API is open to anyone who can reach it")
+            keys = app.state.keys = KeyBook(runtime.api_keys)
+            runtime.notifier.follow_keys(keys)
+            await _say_who_may_call(settings, keys)
             log.info("api ready", extra={"upstream": settings.upstream_base_url})
             try:
                 yield
             finally:
                 await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
+                await keys.close()
 
-    return Starlette(
+    app = FerryApp(
         routes=[Route("/health", health), *routes],
         lifespan=lifespan,
         exception_handlers={
@@ -73,6 +87,28 @@ def build_app(settings: Settings) -> Starlette:
             Exception: errors.on_unexpected,
         },
     )
+    app.trusted_proxies = settings.trusted_proxy_networks
+    return app
+
+
+async def _say_who_may_call(settings: Settings, keys: KeyBook) -> None:
+    try:
+        kept = await keys.any_keys()
+    except psycopg.Error:
+        # Not migrated yet (`serve --no-migrate` before `migrate`), or no database: each
+        # request asks again.
+        log.warning("could not read the API keys table", exc_info=True)
+        return
+    if settings.api_key_set or kept:
+        log.info(
+            "API keys required",
+            extra={"keys": len(settings.api_key_set), "database_keys": kept},
+        )
+    else:
+        log.warning(
+            "API_KEYS is unset and no key was made with `ferry keys create`: the API is open "
+            "to anyone who can reach it"
+        )
 
 
 async def _drain(tasks: set[asyncio.Task[object]], timeout_s: float) -> None:
