@@ -24,8 +24,9 @@ from app.http.auth import authenticate
 from app.http.body import read_json
 from app.http.errors import GatewayTimeout
 from app.http.query import query_bool, query_choice, query_int, query_list
-from app.http.sse import KEEPALIVE, SSE_HEADERS, frame
+from app.http.sse import DONE, KEEPALIVE, SSE_HEADERS, frame
 from app.logs import current_response_id
+from app.shapes import Event
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.rows import StoredResponse
 
@@ -153,7 +154,12 @@ def _tail_frames(service: ApiSide, stored: StoredResponse, *, after: int) -> Asy
 
     async def frames() -> AsyncIterator[bytes]:
         async for event in events:
-            yield KEEPALIVE if event is None else frame(event)
+            if event is None:
+                yield KEEPALIVE
+            elif event["type"] in TERMINAL_EVENT_TYPES:
+                yield frame(event) + DONE
+            else:
+                yield frame(event)
 
     return frames()
 
@@ -178,11 +184,11 @@ async def _held_frames(
                 f"Response {stored.id} did not finish within {settings.flex_timeout_s:g}s;"
                 " it keeps running: retrieve it later."
             )
-            yield frame(error_event(0, "timeout", message))
+            yield frame(error_event(0, "timeout", message)) + DONE
             return
         yield KEEPALIVE
-    for event in replay_events(await service.present(final)):
-        yield frame(event)
+    replayed = replay_events(await service.present(final))
+    yield b"".join(frame(event) for event in replayed) + DONE
 
 
 def _start_inline(
@@ -208,7 +214,7 @@ async def _stream_inline(
     """
     keepalive_s = service.settings.sse_keepalive_s
     next_number = 0
-    ended = False
+    ended = handed_back = False
     # One waiter per stream (not per event) wakes the writer when the server starts to stop.
     stop_waiter = asyncio.ensure_future(service.stopping.wait())
     stop_waiter.add_done_callback(lambda _: sink.wake())
@@ -219,12 +225,13 @@ async def _stream_inline(
                 # The server is going down: the run is left to a worker (its lease will
                 # lapse), and the client is told where to find the result.
                 task.cancel(HAND_BACK)
+                handed_back = True
                 yield _goodbye(stored, next_number)
                 return
             if events:
                 next_number = events[-1]["sequence_number"] + 1
                 ended = events[-1]["type"] in TERMINAL_EVENT_TYPES
-                yield b"".join(frame(event) for event in events)
+                yield b"".join(frame(event) for event in events) + (DONE if ended else b"")
             elif sink.closed:
                 break
             else:
@@ -233,22 +240,27 @@ async def _stream_inline(
             yield _goodbye(stored, next_number, code="server_error")
     finally:
         stop_waiter.cancel()
-        if not task.done():
+        # Cancelled once only: a second cancel would lose the hand-back's message.
+        if not task.done() and not handed_back:
             log.info(
                 "client disconnected; cancelling the response", extra={"response_id": stored.id}
             )
             task.cancel()
 
 
-def _goodbye(stored: StoredResponse, sequence_number: int, code: str = "server_shutdown") -> bytes:
-    """The last frame of a stream this process cannot carry on: it is shutting down, or the
+def goodbye_event(stored: StoredResponse, sequence_number: int, code: str) -> Event:
+    """The last event of a stream this process cannot carry on: it is shutting down, or the
     run stopped without recording an ending here."""
     cause = "is shutting down" if code == "server_shutdown" else "could not finish it"
     message = (
         f"The server {cause}; the response goes on elsewhere: retrieve it with "
         f"GET /v1/responses/{stored.id}."
     )
-    return frame(error_event(sequence_number, code, message))
+    return error_event(sequence_number, code, message)
+
+
+def _goodbye(stored: StoredResponse, sequence_number: int, code: str = "server_shutdown") -> bytes:
+    return frame(goodbye_event(stored, sequence_number, code)) + DONE
 
 
 async def get_response(request: Request) -> Response:

@@ -7,6 +7,9 @@ import orjson
 from app.shapes import Event
 
 KEEPALIVE = b": keep-alive\n\n"
+#: The last frame of every stream Ferry ends: the specification's terminal `[DONE]`, after
+#: the terminal event (the SDK stops reading there too).
+DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

@@ -9,9 +9,14 @@ from typing import Any
 
 import httpx
 
+from app.statuses import TERMINAL_EVENT_TYPES
 from tests.support.event_types import message_events
 
 STREAM_BOUND_S = 90.0
+DONE = "[DONE]"
+#: What a stream's last event may be before its `[DONE]`: a terminal event, or an `error`
+#: that ends it (a shutdown, a flex timeout).
+STREAM_END_TYPES = frozenset(TERMINAL_EVENT_TYPES | {"error"})
 
 # The events of a one-message text response, in OpenAI's order (deltas folded into one).
 TEXT_EVENT_ORDER = [
@@ -35,9 +40,13 @@ def iter_frames(
 def frames_from_lines(
     lines: Iterator[str], *, within_s: float = STREAM_BOUND_S
 ) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """The event frames; the `data: [DONE]` that ends a stream is checked (nothing after
+    it, and it follows a last event) and not yielded."""
     deadline = time.monotonic() + within_s
     name: str | None = None
     data: list[str] = []
+    done = False
+    last_type = None
     for line in lines:
         if time.monotonic() > deadline:
             raise AssertionError(f"the stream did not end within {within_s}s")
@@ -48,7 +57,15 @@ def frames_from_lines(
         elif line.startswith("data:"):
             data.append(line[5:].strip())
         elif line == "" and data:
-            yield name, json.loads("\n".join(data))
+            assert not done, "a frame after data: [DONE]"
+            if data == [DONE]:
+                assert name is None, "[DONE] is a data line alone"
+                assert last_type in STREAM_END_TYPES, f"[DONE] after {last_type}"
+                done = True
+            else:
+                event = json.loads("\n".join(data))
+                last_type = event.get("type")
+                yield name, event
             name, data = None, []
 
 
