@@ -102,6 +102,9 @@ def _run_serve(args: argparse.Namespace, settings: Settings) -> None:
         # Bounded graceful shutdown on SIGTERM: open streams get this long to finish.
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         lifespan="on",
+        # WebSocket mode: wsproto, whose refusal of a handshake (401 before the upgrade) is
+        # clean; uvicorn's websockets-sansio logs each one as an error.
+        ws="wsproto",
     )
     # uvicorn re-raises the signal that stopped it once shut down; a requested stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

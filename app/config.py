@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=10.0, gt=0, description="Bound on graceful shutdown of the API on SIGTERM."
     )
+    websocket_connection_limit_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a WebSocket connection on /v1/responses may last (OpenAI's 60 "
+        "minutes); then an error `websocket_connection_limit_reached` and the socket closes.",
+    )
     inline_lease_s: float = Field(
         default=30.0,
         gt=0,

@@ -20,6 +20,8 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from app import ids
+from app.engine.call_outputs import check_call_outputs
+from app.engine.continuation import CARRIED_ITEMS, previous_not_finished, previous_not_found
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
@@ -71,6 +73,9 @@ class Submission:
     idempotency: Idempotency | None = None
     # The caller's key's limit on its owner's queued and running responses; None: none.
     max_running: int | None = None
+    # The conversation before `items`, when it does not come from the previous response's
+    # chain in Postgres: a WebSocket connection remembered it (`app.engine.continuation`).
+    carried: list[Item] | None = None
 
     @property
     def service_tier(self) -> str:
@@ -85,10 +90,15 @@ class Submission:
         return self.request.background or self.service_tier == "flex"
 
 
-def stored_request(request: CreateResponseRequest, items: list[Item]) -> JsonObject:
-    """The request as kept on the row: every parameter, with `input` as normalised items."""
+def stored_request(
+    request: CreateResponseRequest, items: list[Item], carried: list[Item] | None = None
+) -> JsonObject:
+    """The request as kept on the row: every parameter, with `input` as normalised items,
+    and the conversation before them when the row carries it."""
     data = request.model_dump(mode="json", by_alias=True, exclude={"input"})
     data["input"] = items
+    if carried is not None:
+        data[CARRIED_ITEMS] = carried
     return data
 
 
@@ -111,7 +121,7 @@ class ApiSide:
             id=ids.response_id(),
             owner=submission.owner,
             status=status,
-            request=stored_request(request, submission.items),
+            request=stored_request(request, submission.items, submission.carried),
             model=request.model,
             service_tier=submission.service_tier,
             background=request.background,
@@ -241,29 +251,26 @@ class ApiSide:
         request = submission.request
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
-        await self._check_previous(submission.owner, request.previous_response_id)
+        previous = None
+        if submission.carried is None:  # carried: the previous response is not looked up
+            previous = await self.check_previous(submission.owner, request.previous_response_id)
         items = await resolve_input(
             submission.items, submission.owner, self.store, self.runtime.sealing_keys
         )
+        await check_call_outputs(items, submission.carried, previous, self.store)
         return dataclasses.replace(submission, items=items)
 
-    async def _check_previous(self, owner: str, previous_id: str | None) -> None:
+    async def check_previous(self, owner: str, previous_id: str | None) -> StoredResponse | None:
+        """The previous response a create names, which must be the owner's, kept, and
+        ended; None when it names none."""
         if previous_id is None:
-            return
+            return None
         previous = await self.store.get(previous_id, owner)
         if previous is None or not previous.is_kept:  # OpenAI's answer for `store: false` too
-            raise RequestError(
-                f"Previous response with id '{previous_id}' not found.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
+            raise previous_not_found(previous_id)
         if not previous.is_terminal:
-            raise RequestError(
-                f"Previous response with id '{previous_id}' is still {previous.status}; "
-                "wait until it has finished.",
-                param="previous_response_id",
-                code="previous_response_not_finished",
-            )
+            raise previous_not_finished(previous)
+        return previous
 
     # --- running inline --------------------------------------------------------------
 

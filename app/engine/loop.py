@@ -19,6 +19,7 @@ from app.engine.chat.messages import ChatMessage, to_chat_messages
 from app.engine.chat.request import chat_completion_body
 from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
+from app.engine.continuation import carried_items
 from app.engine.cut_items import item_closing_events
 from app.engine.events import Emitter, EventSink, stream_error
 from app.engine.include import wants_logprobs
@@ -325,16 +326,22 @@ class ResponseLoop:
         return turn
 
     async def _conversation(self, stored: StoredResponse) -> list[Item]:
-        """The previous responses' input and output, oldest first, then this input."""
+        """The previous responses' input and output, oldest first, then this input.
+
+        A row that carries the conversation before its input (a WebSocket continuation,
+        `app.engine.continuation`) holds what came before it: the chain stops there.
+        """
         chain: list[StoredResponse] = []
         previous_id = stored.previous_response_id
-        while previous_id:
+        carried = carried_items(stored.request)
+        while previous_id and carried is None:
             previous = await self.store.get(previous_id, stored.owner)
             if previous is None:
                 break  # deleted since this response was accepted: continue without it
             chain.append(previous)
+            carried = carried_items(previous.request)
             previous_id = previous.previous_response_id
-        items: list[Item] = []
+        items: list[Item] = list(carried or [])
         for previous in reversed(chain):
             items.extend(previous.request.get("input") or [])
             items.extend(previous.output or [])

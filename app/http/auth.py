@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from app.config import Settings
 from app.engine.api_keys import is_expired
@@ -43,8 +43,8 @@ def owner_of(api_key: str | None) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:32]
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+def _bearer(connection: HTTPConnection) -> str | None:
+    scheme, _, key = connection.headers.get("authorization", "").partition(" ")
     key = key.strip()
     return key if scheme.lower() == "bearer" and key else None
 
@@ -54,12 +54,13 @@ def _is_env_key(key: str, api_keys: frozenset[str]) -> bool:
     return any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys)
 
 
-async def authenticate(request: Request) -> Caller:
-    """The caller of the request, or 401; a key over its requests-per-minute limit is 429."""
-    settings: Settings = request.app.state.settings
-    book: KeyBook = request.app.state.keys
+async def authenticate(connection: HTTPConnection) -> Caller:
+    """The caller of a request (or of a WebSocket handshake, and of each turn on its
+    socket), or 401; a key over its requests-per-minute limit is 429."""
+    settings: Settings = connection.app.state.settings
+    book: KeyBook = connection.app.state.keys
     api_keys = settings.api_key_set
-    key = _bearer(request)
+    key = _bearer(connection)
     if key is not None and _is_env_key(key, api_keys):
         return Caller(owner=owner_of(key))
     if not api_keys and not await book.any_keys():

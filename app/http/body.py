@@ -36,7 +36,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise too_large
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return decode_json(b"".join(chunks))
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """A request's JSON (a body, a WebSocket message), refused as a 400 unless it is JSON
+    that Postgres can store."""
     try:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:

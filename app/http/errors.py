@@ -79,6 +79,10 @@ class GatewayTimeout(HttpError):
     status_code = 504
 
 
+def error_type(status_code: int) -> str:
+    return _TYPE_BY_STATUS.get(status_code, "invalid_request_error")
+
+
 def error_response(
     status_code: int,
     message: str,
@@ -90,7 +94,7 @@ def error_response(
     envelope = {
         "error": {
             "message": message,
-            "type": _TYPE_BY_STATUS.get(status_code, "invalid_request_error"),
+            "type": error_type(status_code),
             "param": param,
             "code": code,
         }
@@ -112,7 +116,7 @@ def status_of(exc: RequestError) -> int:
     return next(status for kind, status in _STATUS_BY_ERROR if isinstance(exc, kind))
 
 
-def _headers_of(exc: RequestError) -> dict[str, str]:
+def headers_of(exc: RequestError) -> dict[str, str]:
     headers = {}
     if isinstance(exc, Busy | UpstreamRefused) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
@@ -128,7 +132,7 @@ def _headers_of(exc: RequestError) -> dict[str, str]:
 async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
     return error_response(
-        status_of(exc), exc.message, param=exc.param, code=exc.code, headers=_headers_of(exc)
+        status_of(exc), exc.message, param=exc.param, code=exc.code, headers=headers_of(exc)
     )
 
 

@@ -6,6 +6,9 @@ An `X-Request-Id` sent by a proxy the operator trusts (TRUSTED_PROXIES) is kept,
 follows a request through the proxy's logs and Ferry's; from anyone else, or when it does
 not look like an id (1-128 characters: letters, digits and `._:/+=-`), a new one is made.
 
+A WebSocket connection gets one too, in its handshake's reply (accepted or refused), and
+its log lines carry it for the life of the connection.
+
 Pure ASGI rather than starlette's BaseHTTPMiddleware, which would buffer a stream's body.
 """
 
@@ -22,6 +25,8 @@ from app.logs import current_request_id
 from app.setting_checks import Networks
 
 HEADER = "x-request-id"
+# Messages that start an HTTP reply: a request's, or a refused WebSocket handshake's.
+_HEADED = frozenset({"http.response.start", "websocket.http.response.start"})
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}")
 
 
@@ -56,14 +61,17 @@ class RequestIdMiddleware:
         self.trusted = trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(scope, self.trusted)
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in _HEADED:
                 MutableHeaders(scope=message)[HEADER] = request_id
+            elif message["type"] == "websocket.accept":
+                headers = [*message.get("headers", []), (HEADER.encode(), request_id.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         # Tasks the request starts (an inline run) copy the context, and carry the id too.

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from app.config import Settings
@@ -26,6 +26,7 @@ from app.engine.runtime import Role, open_runtime
 from app.http import errors
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
+from app.http.websocket import GOODBYE_TIMEOUT_S, OpenSockets, responses_socket
 from app.setting_checks import Networks
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,14 @@ class FerryServer(uvicorn.Server):
     """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        service = getattr(getattr(self.config.app, "state", None), "service", None)
+        state = getattr(self.config.app, "state", None)
+        service = getattr(state, "service", None)
         if isinstance(service, ApiSide):
             service.stopping.set()
+        # uvicorn closes open WebSockets at once: first let each hand back its turn and say so.
+        open_sockets = getattr(state, "sockets", None)
+        if isinstance(open_sockets, OpenSockets):
+            await open_sockets.wound_up(GOODBYE_TIMEOUT_S)
         await super().shutdown(sockets=sockets)
 
 
@@ -66,6 +72,7 @@ def build_app(settings: Settings) -> Starlette:
             app.state.settings = settings
             app.state.service = ApiSide(runtime)
             app.state.inline_tasks = set()
+            app.state.sockets = OpenSockets()
             keys = app.state.keys = KeyBook(runtime.api_keys)
             runtime.notifier.follow_keys(keys)
             await _say_who_may_call(settings, keys)
@@ -77,7 +84,11 @@ def build_app(settings: Settings) -> Starlette:
                 await keys.close()
 
     app = FerryApp(
-        routes=[Route("/health", health), *routes],
+        routes=[
+            Route("/health", health),
+            *routes,
+            WebSocketRoute("/v1/responses", responses_socket),
+        ],
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,

@@ -31,6 +31,8 @@ from tests.support.processes import (
     running_api_process,
 )
 from tests.support.servers import running_api
+from tests.support.sockets import create as create_message
+from tests.support.sockets import raw_socket, read_turn
 from tests.support.waiting import wait_for
 
 ENV_KEY = "env-key-7c1d9e"
@@ -82,6 +84,12 @@ def refusal(base_url: str, key: str) -> dict[str, Any]:
     assert reply.status_code == 401, reply.text
     error: dict[str, Any] = reply.json()["error"]
     return error
+
+
+def seconds_into_minute(keys_db: psycopg.Connection[dict[str, Any]]) -> float:
+    row = keys_db.execute("SELECT extract(second FROM now())::float8 AS s").fetchone()
+    assert row is not None
+    return float(row["s"])
 
 
 @pytest.fixture(scope="module")
@@ -212,14 +220,8 @@ def test_requests_per_minute_are_counted_across_processes(
 ) -> None:
     first, second, _, _ = two_apis
     dave = create_key(keys_database, "dave", "--max-requests-per-minute", "2")
-
-    def seconds_into_minute() -> float:
-        row = keys_db.execute("SELECT extract(second FROM now())::float8 AS s").fetchone()
-        assert row is not None
-        return float(row["s"])
-
     # The window is a clock minute: start well inside one, so the three requests share it.
-    wait_for(lambda: seconds_into_minute() < 50, timeout_s=15, what="a fresh minute")
+    wait_for(lambda: seconds_into_minute(keys_db) < 50, timeout_s=15, what="a fresh minute")
     assert status_with(first, dave) == 404
     assert status_with(second, dave) == 404
     reply = httpx.get(
@@ -233,6 +235,47 @@ def test_requests_per_minute_are_counted_across_processes(
     # Other names are not held back.
     erin = create_key(keys_database, "erin")
     assert status_with(first, erin) == 404
+
+
+def test_a_socket_is_held_to_its_key_turn_by_turn(
+    keys_database: str,
+    two_apis: tuple[str, str, Command, Command],
+    keys_db: psycopg.Connection[dict[str, Any]],
+) -> None:
+    """Each `response.create` is a request of the key: counted against its rate, refused
+    once the key is revoked, however long ago the socket was opened."""
+    first, _, _, _ = two_apis
+    grace = create_key(keys_database, "grace", "--max-requests-per-minute", "3")
+    wait_for(lambda: seconds_into_minute(keys_db) < 45, timeout_s=20, what="a fresh minute")
+    with raw_socket(first, grace) as socket:  # the handshake: one request
+        socket.send(create_message(input="one"))  # two
+        assert read_turn(socket)[-1]["type"] == "response.completed"
+        socket.send(create_message(input="two"))  # three
+        assert read_turn(socket)[-1]["type"] == "response.completed"
+        socket.send(create_message(input="three"))
+        [refused] = read_turn(socket)
+        assert (refused["status"], refused["error"]["code"]) == (429, "rate_limit_exceeded")
+        assert 1 <= int(refused["error"]["headers"]["retry-after"]) <= 60
+
+    henry = create_key(keys_database, "henry")
+    with raw_socket(first, henry) as socket:
+        socket.send(create_message(input="before"))
+        assert read_turn(socket)[-1]["type"] == "response.completed"
+        assert ferry_keys(keys_database, "revoke", "henry").code == 0
+        wait_for(lambda: status_with(first, henry) == 401, what="the revocation to be heard")
+        socket.send(create_message(input="after"))
+        [refused] = read_turn(socket)
+        assert refused == {
+            "type": "error",
+            "status": 401,
+            "error": {
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+                "message": "This API key has been revoked.",
+                "param": None,
+            },
+        }
+        assert socket.wait_closed() == 1008
 
 
 def test_concurrent_responses_are_limited_per_key(

@@ -35,7 +35,8 @@ from tests.support.database import migrated_scratch_database
 from tests.support.processes import Command, command_env, running_api_process, running_worker
 from tests.support.schema import assert_valid_events
 from tests.support.servers import running_api, serve
-from tests.support.sse import iter_frames
+from tests.support.sockets import create, raw_socket
+from tests.support.sse import frames_from_lines, iter_frames
 from tests.support.waiting import wait_for
 
 RECOVERY_TIMEOUT_S = 60.0
@@ -470,6 +471,75 @@ def test_a_handed_off_response_not_stored_is_finished_then_forgotten(faults: Fau
     assert final["usage"]["output_tokens"] > 0
     gone = httpx.get(f"{faults.api_url}/v1/responses/{response_id}", timeout=30)
     assert gone.status_code == 404
+
+
+def finished_over_http(faults: Faults, response_id: str) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        reply = httpx.get(f"{faults.api_url}/v1/responses/{response_id}").json()
+        return reply if reply["status"] not in ("queued", "in_progress") else None
+
+    final: dict[str, Any] = wait_for(finished, timeout_s=RECOVERY_TIMEOUT_S, what="the hand-off")
+    return final
+
+
+def test_api_killed_mid_websocket_turn_hands_the_response_to_a_worker(faults: Faults) -> None:
+    marker = f"ws-handoff-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(12))
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack)
+        api, api_url = stack.enter_context(running_api_process(faults.env, "--no-migrate"))
+        socket = stack.enter_context(raw_socket(api_url))
+        socket.send(create(input=f"{marker} {words} [[delay:80]]"))
+        while (event := json.loads(socket.recv_bytes()))["type"] != "response.output_text.delta":
+            if event["type"] == "response.created":
+                response_id = event["response"]["id"]
+        kill(api)
+        final = finished_over_http(faults, response_id)
+    assert final["status"] == "completed"
+    [message] = final["output"]
+    assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
+
+
+def test_api_stopped_mid_turn_says_goodbye_and_a_worker_finishes(faults: Faults) -> None:
+    """SIGTERM on the API: an inline stream and a WebSocket turn each end with an `error`
+    event naming the shutdown (the SSE stream then `[DONE]`, the socket a 1012 close), and
+    a worker finishes both responses through their lapsed leases."""
+    marker = f"goodbye-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(12))
+    body = {"model": "demo", "input": f"{marker} sse {words} [[delay:100]]", "stream": True}
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack)
+        api, api_url = stack.enter_context(running_api_process(faults.env, "--no-migrate"))
+        socket = stack.enter_context(raw_socket(api_url))
+        socket.send(create(input=f"{marker} ws {words} [[delay:100]]"))
+        turn = [json.loads(socket.recv_bytes())]
+        stream = stack.enter_context(
+            httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=30)
+        )
+        lines = stream.iter_lines()
+        sse = []
+        for _, event in frames_from_lines(lines):
+            sse.append(event)
+            if event["type"] == "response.output_text.delta":
+                break
+        api.popen.send_signal(signal.SIGTERM)
+        sse.extend(event for _, event in frames_from_lines(lines))  # checks the [DONE]
+        turn.extend(socket.until_closed())
+        close_code = socket.connection.close_code
+        assert api.wait_exit(30) == 0, api.describe()
+        finals = [finished_over_http(faults, events[0]["response"]["id"]) for events in (sse, turn)]
+
+    for events in (sse, turn):
+        goodbye = events[-1]
+        assert goodbye["type"] == "error"
+        assert goodbye["error"]["code"] == "server_shutdown"
+        assert goodbye["sequence_number"] == events[-2]["sequence_number"] + 1
+    assert close_code == 1012
+    for final, kind in zip(finals, ("sse", "ws"), strict=True):
+        assert final["status"] == "completed"
+        assert (
+            final["output"][-1]["content"][0]["text"] == f"Hello! You said: {marker} {kind} {words}"
+        )
 
 
 def test_worker_sigterm_hands_running_work_back(faults: Faults) -> None:

@@ -124,13 +124,15 @@ class MemoryStore:
         owner: str = "",
         response_id: str | None = None,
         lease_owner: str | None = None,
+        carried: list[Item] | None = None,
     ) -> StoredResponse:
         """Insert the row the API side would insert for a create request `body`, and return it.
 
         The body is validated and normalised as POST /v1/responses does it
         (`parse_create_request`, then `stored_request`), so `request["input"]` holds the
         normalised items with their ids. `status` is `queued` for deferred work and
-        `in_progress` for an inline run.
+        `in_progress` for an inline run. `carried`: the conversation before the input that
+        the row carries (a WebSocket continuation).
         """
         request, items = parse_create_request(dict(body))
         now = _now()
@@ -138,7 +140,7 @@ class MemoryStore:
             "id": response_id or ids.response_id(),
             "owner": owner,
             "status": status,
-            "request": _json(stored_request(request, items)),
+            "request": _json(stored_request(request, items, carried)),
             "model": request.model,
             "service_tier": request.service_tier or "auto",
             "background": request.background,

@@ -31,7 +31,12 @@ def serve(
     sock.listen(128)
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = uvicorn.Config(
-        app, log_level="warning", lifespan=lifespan, log_config=None, timeout_graceful_shutdown=5
+        app,
+        log_level="warning",
+        lifespan=lifespan,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+        ws="wsproto",  # as `ferry serve` runs it
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
