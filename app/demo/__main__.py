@@ -14,6 +14,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m app.demo", description="The demo upstream.")
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument("--port", type=int, default=DEMO_UPSTREAM_PORT, help="default: %(default)s")
+    parser.add_argument(
+        "--call-first-tool",
+        action="store_true",
+        help="a user message that names no offered tool calls the first one offered",
+    )
     args = parser.parse_args()
     configure_logging(get_settings().log_level)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_config=None)
+    app = create_app(call_first_tool=args.call_first_tool)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)

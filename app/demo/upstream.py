@@ -6,7 +6,8 @@ You said: <text>", streamed word by word); given `reasoning_effort`, it first st
 reasoning delta, as `reasoning_content` (the vLLM/DeepSeek convention) or, for a model whose
 name contains "reasoning", as `reasoning` (newer vLLM, OpenRouter, Ollama); when the last user
 message names an offered tool, it calls that tool with the message's first JSON object (or
-`{}`) as arguments. Asked for `logprobs`, it reports made-up but steady ones for each word it
+`{}`) as arguments (with `--call-first-tool`, a message that names none calls the first tool
+offered). Asked for `logprobs`, it reports made-up but steady ones for each word it
 streams (and `top_logprobs` alternatives), in the chat-completions shape.
 """
 
@@ -40,11 +41,14 @@ def text_of(message: JSON) -> str:
     return content if isinstance(content, str) else ""
 
 
-def tool_call(body: JSON, text: str) -> JSON | None:
-    """A call to the offered tool `text` names first, with the first JSON object in it."""
+def tool_call(body: JSON, text: str, *, first_offered: bool = False) -> JSON | None:
+    """A call to the offered tool `text` names first (or, told `first_offered`, to the first
+    tool offered when it names none), with the first JSON object in `text` as arguments."""
     functions = [t.get("function") for t in body.get("tools") or [] if isinstance(t, dict)]
     names = [f["name"] for f in functions if isinstance(f, dict) and isinstance(f.get("name"), str)]
     spots = [(m.start(), n) for n in names if (m := re.search(NAMED.format(re.escape(n)), text))]
+    if not spots and first_offered and names:
+        spots = [(0, names[0])]
     if not spots or body.get("tool_choice") == "none":
         return None
     arguments: JSON = {}
@@ -101,9 +105,13 @@ def reasoning_field(body: JSON) -> str:
     return "reasoning" if isinstance(model, str) and "reasoning" in model else "reasoning_content"
 
 
-def answer(body: JSON, messages: list[JSON]) -> tuple[JSON, list[JSON], JSON]:
+def answer(
+    body: JSON, messages: list[JSON], *, first_offered: bool = False
+) -> tuple[JSON, list[JSON], JSON]:
     """The assistant message, the deltas that stream it, and the usage."""
-    call = tool_call(body, text_of(messages[-1])) if messages[-1].get("role") == "user" else None
+    call = None
+    if messages[-1].get("role") == "user":
+        call = tool_call(body, text_of(messages[-1]), first_offered=first_offered)
     message: JSON = {"role": "assistant", "content": None if call else reply_text(messages)}
     if call is not None:
         message["tool_calls"] = [call]
@@ -134,7 +142,7 @@ async def completions(request: Request) -> Response:
     if not messages:
         error = {"message": "'messages' must be a non-empty array", "type": "invalid_request_error"}
         return JSONResponse({"error": error | {"param": "messages", "code": None}}, status_code=400)
-    message, deltas, usage = answer(body, messages)
+    message, deltas, usage = answer(body, messages, first_offered=request.app.state.call_first_tool)
     finish = "tool_calls" if "tool_calls" in message else "stop"
     head = {"id": f"chatcmpl-{hashlib.sha256(raw).hexdigest()[:24]}", "created": CREATED}
     head |= {"model": body.get("model") or "demo", "object": "chat.completion"}
@@ -175,8 +183,11 @@ async def models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [demo]})
 
 
-def create_app(pace_s: float = PACE_S) -> Starlette:
+def create_app(pace_s: float = PACE_S, *, call_first_tool: bool = False) -> Starlette:
+    """`call_first_tool`: a user message that names no offered tool calls the first one
+    (as a model asked about the weather with a weather tool at hand would)."""
     routes = [Route("/chat/completions", completions, methods=["POST"]), Route("/models", models)]
     app = Starlette(routes=[*routes, Mount("/v1", routes=routes)])
     app.state.pace_s = pace_s
+    app.state.call_first_tool = call_first_tool
     return app

@@ -225,6 +225,22 @@ async def test_a_name_inside_another_word_is_not_a_call(demo: httpx.AsyncClient)
     assert "tool_calls" not in reply.json()["choices"][0]["message"]
 
 
+async def test_told_to_call_the_first_tool_it_calls_it_unnamed() -> None:
+    transport = httpx.ASGITransport(app=create_app(pace_s=0, call_first_tool=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as demo:
+        weather = asked('What is the weather in Oslo? {"city": "Oslo"}', tools=[WEATHER, TIME])
+        reply = await demo.post("/chat/completions", json=weather)
+        [call] = reply.json()["choices"][0]["message"]["tool_calls"]
+        assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+        # A named tool still wins; no tools, `tool_choice: none` or a tool result: no call.
+        named = await demo.post("/chat/completions", json=asked("get_time?", tools=[WEATHER, TIME]))
+        [call] = named.json()["choices"][0]["message"]["tool_calls"]
+        assert call["function"]["name"] == "get_time"
+        for body in (asked("hi"), asked("hi", tools=[TIME], tool_choice="none")):
+            message = (await demo.post("/chat/completions", json=body)).json()["choices"][0]
+            assert "tool_calls" not in message["message"]
+
+
 async def test_tool_results_are_answered(demo: httpx.AsyncClient) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
     messages = [
