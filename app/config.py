@@ -143,6 +143,20 @@ class Settings(BaseSettings):
     mcp_timeout_s: float = Field(
         default=60.0, gt=0, description="Bound on one MCP request (listing tools or a call)."
     )
+    input_file_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        description="Largest file an input_file part may hold (its decoded file_data, or what "
+        "its file_url answers); 400 above.",
+    )
+    input_file_urls: str = Field(
+        default="",
+        description="Comma-separated URL prefixes an input_file's file_url may have (Ferry "
+        "fetches it); empty: file_url is refused, file_data only.",
+    )
+    input_file_timeout_s: float = Field(
+        default=30.0, gt=0, description="Bound on fetching one input_file's file_url."
+    )
     upstream_max_attempts: int = Field(
         default=3,
         ge=1,
@@ -232,6 +246,13 @@ class Settings(BaseSettings):
             checks.http_url(prefix)
         return value
 
+    @field_validator("input_file_urls")
+    @classmethod
+    def _input_file_prefixes_parse(cls, value: str) -> str:
+        for prefix in _comma_list(value):
+            checks.http_url(prefix)
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_parse(cls, value: str) -> str:
@@ -267,6 +288,10 @@ class Settings(BaseSettings):
     @property
     def mcp_allowed_prefixes(self) -> list[str]:
         return _comma_list(self.mcp_allowed_urls)
+
+    @property
+    def input_file_url_prefixes(self) -> list[str]:
+        return _comma_list(self.input_file_urls)
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -25,6 +25,7 @@ from app.engine.continuation import CARRIED_ITEMS, previous_not_finished, previo
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
+from app.engine.input_files import FileLimits, FileReader
 from app.engine.input_resolution import resolve_input
 from app.engine.key_limits import admit_response
 from app.engine.loop import HAND_BACK
@@ -110,6 +111,7 @@ class ApiSide:
         self.inline_running = 0  # admission control: inline responses this process runs
         # Set when the process starts shutting down: open streams wind up and close.
         self.stopping = asyncio.Event()
+        self.files = FileReader(FileLimits.of(self.settings))
 
     # --- accepting -------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class ApiSide:
         if submission.carried is None:  # carried: the previous response is not looked up
             previous = await self.check_previous(submission.owner, request.previous_response_id)
         items = await resolve_input(
-            submission.items, submission.owner, self.store, self.runtime.sealing_keys
+            submission.items, submission.owner, self.store, self.runtime.sealing_keys, self.files
         )
         await check_call_outputs(items, submission.carried, previous, self.store)
         return dataclasses.replace(submission, items=items)

@@ -10,7 +10,9 @@ from app.engine.errors import RequestError
 from app.shapes import Item, JsonObject, Part
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
-CONTENT_PART_TYPES = ("input_text", "input_image", "output_text", "refusal")
+#: What an assistant message may say it is: intermediate commentary, or the final answer.
+MESSAGE_PHASES = ("commentary", "final_answer")
+CONTENT_PART_TYPES = ("input_text", "input_image", "input_file", "output_text", "refusal")
 ITEM_TYPES = (
     "message",
     "function_call",
@@ -87,11 +89,43 @@ def _status(item: JsonObject, where: str, allowed: tuple[str, ...]) -> str:
     return str(status)
 
 
-def _normalise_part(part: Any, where: str) -> Part:
+def _normalise_file(part: JsonObject, where: str, *, allowed: bool) -> Part:
+    """An `input_file` part: its file as `file_data` or `file_url` (read when the request
+    is accepted, `app.engine.input_files`), with an optional `filename`."""
+    if not allowed:
+        raise invalid(where, "input_file parts are accepted in user messages only.")
+    if part.get("file_id") is not None:
+        raise invalid(
+            f"{where}.file_id",
+            "Files by 'file_id' are not supported (Ferry has no Files API): send the file "
+            "as 'file_data' or 'file_url'.",
+            "unsupported_value",
+        )
+    data = optional_str(part, "file_data", where)
+    url = optional_str(part, "file_url", where)
+    if (data is None) == (url is None):
+        message = "Give the file as one of 'file_data' or 'file_url'."
+        code = "missing_required_parameter" if data is None else "invalid_value"
+        raise invalid(f"{where}.file_data", message, code)
+    normalised: Part = {"type": "input_file"}
+    filename = optional_str(part, "filename", where)
+    if filename is not None:
+        normalised["filename"] = filename
+    if data is not None:
+        normalised["file_data"] = data
+    else:
+        normalised["file_url"] = url
+    return normalised
+
+
+def _normalise_part(part: Any, where: str, *, files: bool = False) -> Part:
+    """A content part; `files`: whether `input_file` parts may be among them."""
     require_object(part, where)
     kind = part.get("type")
     if kind not in CONTENT_PART_TYPES:
         raise unsupported(f"{where}.type", kind, CONTENT_PART_TYPES)
+    if kind == "input_file":
+        return _normalise_file(part, where, allowed=files)
     if kind in ("input_text", "output_text"):
         require_str(part, "text", where)
     elif kind == "refusal":
@@ -116,20 +150,31 @@ def _normalise_message(item: JsonObject, where: str) -> Item:
         if role == "assistant":
             parts[0]["annotations"] = []
     elif isinstance(content, list):
-        parts = [_normalise_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
+        files = role == "user"
+        parts = [
+            _normalise_part(p, f"{where}.content[{i}]", files=files) for i, p in enumerate(content)
+        ]
     else:
         raise invalid(
             f"{where}.content",
             f"Invalid type for '{where}.content': expected a string or an array of content parts.",
             "invalid_type",
         )
-    return {
+    normalised: Item = {
         "type": "message",
         "id": item.get("id") or ids.message_id(),
         "role": role,
         "status": item.get("status") or "completed",
         "content": parts,
     }
+    phase = item.get("phase")
+    if phase is not None:
+        # Kept as sent (input_items shows it): models that label their messages want the
+        # label back on later turns. It says nothing a chat upstream reads.
+        if phase not in MESSAGE_PHASES:
+            raise unsupported(f"{where}.phase", phase, MESSAGE_PHASES)
+        normalised["phase"] = phase
+    return normalised
 
 
 def _normalise_function_call(item: JsonObject, where: str) -> Item:

@@ -1,9 +1,10 @@
-"""The input items that need the store or the keys before a request is accepted: item
-references become the items they name, sealed reasoning is opened.
+"""The input items that need the store, the keys or a file before a request is accepted:
+item references become the items they name, sealed reasoning is opened, the files of
+`input_file` parts are read into text.
 
-Both happen once, at the door, and the row keeps the result: a conversation continued
-later reads the items as they were resolved, even after the referenced response is deleted
-or the key that sealed a blob has been retired.
+All happen once, at the door, and the row keeps the result: a conversation continued
+later reads the items as they were resolved, even after the referenced response is deleted,
+the key that sealed a blob has been retired, or the file's URL answers no more.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol
 
 from app import ids
 from app.engine.errors import RequestError
+from app.engine.input_files import FileReader
 from app.engine.sealing import BrokenSeal, KeyRing
 from app.shapes import Item
 
@@ -23,10 +25,11 @@ class ItemFinder(Protocol):
 
 
 async def resolve_input(
-    items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing
+    items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing, files: FileReader
 ) -> list[Item]:
-    """`items` with every `item_reference` replaced by the item it names and every sealed
-    reasoning item opened; a 400 naming `input[i]...` when either cannot be done."""
+    """`items` with every `item_reference` replaced by the item it names, every sealed
+    reasoning item opened and every file read; a 400 naming `input[i]...` when one cannot
+    be."""
     resolved = []
     for index, item in enumerate(items):
         where = f"input[{index}]"
@@ -34,8 +37,23 @@ async def resolve_input(
             item = await _referenced(item["id"], owner, finder, where)
         elif item["type"] == "reasoning" and "encrypted_content" in item:
             item = await _opened(item, owner, keys, where)
+        elif item["type"] == "message" and isinstance(item.get("content"), list):
+            item = await _with_files_read(item, files, where)
         resolved.append(item)
     return resolved
+
+
+async def _with_files_read(item: Item, files: FileReader, where: str) -> Item:
+    content = item["content"]
+    if not any(part.get("type") == "input_file" and "text" not in part for part in content):
+        return item
+    read = [
+        await files.read(part, f"{where}.content[{index}]")
+        if part.get("type") == "input_file" and "text" not in part
+        else part
+        for index, part in enumerate(content)
+    ]
+    return {**item, "content": read}
 
 
 async def _referenced(item_id: str, owner: str, finder: ItemFinder, where: str) -> Item:

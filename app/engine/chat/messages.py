@@ -126,9 +126,18 @@ def _chat_parts(content: list[Part]) -> list[JsonObject]:
             image_part = _image_part(part)
             if image_part is not None:
                 parts.append(image_part)
-        elif part.get("type") in _TEXT_KEY_BY_PART_TYPE:
+        elif part.get("type") in _TEXT_KEY_BY_PART_TYPE or part.get("type") == "input_file":
             parts.append({"type": "text", "text": _part_text(part)})
     return parts
+
+
+def file_text(part: Part) -> str:
+    """An `input_file` part as the model reads it: the file's text (read when the request
+    was accepted, `app.engine.input_files`) between tags naming the file, on lines of their
+    own so it never runs into the text around it."""
+    name = part.get("filename") or part.get("file_url") or "file"
+    quoted = json.dumps(name, ensure_ascii=False)
+    return f"\n<file name={quoted}>\n{part.get('text', '')}\n</file>\n"
 
 
 def _image_part(part: Part) -> JsonObject | None:
@@ -144,6 +153,8 @@ def _image_part(part: Part) -> JsonObject | None:
 
 
 def _part_text(part: Part) -> str:
+    if part.get("type") == "input_file":
+        return file_text(part)
     key = _TEXT_KEY_BY_PART_TYPE.get(part.get("type", ""), "text")
     text = part.get(key)
     return text if isinstance(text, str) else ""
