@@ -58,6 +58,10 @@ class SocketSession:
 
     async def _submission(self, turn: Turn) -> Submission:
         request = turn.request
+        if request.service_tier == "flex":
+            # A turn runs here, for the socket that waits on it: not deferred to the flex
+            # queue, it runs at the default tier and says so.
+            request = request.model_copy(update={"service_tier": "default"})
         previous_id = request.previous_response_id
         carried = self.memory.carried_from(turn.owner, previous_id)
         if carried is None and previous_id is not None and not request.store:

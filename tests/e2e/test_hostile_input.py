@@ -17,6 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.sockets import raw_socket, read_turn
+
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
 
@@ -232,6 +234,28 @@ def test_no_generated_body_gets_a_5xx(api_url: str, body: dict[str, Any]) -> Non
         return
     assert stored.status_code == 200
     assert stored.json()["status"] in ("completed", "incomplete", "failed")
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=bodies)
+def test_no_generated_turn_gets_a_5xx_on_a_socket(api_url: str, body: dict[str, Any]) -> None:
+    create = {"type": "response.create"}
+    create |= {k: v for k, v in body.items() if k not in ("stream", "background")}
+    with raw_socket(api_url) as socket:
+        socket.send(json.dumps(create, ensure_ascii=True))
+        last = read_turn(socket)[-1]
+    if last["type"] == "error":
+        assert last["status"] < 500, (create, last)
+        assert set(last["error"]) == ENVELOPE_KEYS, last
+        assert isinstance(last["error"]["code"], str)
+    else:
+        assert last["response"]["status"] in ("completed", "incomplete", "failed"), last
 
 
 @pytest.mark.parametrize(

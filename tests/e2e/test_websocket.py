@@ -121,6 +121,12 @@ def test_turns_run_one_at_a_time_in_the_order_sent(connection: Any) -> None:
     assert len({final_of(m)["id"] for m in turns}) == 3
 
 
+def test_a_flex_turn_runs_at_once_at_the_default_tier(connection: Any) -> None:
+    connection.response.create(model="demo", input="no queue here", service_tier="flex")
+    final = final_of(read_turn(connection))
+    assert (final["status"], final["service_tier"]) == ("completed", "default")
+
+
 # --------------------------------------------------------------------------- continuation
 
 

@@ -32,6 +32,8 @@ def refusal(given: dict[str, str] | None = None, **environment: str) -> list[str
         ("UPSTREAM_BASE_URL", "localhost:8000/v1", "not an http:// or https:// URL"),
         ("UPSTREAM_BASE_URL", "http://host:port/v1", "port is not a number"),
         ("MCP_ALLOWED_URLS", "http://ok/,ftp://no/", "not an http:// or https:// URL"),
+        ("INPUT_FILE_URLS", "https://files/,s3://bucket/", "not an http:// or https:// URL"),
+        ("WEBSOCKET_CONNECTION_LIMIT_S", "0", "greater than 0"),
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "'proxy.local' is not an IP address"),
         ("LOG_LEVEL", "LOUD", "not a log level"),
         ("RECOVERY_INTERVAL_S", "60", "less than or equal to 59"),
