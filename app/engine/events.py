@@ -3,7 +3,8 @@
 The engine emits events through an `Emitter`, which stamps consecutive sequence numbers and
 hands them to a sink. The sink decides what delivery means, one per driver of the loop:
 
-- `StreamSink`: the inline stream; an HTTP response writes the events as SSE frames.
+- `StreamSink`: the inline stream, and a WebSocket turn; the front end writes the events
+  as SSE frames, or as the socket's messages.
 - `DiscardSink`: the inline blocking request; only the final object is returned.
 - `EventLogSink`: the worker; events are batched into the persisted log that streams tail.
 """
@@ -129,7 +130,8 @@ class DiscardSink:
 
 
 class StreamSink:
-    """Hands events to the HTTP response writing them as SSE frames, in batches.
+    """Hands events to the writer of an HTTP response (SSE frames) or a WebSocket, in
+    batches.
 
     The writer takes whatever has arrived since it last looked, so a burst of tokens goes
     out as one write rather than one per event, and waiting costs no task per event.
