@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -172,7 +172,7 @@ class UpstreamClient:
                     if whole is not None:
                         yield whole
                     return
-                async for line in response.aiter_lines():
+                async for line in _sse_lines(response):
                     chunk = _decode_sse_line(line)
                     if chunk is None:
                         continue
@@ -290,20 +290,37 @@ def _log_retry(exc: UpstreamError, attempt: int, delay: float) -> None:
 _DONE: Chunk = {}
 
 
-def _decode_sse_line(line: str) -> Chunk | None:
+async def _sse_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The lines of an SSE body, as bytes, without their `\n` or `\r\n`.
+
+    Split here rather than with httpx's `aiter_lines`, which decodes every block to text and
+    searches it for every kind of line break first: the hot path of a stream. SSE also allows
+    a lone `\r` as a line break, which no chat-completions server sends.
+    """
+    pending = b""
+    async for block in response.aiter_bytes():
+        lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
+
+
+def _decode_sse_line(line: bytes) -> Chunk | None:
     """One SSE line: a chunk for `data: {...}`, `_DONE` for `data: [DONE]`, else None."""
-    if not line.startswith("data:"):
+    if not line.startswith(b"data:"):
         return None  # comments, `event:` lines and blank separators carry nothing for us
     data = line[5:].strip()
     if not data:
         return None
-    if data == "[DONE]":
+    if data == b"[DONE]":
         return _DONE
     try:
         # orjson also refuses lone UTF-16 surrogates, which no later step could encode.
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        chunk = _decode_with_constants(data)
+        chunk = _decode_with_constants(data.decode(errors="replace"))
     return chunk if isinstance(chunk, dict) else None
 
 
