@@ -204,7 +204,10 @@ class ApiSide:
         async with self.store.transaction() as conn:
             await self._admit_owner(submission, conn)
             new = self._new_row(submission, status=ResponseStatus.QUEUED)
-            stored = await self.store.insert(new, conn)
+            # The job first, so that the row is written once, with its job id; no worker sees
+            # either before the commit.
+            job_id = await self.runtime.jobs.defer_response(new.id, queue, conn)
+            stored = await self.store.insert(dataclasses.replace(new, job_id=job_id), conn)
             await self._claim(submission, stored.id, conn)
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
@@ -212,11 +215,9 @@ class ApiSide:
                     {"type": "response.created", "sequence_number": 0, "response": snapshot},
                     {"type": "response.queued", "sequence_number": 1, "response": snapshot},
                 ]
-                await self.store.append_events(stored.id, opening, conn)
-            job_id = await self.runtime.jobs.defer_response(stored.id, queue, conn)
-            await self.store.set_job_id(stored.id, job_id, conn)
+                await self.store.start_event_log(stored.id, opening, conn)
         log.info("response queued", extra={"response_id": stored.id, "queue": queue})
-        return dataclasses.replace(stored, job_id=job_id)
+        return stored
 
     async def _admit_background(self, owner: str) -> None:
         total, mine = await self.store.count_queued_background(owner)

@@ -41,6 +41,21 @@ _FIRST_RETRY_S = 0.1
 _LONGEST_RETRY_S = 2.0
 
 
+def _event_batch(response_id: str, events: list[Event]) -> dict[str, Any]:
+    """The parameters that store `events` as one batch of the response's log."""
+    codec, blob = event_codec.encode(events)
+    last = events[-1]["sequence_number"]
+    return {
+        "response_id": response_id,
+        "first": events[0]["sequence_number"],
+        "last": last,
+        "closed": events[-1]["type"] in TERMINAL_EVENT_TYPES,
+        "codec": codec,
+        "events": blob,
+        "payload": f"{response_id}:{last}",
+    }
+
+
 def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
@@ -251,18 +266,15 @@ class ResponseStore:
     ) -> bool:
         if await self._one("lock_response", {"id": response_id}, conn) is None:
             return False
-        codec, blob = event_codec.encode(events)
-        first, last = events[0]["sequence_number"], events[-1]["sequence_number"]
-        params = {
-            "response_id": response_id,
-            "first": first,
-            "last": last,
-            "closed": events[-1]["type"] in TERMINAL_EVENT_TYPES,
-            "codec": codec,
-            "events": blob,
-            "payload": f"{response_id}:{last}",
-        }
+        params = _event_batch(response_id, events)
         return await self._one("append_event_batch", params, conn) is not None
+
+    async def start_event_log(
+        self, response_id: str, events: list[Event], conn: AsyncConnection
+    ) -> None:
+        """The first events of the response `conn`'s transaction has just inserted (nobody
+        listens to its log before that commits)."""
+        await self._execute("start_event_log", _event_batch(response_id, events), conn)
 
     async def last_sequence_number(
         self, response_id: str, conn: AsyncConnection | None = None

@@ -129,6 +129,7 @@ class NewResponse:
     previous_response_id: str | None
     lease_owner: str | None = None
     lease_ttl_s: float = 0.0
+    job_id: int | None = None  # a deferred response's job, deferred in the same transaction
 
 
 #: What is left of the request of a `store: false` response once it has ended.
