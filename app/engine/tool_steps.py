@@ -119,6 +119,12 @@ class ToolSteps:
         stored, emitter, state = run.response, run.emitter, run.state
         pending = self._announceable([*to_run, *to_skip], state, emitter)
         ran = len(to_run)
+        # An approved call has no turn holding its item: the run's output takes it as it
+        # starts, so a response that ends before the call does shows it cut off.
+        held = {item["id"] for item in state.output}
+        for p in pending:
+            if p.item["type"] == "mcp_call" and p.item["id"] not in held:
+                state.step_results.append({"items": [p.item]})
         for p in pending:
             if p.announced_here:
                 await emitter.emit(

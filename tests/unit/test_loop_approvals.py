@@ -8,6 +8,7 @@ The MCP server is a fake (`tests.unit.mcp_host`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ from openai.types.responses.response_output_item import McpApprovalRequest, McpC
 from app.engine.approvals import check_approval_answers
 from app.engine.errors import RequestError
 from app.engine.request import parse_create_request
+from app.engine.tools import mcp_client
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from tests.support.memory_store import at_write
 from tests.unit.harness import Harness, Run
@@ -332,3 +334,24 @@ async def test_a_bad_answer_is_a_400_naming_it(
     at = 2 if case == "cut off" else 1
     assert refused.value.param == f"input[{at}].approval_request_id"
     assert message in refused.value.message
+
+
+async def test_an_approved_call_cut_off_by_the_end_of_the_response_shows_as_incomplete(
+    harness: Harness, upstream: ScriptedUpstream, mcp: FakeMcp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, request = await asked_for_approval(harness, upstream)
+
+    async def never_answers(*args: object, **kwargs: object) -> tuple[str | None, str | None]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(mcp_client, "call_mcp_tool", never_answers)
+    harness.configure(response_timeout_s=0.2)
+
+    second = await harness.run(continuation(first, answer(request, True)))
+
+    assert second.final.status == ResponseStatus.FAILED
+    [call] = [item for item in second.output if item["type"] == "mcp_call"]
+    assert (call["status"], call["approval_request_id"]) == ("incomplete", request["id"])
+    assert done_items(second.events)[-1] == call
+    assert_well_formed(second.events)
