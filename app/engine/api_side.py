@@ -20,6 +20,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from app import ids
+from app.engine.approvals import check_approval_answers
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
@@ -237,14 +238,21 @@ class ApiSide:
 
     async def _check_references(self, submission: Submission) -> Submission:
         """What the request names must exist (its previous response, its tools' names, the
-        items it references, the keys of its sealed reasoning); the submission with its
-        input resolved (`resolve_input`)."""
+        items it references, the keys of its sealed reasoning, the approval requests it
+        answers); the submission with its input resolved (`resolve_input`)."""
         request = submission.request
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
         await self._check_previous(submission.owner, request.previous_response_id)
         items = await resolve_input(
             submission.items, submission.owner, self.store, self.runtime.sealing_keys
+        )
+        await check_approval_answers(
+            items,
+            request.tools,
+            owner=submission.owner,
+            previous_response_id=request.previous_response_id,
+            reader=self.store,
         )
         return dataclasses.replace(submission, items=items)
 

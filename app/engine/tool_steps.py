@@ -3,7 +3,8 @@
 Every call is a `tool_call` step written when it starts and when it ends, and its output
 item is emitted the way OpenAI streams it: a registered function's call is followed by a
 `function_call_output` item; an `mcp_call` item, opened by the model turn, is completed in
-place with the server's output or error.
+place with the server's output or error. An approved call (`app.engine.approvals`) has no
+turn to open its `mcp_call`: its step announces the item itself.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class _Pending:
     call: Item
     item: Item  # what the step produces: a new output item, or the mcp_call itself
     output_index: int
-    announced_here: bool  # a function_call_output is new; an mcp_call was announced by the turn
+    # A function_call_output is new; an mcp_call was announced by its turn, unless approved.
+    announced_here: bool
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,18 @@ class ToolSteps:
         stored, emitter, state = run.response, run.emitter, run.state
         pending = self._announceable([*to_run, *to_skip], state, emitter)
         ran = len(to_run)
+        # An approved call has no turn holding its item: the run's output takes it as it
+        # starts, so a response that ends before the call does shows it cut off.
+        held = {item["id"] for item in state.output}
+        for p in pending:
+            if p.item["type"] == "mcp_call" and p.item["id"] not in held:
+                state.step_results.append({"items": [p.item]})
         for p in pending:
             if p.announced_here:
                 await emitter.emit(
                     "response.output_item.added", output_index=p.output_index, item=p.item
                 )
-            else:
+            if p.item["type"] == "mcp_call":
                 await emitter.emit(
                     "response.mcp_call.in_progress",
                     item_id=p.item["id"],
@@ -144,7 +152,7 @@ class ToolSteps:
         for p, done in zip(pending, finished, strict=True):
             state.step_results.append({"items": [done]})
             state.answered.add(call_key(p.call))
-            if not p.announced_here:
+            if p.item["type"] == "mcp_call":
                 outcome = "completed" if done["error"] is None else "failed"
                 await emitter.emit(
                     f"response.mcp_call.{outcome}", item_id=done["id"], output_index=p.output_index
@@ -153,17 +161,22 @@ class ToolSteps:
 
     def _announceable(self, calls: list[Item], state: RunState, emitter: Emitter) -> list[_Pending]:
         # An mcp_call is completed where it was announced; a stream that was not logged
-        # announced it at its place in the output.
+        # announced it at its place in the output. An approved one neither stream nor output
+        # holds yet is announced now.
         positions = {item["id"]: index for index, item in enumerate(state.output)}
         next_index = emitter.next_output_index
         pending = []
         for call in calls:
-            if call["type"] == "mcp_call":
-                at = emitter.announced.get(call["id"], positions[call["id"]])
-                pending.append(_Pending(call, call, at, announced_here=False))
-            else:
+            if call["type"] != "mcp_call":
                 item = function_call_output(call)
                 pending.append(_Pending(call, item, next_index, announced_here=True))
+                next_index += 1
+                continue
+            at = emitter.announced.get(call["id"], positions.get(call["id"]))
+            if at is not None:
+                pending.append(_Pending(call, call, at, announced_here=False))
+            else:
+                pending.append(_Pending(call, call, next_index, announced_here=True))
                 next_index += 1
         return pending
 
