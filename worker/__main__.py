@@ -18,6 +18,7 @@ from app.config import get_settings
 from app.engine.runtime import Role, open_runtime
 from app.engine.worker_side import WorkerSide
 from app.logs import configure_logging
+from app.scrape import worker_metrics_server
 from app.store.queue import TASK_NAMESPACE
 from worker.tasks import build_blueprint
 
@@ -29,7 +30,10 @@ OUTAGE_RETRY_MAX_S = 15.0
 
 async def run_worker(concurrency: int) -> None:
     settings = get_settings()
-    async with open_runtime(settings, role=Role.WORKER) as runtime:
+    async with (
+        open_runtime(settings, role=Role.WORKER) as runtime,
+        worker_metrics_server(runtime.pool, settings),
+    ):
         job_app = runtime.job_app
         job_app.add_tasks_from(build_blueprint(settings), namespace=TASK_NAMESPACE)
         name = runtime.instance_id

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app import metrics
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
 from app.engine.chat.messages import ChatMessage, to_chat_messages
@@ -115,6 +116,7 @@ class ResponseLoop:
         (a resumed log): new items take output indexes after theirs.
         """
         token = current_response_id.set(stored.id)
+        sink = metrics.FirstTokenTimer(sink, stored)
         run = Run(stored, Emitter(sink, next_sequence_number, announced), RunState())
         try:
             running = await self.store.mark_in_progress(stored.id)

@@ -13,22 +13,17 @@ import uvicorn
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
+from app import scrape
 from app.config import Settings
 from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.runtime import Role, open_runtime
 from app.http import errors
+from app.http.ops import ops_routes
 from app.http.routes import routes
 
 log = logging.getLogger(__name__)
-
-
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
 
 
 class FerryServer(uvicorn.Server):
@@ -52,6 +47,9 @@ def build_app(settings: Settings) -> Starlette:
             app.state.settings = settings
             app.state.service = ApiSide(runtime)
             app.state.inline_tasks = set()
+            app.state.scrape_registry = scrape.scrape_registry(
+                runtime.pool, asyncio.get_running_loop(), settings.db_probe_timeout_s
+            )
             if settings.api_key_set:
                 log.info("API keys required", extra={"keys": len(settings.api_key_set)})
             else:
@@ -61,9 +59,10 @@ def build_app(settings: Settings) -> Starlette:
                 yield
             finally:
                 await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
+                scrape.process_exiting()
 
     return Starlette(
-        routes=[Route("/health", health), *routes],
+        routes=[*ops_routes, *routes],
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,

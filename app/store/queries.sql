@@ -182,3 +182,14 @@ UPDATE responses
    SET recoveries = recoveries + 1, lease_owner = NULL, lease_expires_at = NULL,
        updated_at = now()
  WHERE id = %(id)s;
+
+-- name: queue_stats
+-- Jobs waiting in each queue, and how long the oldest has waited since it was last put
+-- there (deferred, or retried): for the metrics scrape.
+SELECT j.queue_name AS queue, count(*) AS depth,
+       coalesce(extract(epoch FROM now() - min(queued.at)), 0)::float8 AS oldest_age_s
+  FROM procrastinate_jobs j
+  LEFT JOIN LATERAL (SELECT max(e.at) AS at FROM procrastinate_events e
+                      WHERE e.job_id = j.id) queued ON true
+ WHERE j.status = 'todo'
+ GROUP BY j.queue_name;

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
+from app import metrics
 from app.config import Settings
 from app.shapes import JsonObject, UpstreamRefusal
 
@@ -140,25 +141,29 @@ class UpstreamClient:
         url = f"{self.base_url}/chat/completions"
         attempt = 1
         while True:
-            yielded = False
+            this_try = _Try()
             try:
                 # aclosing: when our caller hangs up mid-stream, the try's request is closed
                 # at once, not whenever the abandoned inner generator gets collected.
                 async with contextlib.aclosing(self._stream_once(url, body)) as chunks:
                     async for chunk in chunks:
-                        yielded = True
+                        this_try.saw(chunk)
                         yield chunk
+                this_try.record("ok" if this_try.finished else "cut")
                 return
             except _RetryableError as exc:
-                if yielded or attempt >= self._max_attempts:
-                    raise _final_error(exc, attempt, yielded) from exc
+                if this_try.yielded or attempt >= self._max_attempts:
+                    this_try.record_failure(exc)
+                    raise _final_error(exc, attempt, this_try.yielded) from exc
+                this_try.record("retried")
                 delay = self._retry_delay(attempt, exc.retry_after)
                 _log_retry(exc, attempt, delay)
                 await asyncio.sleep(delay)
             except UpstreamError as exc:
-                if yielded or attempt == 1:
+                this_try.record_failure(exc)
+                if this_try.yielded or attempt == 1:
                     raise
-                raise _final_error(exc, attempt, yielded) from exc
+                raise _final_error(exc, attempt, this_try.yielded) from exc
             attempt += 1
 
     async def _stream_once(self, url: str, body: JsonObject) -> AsyncGenerator[Chunk]:
@@ -200,6 +205,38 @@ class UpstreamClient:
         ceiling = min(self._backoff_base_s * 2**exponent, self._backoff_max_s)
         # Full jitter: many turns failing together must not all come back at the same moment.
         return random.uniform(0, ceiling)
+
+
+class _Try:
+    """One upstream try, as metrics see it: how long until its first chunk (or its
+    failure), and whether it said how it finished."""
+
+    def __init__(self) -> None:
+        self.sent = time.monotonic()
+        self.first_chunk_s: float | None = None
+        self.finished = False
+
+    @property
+    def yielded(self) -> bool:
+        return self.first_chunk_s is not None
+
+    def saw(self, chunk: Chunk) -> None:
+        if self.first_chunk_s is None:
+            self.first_chunk_s = time.monotonic() - self.sent
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and any(
+            isinstance(choice, dict) and choice.get("finish_reason") for choice in choices
+        ):
+            self.finished = True
+
+    def record(self, outcome: str) -> None:
+        latency = self.first_chunk_s
+        metrics.upstream_request(
+            outcome, time.monotonic() - self.sent if latency is None else latency
+        )
+
+    def record_failure(self, exc: UpstreamError) -> None:
+        self.record("cut" if self.yielded else metrics.upstream_status_outcome(exc.status_code))
 
 
 class _RetryableError(UpstreamError):
