@@ -1,4 +1,5 @@
-"""The endpoints for operators rather than clients: liveness, readiness and metrics.
+"""The endpoints for operators rather than clients: liveness, readiness, metrics and the
+OpenAPI document.
 
 None of them asks for an API key: they reveal no response, no key and no request content
 (metrics labels are bounded, see `app.metrics`).
@@ -15,6 +16,7 @@ from starlette.routing import Route
 
 from app.engine.api_side import ApiSide
 from app.engine.readiness import NotReady, check_readiness
+from app.http.openapi import openapi_document
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -45,9 +47,14 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_document())
+
+
 ops_routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/health", healthz, methods=["GET"]),  # the first name; kept for existing probes
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
