@@ -1,310 +1,34 @@
-"""The OpenAPI 3.1 document of what Ferry serves, at GET /openapi.json.
-
-Written as data, with the parts that would drift taken from the code itself: the create
-request's parameters are the pydantic model's (`CreateResponseRequest`), the input item and
-content part types are `app.engine.input_items`'s lists, the `include` values are
-`app.engine.include`'s. Response objects and streaming events are the Open Responses
-specification's schemas (a copy of its OpenAPI document ships next to this module,
-Apache-2.0), which Ferry's follow; only those referenced are included. A test walks the
-application's routes and this document's paths both ways, so neither has one the other
-lacks.
+"""The OpenAPI 3.1 document of what Ferry serves, at GET /openapi.json: its paths and
+operations here, its schemas in `app.http.openapi_schemas`. A test walks the application's
+routes and this document's paths both ways, so neither has one the other lacks.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from functools import cache
 from importlib import metadata
-from pathlib import Path
-from typing import Any
 
-from app.engine.include import INCLUDABLE, SUPPORTED
-from app.engine.input_items import CONTENT_PART_TYPES, ITEM_TYPES, MESSAGE_ROLES
-from app.engine.request import CreateResponseRequest
+from app.http.openapi_schemas import (
+    INCLUDABLE_SCHEMA,
+    STRING,
+    component_schemas,
+    json_content,
+    ref,
+)
 from app.shapes import JsonObject
-
-OPEN_RESPONSES_FILE = Path(__file__).with_name("openresponses-openapi.json")
-_SCHEMAS = "#/components/schemas/"
-_REQUEST_DEF_PREFIX = "Create"  # the request model's own sub-models, e.g. CreateTextConfig
-
-
-def _ref(name: str) -> JsonObject:
-    return {"$ref": f"{_SCHEMAS}{name}"}
-
-
-def _json(schema: JsonObject) -> JsonObject:
-    return {"application/json": {"schema": schema}}
-
-
-def _nullable(schema: JsonObject) -> JsonObject:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _const_type(kind: str) -> JsonObject:
-    return {"type": "string", "const": kind}
-
-
-# --- Ferry's own schemas ----------------------------------------------------------------------
-
-_STRING = {"type": "string"}
-
-_ERROR_SCHEMAS: dict[str, JsonObject] = {
-    "ErrorEnvelope": {
-        "type": "object",
-        "description": "OpenAI's error envelope: every error Ferry answers with.",
-        "required": ["error"],
-        "additionalProperties": False,
-        "properties": {"error": _ref("ErrorDetail")},
-    },
-    "ErrorDetail": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "additionalProperties": False,
-        "properties": {
-            "message": _STRING,
-            "type": {
-                "type": "string",
-                "description": "invalid_request_error for 4xx (rate_limit_exceeded for 429), "
-                "server_error for 5xx.",
-            },
-            "param": {
-                **_nullable(_STRING),
-                "description": "The parameter at fault, e.g. `input[0].type`.",
-            },
-            "code": _nullable(_STRING),
-        },
-    },
-}
-
-_CONTENT_PART_SCHEMAS: dict[str, JsonObject] = {
-    "input_text": {"text": _STRING},
-    "output_text": {"text": _STRING},
-    "refusal": {"refusal": _STRING},
-    "input_image": {
-        "image_url": {"type": "string", "description": "A URL or a data URL."},
-        "detail": {"type": "string", "enum": ["auto", "low", "high"]},
-    },
-}
-_REQUIRED_PART_FIELDS = {"input_text": ["text"], "output_text": ["text"], "refusal": ["refusal"]}
-_REQUIRED_PART_FIELDS["input_image"] = ["image_url"]
-
-
-def _content_part(kind: str) -> JsonObject:
-    return {
-        "type": "object",
-        "required": ["type", *_REQUIRED_PART_FIELDS.get(kind, [])],
-        "properties": {"type": _const_type(kind), **_CONTENT_PART_SCHEMAS.get(kind, {})},
-    }
-
-
-_CONTENT = {
-    "anyOf": [_STRING, {"type": "array", "items": _ref("InputContentPart")}],
-    "description": "A string, or an array of content parts.",
-}
-_ITEM_FIELDS: dict[str, tuple[list[str], JsonObject]] = {
-    "message": (
-        ["role", "content"],
-        {
-            "type": {
-                **_const_type("message"),
-                "description": "May be left out: an object with a `role` is a message.",
-            },
-            "role": {"type": "string", "enum": list(MESSAGE_ROLES)},
-            "content": _CONTENT,
-        },
-    ),
-    "function_call": (
-        ["type", "call_id", "name", "arguments"],
-        {
-            "type": _const_type("function_call"),
-            "call_id": _STRING,
-            "name": _STRING,
-            "arguments": {"type": "string", "description": "JSON text."},
-        },
-    ),
-    "function_call_output": (
-        ["type", "call_id", "output"],
-        {"type": _const_type("function_call_output"), "call_id": _STRING, "output": _CONTENT},
-    ),
-}
-
-
-def _input_item(kind: str) -> JsonObject:
-    required, fields = _ITEM_FIELDS.get(kind, (["type"], {"type": _const_type(kind)}))
-    return {
-        "type": "object",
-        "required": required,
-        "properties": {"id": _STRING, "status": _STRING, **fields},
-    }
-
-
-_TOOL_SCHEMAS: dict[str, JsonObject] = {
-    "FunctionToolParameter": {
-        "type": "object",
-        "description": "A function the client runs; the model's calls come back to it.",
-        "required": ["type", "name"],
-        "properties": {
-            "type": _const_type("function"),
-            "name": _STRING,
-            "description": _STRING,
-            "parameters": {"type": "object", "description": "JSON Schema."},
-            "strict": {"type": "boolean"},
-        },
-    },
-    "McpToolParameter": {
-        "type": "object",
-        "description": "A remote MCP server (streamable HTTP) whose URL MCP_ALLOWED_URLS allows.",
-        "required": ["type", "server_label", "server_url", "require_approval"],
-        "additionalProperties": False,
-        "properties": {
-            "type": _const_type("mcp"),
-            "server_label": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
-            "server_url": {"type": "string", "pattern": "^https?://"},
-            "server_description": _STRING,
-            "require_approval": {"type": "string", "const": "never"},
-            "headers": {"type": "object", "additionalProperties": _STRING},
-            "allowed_tools": {
-                "anyOf": [
-                    {"type": "array", "items": _STRING},
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "tool_names": {"type": "array", "items": _STRING},
-                            "read_only": {"type": "boolean"},
-                        },
-                    },
-                ]
-            },
-        },
-    },
-}
-
-_RESOURCE_SCHEMAS: dict[str, JsonObject] = {
-    "DeletedResponse": {
-        "type": "object",
-        "required": ["id", "object", "deleted"],
-        "additionalProperties": False,
-        "properties": {
-            "id": _STRING,
-            "object": _const_type("response"),
-            "deleted": {"const": True},
-        },
-    },
-    "InputItemList": {
-        "type": "object",
-        "required": ["object", "data", "first_id", "last_id", "has_more"],
-        "additionalProperties": False,
-        "properties": {
-            "object": _const_type("list"),
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "description": "An input item as stored: the create's item, normalised, "
-                    "with its id.",
-                    "required": ["id", "type"],
-                    "properties": {
-                        "id": _STRING,
-                        "type": {"type": "string", "enum": list(ITEM_TYPES)},
-                    },
-                },
-            },
-            "first_id": _nullable(_STRING),
-            "last_id": _nullable(_STRING),
-            "has_more": {"type": "boolean"},
-        },
-    },
-    "ServerSentEvent": {
-        "type": "object",
-        "description": "One event of the stream (`: keep-alive` comments come between them).",
-        "required": ["event", "data"],
-        "properties": {
-            "event": {"type": "string", "description": "The event's `type`."},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": _ref("StreamEvent"),
-            },
-        },
-    },
-    "StreamEvent": {
-        "description": "The data of a Server-Sent Event: an "
-        "Open Responses streaming event, or one it has no schema for (response.cancelled, "
-        "reasoning_text deltas, MCP events), which has the same `type` and "
-        "`sequence_number`.",
-        "anyOf": [],  # filled in with the Open Responses events
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": _const_type("ok")},
-    },
-    "Readiness": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "status": {"type": "string", "enum": ["ready", "not_ready"]},
-            "reason": {
-                "type": "string",
-                "enum": ["database_unavailable", "migrations_pending", "shutting_down"],
-            },
-            "message": _STRING,
-        },
-    },
-}
-
-
-# The values that work; the SDK's others name outputs of OpenAI's built-in tools, which Ferry
-# lacks: a 400 naming `include[i]`.
-_INCLUDABLE = {
-    "type": "array",
-    "items": {"type": "string", "enum": [value for value in INCLUDABLE if value in SUPPORTED]},
-    "description": "Other values the SDK knows are refused (Ferry has no built-in tools).",
-}
-
-
-def _request_schemas() -> dict[str, JsonObject]:
-    """The create request's schema, from the model Ferry validates it with; `input` and
-    `tools`, which the model takes as plain objects and checks by hand, spelt out."""
-    template = f"{_SCHEMAS}{_REQUEST_DEF_PREFIX}{{model}}"
-    schema = CreateResponseRequest.model_json_schema(by_alias=True, ref_template=template)
-    defs = {f"{_REQUEST_DEF_PREFIX}{name}": sub for name, sub in schema.pop("$defs", {}).items()}
-    properties = schema["properties"]
-    properties["input"] = {
-        "anyOf": [
-            {"type": "string", "description": "One user message."},
-            {"type": "array", "items": _ref("InputItem")},
-            {"type": "null"},
-        ]
-    }
-    tool = {"anyOf": [_ref("FunctionToolParameter"), _ref("McpToolParameter")]}
-    properties["tools"] = _nullable({"type": "array", "items": tool})
-    properties["include"] = _nullable(_INCLUDABLE)
-    return {
-        "CreateResponseRequest": schema,
-        **defs,
-        "InputItem": {"anyOf": [_ref(f"InputItem.{kind}") for kind in ITEM_TYPES]},
-        **{f"InputItem.{kind}": _input_item(kind) for kind in ITEM_TYPES},
-        "InputContentPart": {"anyOf": [_content_part(kind) for kind in CONTENT_PART_TYPES]},
-        **_TOOL_SCHEMAS,
-    }
-
-
-# --- operations -------------------------------------------------------------------------------
 
 _RESPONSE_ID = {
     "name": "response_id",
     "in": "path",
     "required": True,
-    "schema": _STRING,
+    "schema": STRING,
     "description": "The id of a response (`resp_…`).",
 }
 _INCLUDE = {
     "name": "include",
     "in": "query",
-    "schema": _INCLUDABLE,
+    "schema": INCLUDABLE_SCHEMA,
     "style": "form",
     "explode": True,
     "description": "Checked as on create (`include[]` is read as well).",
@@ -312,8 +36,12 @@ _INCLUDE = {
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
 
 
+def _reply(description: str, schema_name: str) -> JsonObject:
+    return {"description": description, "content": json_content(ref(schema_name))}
+
+
 def _error(description: str, headers: JsonObject | None = None) -> JsonObject:
-    reply: JsonObject = {"description": description, "content": _json(_ref("ErrorEnvelope"))}
+    reply: JsonObject = {"description": description, "content": json_content(ref("ErrorEnvelope"))}
     if headers:
         reply["headers"] = headers
     return reply
@@ -341,8 +69,8 @@ def _response_or_stream(description: str) -> JsonObject:
     return {
         "description": description,
         "content": {
-            **_json(_ref("ResponseResource")),
-            "text/event-stream": {"schema": _ref("ServerSentEvent")},
+            **json_content(ref("ResponseResource")),
+            "text/event-stream": {"schema": ref("ServerSentEvent")},
         },
     }
 
@@ -361,7 +89,10 @@ _RESPONSES_PATHS: JsonObject = {
                     "description": "A retried create with the same key gets the same response.",
                 }
             ],
-            "requestBody": {"required": True, "content": _json(_ref("CreateResponseRequest"))},
+            "requestBody": {
+                "required": True,
+                "content": json_content(ref("CreateResponseRequest")),
+            },
             "responses": {
                 "200": _response_or_stream("The Response (or its events, when streaming)."),
                 **_errors(400, 401, 404, 409, 413, 429, 502, 503, 504),
@@ -394,7 +125,7 @@ _RESPONSES_PATHS: JsonObject = {
             "tags": ["responses"],
             "summary": "Delete a response, cancelling it first if it runs.",
             "responses": {
-                "200": {"description": "Deleted.", "content": _json(_ref("DeletedResponse"))},
+                "200": _reply("Deleted.", "DeletedResponse"),
                 **_errors(401, 404, 503),
             },
         },
@@ -406,7 +137,10 @@ _RESPONSES_PATHS: JsonObject = {
             "tags": ["responses"],
             "summary": "Cancel a background response (idempotent).",
             "responses": {
-                "200": {"description": "The Response.", "content": _json(_ref("ResponseResource"))},
+                "200": {
+                    "description": "The Response.",
+                    "content": json_content(ref("ResponseResource")),
+                },
                 **_errors(400, 401, 404, 503),
             },
         },
@@ -428,11 +162,11 @@ _RESPONSES_PATHS: JsonObject = {
                     "in": "query",
                     "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
                 },
-                {"name": "after", "in": "query", "schema": _STRING},
+                {"name": "after", "in": "query", "schema": STRING},
                 _INCLUDE,
             ],
             "responses": {
-                "200": {"description": "A page.", "content": _json(_ref("InputItemList"))},
+                "200": _reply("A page.", "InputItemList"),
                 **_errors(400, 401, 404, 503),
             },
         },
@@ -452,7 +186,7 @@ def _operations_path(operation_id: str, summary: str, reply: JsonObject) -> Json
     }
 
 
-_HEALTH = {"200": {"description": "Up.", "content": _json(_ref("Health"))}}
+_HEALTH = {"200": _reply("Up.", "Health")}
 _OPERATIONS_PATHS: JsonObject = {
     "/healthz": _operations_path("healthz", "Liveness: the process answers.", _HEALTH),
     "/health": _operations_path("health", "The same as /healthz.", _HEALTH),
@@ -460,73 +194,28 @@ _OPERATIONS_PATHS: JsonObject = {
         "readyz",
         "Readiness: the database answers within DB_PROBE_TIMEOUT_S, migrations are current.",
         {
-            "200": {"description": "Ready.", "content": _json(_ref("Readiness"))},
-            "503": {"description": "Not ready, and why.", "content": _json(_ref("Readiness"))},
+            "200": _reply("Ready.", "Readiness"),
+            "503": {
+                "description": "Not ready, and why.",
+                "content": json_content(ref("Readiness")),
+            },
         },
     ),
     "/metrics": _operations_path(
         "metrics",
         "Prometheus metrics (text exposition format, or OpenMetrics when asked for).",
-        {"200": {"description": "Metrics.", "content": {"text/plain": {"schema": _STRING}}}},
+        {"200": {"description": "Metrics.", "content": {"text/plain": {"schema": STRING}}}},
     ),
     "/openapi.json": _operations_path(
         "openapi",
         "This document.",
-        {"200": {"description": "OpenAPI 3.1.", "content": _json({"type": "object"})}},
+        {"200": {"description": "OpenAPI 3.1.", "content": json_content({"type": "object"})}},
     ),
 }
 
 
-def _referenced(schemas: dict[str, Any], roots: list[str]) -> list[str]:
-    """`roots` and every schema they reference, transitively."""
-    seen: list[str] = []
-    pending = list(roots)
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.append(name)
-        text = json.dumps(schemas[name])
-        pending.extend(part.split('"', 1)[0] for part in text.split(f'"{_SCHEMAS}')[1:])
-    return seen
-
-
-def _with_discriminator_mappings(node: Any, schemas: dict[str, Any]) -> Any:
-    """`node` with every discriminator's mapping spelt out. The Open Responses document
-    leaves them implicit, which OpenAPI reads as the schemas' names ("Message"), while the
-    values are the `type` each schema admits ("message")."""
-    if isinstance(node, list):
-        return [_with_discriminator_mappings(child, schemas) for child in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _with_discriminator_mappings(child, schemas) for key, child in node.items()}
-    discriminator = node.get("discriminator")
-    if isinstance(discriminator, dict) and "mapping" not in discriminator:
-        refs = [branch["$ref"] for branch in node.get("oneOf", node.get("anyOf", [node]))]
-        mapping = {}
-        for ref in refs:
-            field = schemas[ref.removeprefix(_SCHEMAS)]["properties"][discriminator["propertyName"]]
-            for value in field.get("enum", [field.get("const")]):
-                mapping[value] = ref
-        node["discriminator"] = {**discriminator, "mapping": mapping}
-    return node
-
-
 @cache
 def _document() -> JsonObject:
-    open_responses = json.loads(OPEN_RESPONSES_FILE.read_text(encoding="utf-8"))
-    theirs: dict[str, Any] = open_responses["components"]["schemas"]
-    events = [name for name in theirs if name.endswith("StreamingEvent")]
-    ours = {**_ERROR_SCHEMAS, **_request_schemas(), **copy.deepcopy(_RESOURCE_SCHEMAS)}
-    generic_event = {
-        "type": "object",
-        "required": ["type", "sequence_number"],
-        "properties": {"type": _STRING, "sequence_number": {"type": "integer"}},
-    }
-    ours["StreamEvent"]["anyOf"] = [*(_ref(name) for name in events), generic_event]
-    clash = set(ours) & set(theirs)
-    assert not clash, f"schema names defined twice: {sorted(clash)}"
-    included = _referenced(theirs, ["ResponseResource", *events])
     return {
         "openapi": "3.1.0",
         "info": {
@@ -550,13 +239,7 @@ def _document() -> JsonObject:
                     "description": "One of API_KEYS; not needed when API_KEYS is unset.",
                 }
             },
-            "schemas": {
-                **ours,
-                **{
-                    name: _with_discriminator_mappings(theirs[name], theirs)
-                    for name in sorted(included)
-                },
-            },
+            "schemas": component_schemas(),
         },
     }
 

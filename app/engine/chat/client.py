@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import orjson
 
-from app import metrics
 from app.config import Settings
+from app.engine.chat.measured_try import MeasuredTry
 from app.shapes import JsonObject, UpstreamRefusal
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class UpstreamClient:
         url = f"{self.base_url}/chat/completions"
         attempt = 1
         while True:
-            this_try = _Try()
+            this_try = MeasuredTry()
             try:
                 # aclosing: when our caller hangs up mid-stream, the try's request is closed
                 # at once, not whenever the abandoned inner generator gets collected.
@@ -149,18 +149,18 @@ class UpstreamClient:
                     async for chunk in chunks:
                         this_try.saw(chunk)
                         yield chunk
-                this_try.record("ok" if this_try.finished else "cut")
+                this_try.ended()
                 return
             except _RetryableError as exc:
                 if this_try.yielded or attempt >= self._max_attempts:
-                    this_try.record_failure(exc)
+                    this_try.failed(exc.status_code)
                     raise _final_error(exc, attempt, this_try.yielded) from exc
                 this_try.record("retried")
                 delay = self._retry_delay(attempt, exc.retry_after)
                 _log_retry(exc, attempt, delay)
                 await asyncio.sleep(delay)
             except UpstreamError as exc:
-                this_try.record_failure(exc)
+                this_try.failed(exc.status_code)
                 if this_try.yielded or attempt == 1:
                     raise
                 raise _final_error(exc, attempt, this_try.yielded) from exc
@@ -205,38 +205,6 @@ class UpstreamClient:
         ceiling = min(self._backoff_base_s * 2**exponent, self._backoff_max_s)
         # Full jitter: many turns failing together must not all come back at the same moment.
         return random.uniform(0, ceiling)
-
-
-class _Try:
-    """One upstream try, as metrics see it: how long until its first chunk (or its
-    failure), and whether it said how it finished."""
-
-    def __init__(self) -> None:
-        self.sent = time.monotonic()
-        self.first_chunk_s: float | None = None
-        self.finished = False
-
-    @property
-    def yielded(self) -> bool:
-        return self.first_chunk_s is not None
-
-    def saw(self, chunk: Chunk) -> None:
-        if self.first_chunk_s is None:
-            self.first_chunk_s = time.monotonic() - self.sent
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and any(
-            isinstance(choice, dict) and choice.get("finish_reason") for choice in choices
-        ):
-            self.finished = True
-
-    def record(self, outcome: str) -> None:
-        latency = self.first_chunk_s
-        metrics.upstream_request(
-            outcome, time.monotonic() - self.sent if latency is None else latency
-        )
-
-    def record_failure(self, exc: UpstreamError) -> None:
-        self.record("cut" if self.yielded else metrics.upstream_status_outcome(exc.status_code))
 
 
 class _RetryableError(UpstreamError):
