@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app import metrics
 from app.config import Settings
 from app.engine.approvals import approved_calls, awaits_approval
 from app.engine.chat.client import UpstreamClient
@@ -121,6 +122,7 @@ class ResponseLoop:
         (a resumed log): new items take output indexes after theirs.
         """
         token = current_response_id.set(stored.id)
+        sink = metrics.FirstTokenTimer(sink, stored)
         run = Run(stored, Emitter(sink, next_sequence_number, announced), RunState())
         try:
             if mode is RunMode.INLINE and stored.status == ResponseStatus.IN_PROGRESS:

@@ -13,6 +13,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 
+from app import metrics
 from app.engine.events import Emitter
 from app.engine.items import call_key, function_call_output
 from app.engine.run_state import ABANDONED, Run, RunState
@@ -29,6 +30,11 @@ from app.engine.tools.registry import ToolRegistry
 from app.shapes import ErrorInfo, Item, StepResult
 from app.statuses import StepKind, StepStatus
 from app.store.rows import StepOutcome, StoredResponse
+
+
+def _tool_label(call: Item) -> str:
+    """A registered tool's name (the operator's, so bounded); MCP tools are named elsewhere."""
+    return metrics.MCP_TOOL if call["type"] == "mcp_call" else str(call["name"])
 
 
 @dataclass
@@ -197,6 +203,7 @@ class ToolSteps:
                     "output": await self._call_http(stored, call),
                 }
         except asyncio.CancelledError:
+            metrics.tool_call(_tool_label(call), "cancelled")
             await asyncio.shield(
                 self._finish(stored, ordinal, StepStatus.CANCELLED, None, ABANDONED)
             )
@@ -235,6 +242,7 @@ class ToolSteps:
             except McpError as exc:
                 error = protocol_error(str(exc))
         status = "completed" if error is None else "failed"
+        metrics.tool_call(metrics.MCP_TOOL, "ok" if error is None else "error")
         return {**call, "output": output, "error": error, "status": status}
 
     async def _skipped_step(
@@ -244,6 +252,7 @@ class ToolSteps:
             done = {**p.call, "error": protocol_error(reason), "status": "incomplete"}
         else:
             done = {**p.item, "output": tool_error(reason), "status": "incomplete"}
+        metrics.tool_call(_tool_label(p.call), "skipped")
         request = {
             "type": p.call["type"],
             "name": p.call["name"],

@@ -214,3 +214,13 @@ ON CONFLICT (id) DO NOTHING;
 
 -- name: get_sealing_key
 SELECT key FROM reasoning_sealing_key WHERE id = 1;
+-- name: queue_stats
+-- Jobs waiting in each queue, and how long the oldest has waited since it was last put
+-- there (deferred, or retried): for the metrics scrape.
+SELECT j.queue_name AS queue, count(*) AS depth,
+       coalesce(extract(epoch FROM now() - min(queued.at)), 0)::float8 AS oldest_age_s
+  FROM procrastinate_jobs j
+  LEFT JOIN LATERAL (SELECT max(e.at) AS at FROM procrastinate_events e
+                      WHERE e.job_id = j.id) queued ON true
+ WHERE j.status = 'todo'
+ GROUP BY j.queue_name;

@@ -18,6 +18,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from app import metrics
 from app.shapes import Event, Item, JsonObject
 from app.statuses import TERMINAL_EVENT_TYPES, StepKind
 from app.store import event_codec
@@ -27,6 +28,7 @@ from app.store.rows import (
     NewResponse,
     Orphan,
     Outcome,
+    QueueStats,
     StepOutcome,
     StoredResponse,
     StoredStep,
@@ -201,6 +203,7 @@ class ResponseStore:
         if row is None:
             return None
         final = StoredResponse.from_row(row)
+        metrics.response_ended(final, final.status, _duration_s(final))
         if not final.is_kept:
             params = {"id": response_id, "request": Jsonb(FORGOTTEN_REQUEST)}
             await self._execute("forget_content", params, conn)
@@ -267,7 +270,10 @@ class ResponseStore:
         if await self._one("lock_response", {"id": response_id}, conn) is None:
             return False
         params = _event_batch(response_id, events)
-        return await self._one("append_event_batch", params, conn) is not None
+        written = await self._one("append_event_batch", params, conn) is not None
+        if written:
+            metrics.event_log_written(len(events))
+        return written
 
     async def start_event_log(
         self, response_id: str, events: list[Event], conn: AsyncConnection
@@ -275,6 +281,7 @@ class ResponseStore:
         """The first events of the response `conn`'s transaction has just inserted (nobody
         listens to its log before that commits)."""
         await self._execute("start_event_log", _event_batch(response_id, events), conn)
+        metrics.event_log_written(len(events))
 
     async def last_sequence_number(
         self, response_id: str, conn: AsyncConnection | None = None
@@ -366,8 +373,20 @@ class ResponseStore:
         row = await self._one("queue_depth", {"queue": queue})
         return int(row["depth"]) if row else 0
 
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Each non-empty job queue: its waiting jobs and the oldest one's wait."""
+        rows = await self._all("queue_stats", {})
+        return {r["queue"]: QueueStats(int(r["depth"]), float(r["oldest_age_s"])) for r in rows}
+
 
 _T = TypeVar("_T")
+
+
+def _duration_s(final: StoredResponse) -> float | None:
+    """From creation to the end, both stamped by the database's clock."""
+    if final.completed_at is None:
+        return None
+    return (final.completed_at - final.created_at).total_seconds()
 
 
 async def _run(

@@ -94,6 +94,14 @@ class Orphan:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """A job queue as a scrape sees it."""
+
+    depth: int  # jobs waiting
+    oldest_age_s: float  # how long the longest-waiting one has waited
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a response ends with: written on its row by `finish`."""
 

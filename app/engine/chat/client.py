@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from app.config import Settings
+from app.engine.chat.measured_try import MeasuredTry
 from app.shapes import JsonObject, UpstreamRefusal
 
 log = logging.getLogger(__name__)
@@ -140,25 +141,29 @@ class UpstreamClient:
         url = f"{self.base_url}/chat/completions"
         attempt = 1
         while True:
-            yielded = False
+            this_try = MeasuredTry()
             try:
                 # aclosing: when our caller hangs up mid-stream, the try's request is closed
                 # at once, not whenever the abandoned inner generator gets collected.
                 async with contextlib.aclosing(self._stream_once(url, body)) as chunks:
                     async for chunk in chunks:
-                        yielded = True
+                        this_try.saw(chunk)
                         yield chunk
+                this_try.ended()
                 return
             except _RetryableError as exc:
-                if yielded or attempt >= self._max_attempts:
-                    raise _final_error(exc, attempt, yielded) from exc
+                if this_try.yielded or attempt >= self._max_attempts:
+                    this_try.failed(exc.status_code)
+                    raise _final_error(exc, attempt, this_try.yielded) from exc
+                this_try.record("retried")
                 delay = self._retry_delay(attempt, exc.retry_after)
                 _log_retry(exc, attempt, delay)
                 await asyncio.sleep(delay)
             except UpstreamError as exc:
-                if yielded or attempt == 1:
+                this_try.failed(exc.status_code)
+                if this_try.yielded or attempt == 1:
                     raise
-                raise _final_error(exc, attempt, yielded) from exc
+                raise _final_error(exc, attempt, this_try.yielded) from exc
             attempt += 1
 
     async def _stream_once(self, url: str, body: JsonObject) -> AsyncGenerator[Chunk]:
