@@ -234,6 +234,26 @@ class Settings(BaseSettings):
     def _database_url_parses(cls, value: str) -> str:
         return checks.database_url(value) if value else value
 
+    metrics_models: str = Field(
+        default="",
+        description="Comma-separated model names that metrics label as themselves; every "
+        "other model is labelled `other`, so labels stay bounded.",
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port on which a worker serves its Prometheus metrics; 0: none.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address a worker's metrics port binds."
+    )
+    db_probe_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest /readyz and a /metrics scrape wait for the database.",
+    )
+
     @field_validator("upstream_base_url")
     @classmethod
     def _upstream_url_parses(cls, value: str) -> str:
@@ -292,6 +312,10 @@ class Settings(BaseSettings):
     @property
     def input_file_url_prefixes(self) -> list[str]:
         return _comma_list(self.input_file_urls)
+
+    @property
+    def metrics_model_set(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.metrics_models.split(",") if m.strip())
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -16,6 +16,7 @@ from procrastinate.app import WorkerOptions
 from app.config import Settings
 from app.engine.runtime import Role, open_runtime
 from app.engine.worker_side import WorkerSide
+from app.scrape import worker_metrics_server
 from app.store.queue import TASK_NAMESPACE
 from worker.tasks import build_blueprint
 
@@ -27,7 +28,10 @@ OUTAGE_RETRY_MAX_S = 15.0
 
 async def run_worker(settings: Settings) -> None:
     concurrency = settings.worker_concurrency
-    async with open_runtime(settings, role=Role.WORKER) as runtime:
+    async with (
+        open_runtime(settings, role=Role.WORKER) as runtime,
+        worker_metrics_server(runtime.pool, settings),
+    ):
         job_app = runtime.job_app
         job_app.add_tasks_from(build_blueprint(settings), namespace=TASK_NAMESPACE)
         name = runtime.instance_id

@@ -20,6 +20,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from app import ids
+from app.engine.approvals import check_approval_answers
 from app.engine.call_outputs import check_call_outputs
 from app.engine.continuation import CARRIED_ITEMS, previous_not_finished, previous_not_found
 from app.engine.ending import end_from_outside
@@ -216,7 +217,10 @@ class ApiSide:
         async with self.store.transaction() as conn:
             await self._admit_owner(submission, conn)
             new = self._new_row(submission, status=ResponseStatus.QUEUED)
-            stored = await self.store.insert(new, conn)
+            # The job first, so that the row is written once, with its job id; no worker sees
+            # either before the commit.
+            job_id = await self.runtime.jobs.defer_response(new.id, queue, conn)
+            stored = await self.store.insert(dataclasses.replace(new, job_id=job_id), conn)
             await self._claim(submission, stored.id, conn)
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
@@ -224,11 +228,9 @@ class ApiSide:
                     {"type": "response.created", "sequence_number": 0, "response": snapshot},
                     {"type": "response.queued", "sequence_number": 1, "response": snapshot},
                 ]
-                await self.store.append_events(stored.id, opening, conn)
-            job_id = await self.runtime.jobs.defer_response(stored.id, queue, conn)
-            await self.store.set_job_id(stored.id, job_id, conn)
+                await self.store.start_event_log(stored.id, opening, conn)
         log.info("response queued", extra={"response_id": stored.id, "queue": queue})
-        return dataclasses.replace(stored, job_id=job_id)
+        return stored
 
     async def _admit_background(self, owner: str) -> None:
         total, mine = await self.store.count_queued_background(owner)
@@ -248,8 +250,8 @@ class ApiSide:
 
     async def _check_references(self, submission: Submission) -> Submission:
         """What the request names must exist (its previous response, its tools' names, the
-        items it references, the keys of its sealed reasoning); the submission with its
-        input resolved (`resolve_input`)."""
+        items it references, the keys of its sealed reasoning, the approval requests it
+        answers); the submission with its input resolved (`resolve_input`)."""
         request = submission.request
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
@@ -260,6 +262,13 @@ class ApiSide:
             submission.items, submission.owner, self.store, self.runtime.sealing_keys, self.files
         )
         await check_call_outputs(items, submission.carried, previous, self.store)
+        await check_approval_answers(
+            items,
+            request.tools,
+            owner=submission.owner,
+            previous_response_id=request.previous_response_id,
+            reader=self.store,
+        )
         return dataclasses.replace(submission, items=items)
 
     async def check_previous(self, owner: str, previous_id: str | None) -> StoredResponse | None:

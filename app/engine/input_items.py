@@ -20,6 +20,8 @@ ITEM_TYPES = (
     "reasoning",
     "mcp_list_tools",
     "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
     "item_reference",
 )
 REASONING_STATUSES = ("in_progress", "completed", "incomplete")
@@ -295,6 +297,43 @@ def _normalise_mcp_call(item: JsonObject, where: str) -> Item:
     return normalised
 
 
+def _normalise_mcp_approval_request(item: JsonObject, where: str) -> Item:
+    normalised: Item = {
+        "type": "mcp_approval_request",
+        "id": require_str(item, "id", where),
+        "server_label": require_str(item, "server_label", where),
+        "name": require_str(item, "name", where),
+        "arguments": require_str(item, "arguments", where),
+    }
+    # Only one cut off before it was complete has a status (see `app.engine.approvals`).
+    if _status(item, where, REASONING_STATUSES) == "incomplete":
+        normalised["status"] = "incomplete"
+    return normalised
+
+
+def _normalise_mcp_approval_response(item: JsonObject, where: str) -> Item:
+    approve = item.get("approve")
+    if approve is None:
+        raise invalid(
+            f"{where}.approve",
+            f"Missing required parameter: '{where}.approve'.",
+            "missing_required_parameter",
+        )
+    if not isinstance(approve, bool):
+        raise invalid(
+            f"{where}.approve",
+            f"Invalid type for '{where}.approve': expected a boolean.",
+            "invalid_type",
+        )
+    return {
+        "type": "mcp_approval_response",
+        "id": optional_str(item, "id", where) or ids.new_id("mcpa"),
+        "approval_request_id": require_str(item, "approval_request_id", where),
+        "approve": approve,
+        "reason": optional_str(item, "reason", where),
+    }
+
+
 def _normalise_item_reference(item: JsonObject, where: str) -> Item:
     # Resolved to the item it names when the request is accepted (`resolve_input`).
     return {"type": "item_reference", "id": require_str(item, "id", where)}
@@ -307,6 +346,8 @@ _ITEM_NORMALISERS = {
     "reasoning": _normalise_reasoning,
     "mcp_list_tools": _normalise_mcp_list_tools,
     "mcp_call": _normalise_mcp_call,
+    "mcp_approval_request": _normalise_mcp_approval_request,
+    "mcp_approval_response": _normalise_mcp_approval_response,
     "item_reference": _normalise_item_reference,
 }
 

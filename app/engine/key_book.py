@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from app.engine.api_keys import digest_of
 from app.store.api_keys import KeyStore, StoredKey
@@ -52,6 +52,7 @@ class KeyBook:
         self._listening = False
         self._touched: dict[str, float] = {}
         self._touches: set[asyncio.Task[None]] = set()
+        self._reading: dict[str, asyncio.Future[Any]] = {}  # reads under way, by what
 
     # --- told by the notifier ----------------------------------------------------------
 
@@ -79,7 +80,7 @@ class KeyBook:
         """Whether a key was ever made: then every request needs one."""
         if self._any is not None and self._fresh(self._any):
             return self._any.value
-        found, keep = await self._read(self.store.any)
+        found, keep = await self._read_once("any", self.store.any)
         if keep:
             self._any = _Kept(found, self._clock())
         return found
@@ -90,7 +91,7 @@ class KeyBook:
         kept = self._kept.get(digest)
         if kept is not None and self._fresh(kept):
             return kept.value
-        found, keep = await self._read(lambda: self.store.find(digest))
+        found, keep = await self._read_once(digest, lambda: self.store.find(digest))
         if keep:
             if len(self._kept) >= MOST_KEPT:
                 self._kept.clear()
@@ -121,6 +122,19 @@ class KeyBook:
 
     def _fresh(self, kept: _Kept[_V]) -> bool:
         return self._listening and self._clock() - kept.at < KEPT_S
+
+    async def _read_once(self, what: str, query: Callable[[], Awaitable[_V]]) -> tuple[_V, bool]:
+        """`_read`, shared by every request asking for `what` while it runs: a burst of
+        requests arriving with nothing kept makes one read, not one each (which would take
+        every connection of the pool at once)."""
+        running = self._reading.get(what)
+        if running is None:
+            running = asyncio.ensure_future(self._read(query))
+            self._reading[what] = running
+            running.add_done_callback(lambda _: self._reading.pop(what, None))
+        # Shielded: a request that goes away does not cancel the read for the others.
+        result: tuple[_V, bool] = await asyncio.shield(running)
+        return result
 
     async def _read(self, query: Callable[[], Awaitable[_V]]) -> tuple[_V, bool]:
         """What `query` reads, and whether it may be kept: only if the book listened all

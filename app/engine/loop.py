@@ -13,7 +13,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app import metrics
 from app.config import Settings
+from app.engine.approvals import approved_calls, awaits_approval
 from app.engine.chat.client import UpstreamClient
 from app.engine.chat.messages import ChatMessage, to_chat_messages
 from app.engine.chat.request import chat_completion_body
@@ -32,7 +34,7 @@ from app.engine.step_progress import StepProgress
 from app.engine.step_store import StepStore
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
-from app.engine.tools.mcp import mcp_servers, offered_functions
+from app.engine.tools.mcp import mcp_servers, offered_functions, tools_needing_approval
 from app.engine.tools.registry import ToolRegistry
 from app.logs import current_response_id
 from app.shapes import Item, JsonObject, StepResult
@@ -80,6 +82,7 @@ class ToolOffer:
 
     functions: list[JsonObject]  # registered HTTP tools and MCP tools, as function tools
     mcp_labels: dict[str, str]  # MCP tool name -> its server's label
+    needs_approval: frozenset[str]  # MCP tools whose calls wait for the client's approval
 
 
 class ResponseLoop:
@@ -120,6 +123,7 @@ class ResponseLoop:
         (a resumed log): new items take output indexes after theirs.
         """
         token = current_response_id.set(stored.id)
+        sink = metrics.FirstTokenTimer(sink, stored)
         run = Run(stored, Emitter(sink, next_sequence_number, announced), RunState())
         try:
             if mode is RunMode.INLINE and stored.status == ResponseStatus.IN_PROGRESS:
@@ -194,15 +198,24 @@ class ResponseLoop:
             failure = await self.tool_steps.list_mcp_tools(run, unlisted)
             if failure is not None:
                 return Ending.failed("mcp_error", failure)
-        mcp_offer = offered_functions([state.mcp_listed[server.label] for server in servers])
+        listed = [state.mcp_listed[server.label] for server in servers]
+        mcp_offer = offered_functions(listed)
         functions = self.tools.offered_to(request)
         if request.get("tool_choice") != "none":
             functions += [function for _, function in mcp_offer.values()]
         offer = ToolOffer(
             functions=functions,
             mcp_labels={name: label for name, (label, _) in mcp_offer.items()},
+            needs_approval=tools_needing_approval(servers, listed),
         )
         by_label = {server.label: server for server in servers}
+        approved = approved_calls(
+            run.response.id, request.get("input") or [], conversation, state.answered
+        )
+        if approved:  # calls the client approved run first, once
+            await self.tool_steps.run_calls(
+                run, by_label, to_run=approved, to_skip=[], skip_reason=""
+            )
         max_tool_calls = request.get("max_tool_calls")
         while True:
             turn = state.last_turn
@@ -210,6 +223,8 @@ class ResponseLoop:
             if turn is None or (turn.calls and answered):
                 if turn is not None and any(call_key(c) in state.skipped for c in turn.calls):
                     return Ending.incomplete("max_tool_calls")
+                if turn is not None and turn.awaits_approval:
+                    return Ending(ResponseStatus.COMPLETED)
                 if state.model_turns >= self.settings.max_model_turns:
                     return Ending.incomplete("max_turns")
                 messages = to_chat_messages(
@@ -286,6 +301,7 @@ class ResponseLoop:
             first_output_index=emitter.next_output_index,
             on_item_done=progress.items_done,
             mcp_tools=offer.mcp_labels,
+            approval_tools=offer.needs_approval,
             logprobs=wants_logprobs(stored.request),
             think_tags=self.settings.think_tags_as_reasoning,
         )
@@ -321,6 +337,7 @@ class ResponseLoop:
             error=result.error,
             incomplete_reason=result.incomplete_reason,
             upstream_refusal=watch.of_turn(turns_before=state.model_turns),
+            awaits_approval=awaits_approval(result.items),
         )
         state.record_turn(turn, result.usage, result.usage_missing)
         return turn

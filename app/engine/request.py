@@ -171,28 +171,11 @@ def _check_mcp_tool(tool: JsonObject, where: str) -> None:
     url = require_str(tool, "server_url", where)
     if not url.startswith(("http://", "https://")):
         raise invalid(f"{where}.server_url", "The MCP server URL must be http(s).")
-    if tool.get("require_approval") != "never":
-        # OpenAI's default is "always"; approvals need a round trip Ferry does not offer yet.
-        raise invalid(
-            f"{where}.require_approval",
-            "Only 'require_approval': 'never' is supported (approvals are not supported yet).",
-            "unsupported_value",
-        )
+    _check_require_approval(tool.get("require_approval"), f"{where}.require_approval")
     allowed = tool.get("allowed_tools")
     if isinstance(allowed, dict):
-        unknown_filters = set(allowed) - {"tool_names", "read_only"}
-        if unknown_filters:
-            name = sorted(unknown_filters)[0]
-            raise invalid(
-                f"{where}.allowed_tools.{name}",
-                f"Unknown parameter: '{where}.allowed_tools.{name}'.",
-                "unknown_parameter",
-            )
-        read_only = allowed.get("read_only")
-        if read_only is not None and not isinstance(read_only, bool):
-            raise invalid(f"{where}.allowed_tools.read_only", "Expected a boolean.", "invalid_type")
-        allowed = allowed.get("tool_names")
-    if allowed is not None and not (
+        _check_tool_filter(allowed, f"{where}.allowed_tools")
+    elif allowed is not None and not (
         isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)
     ):
         raise invalid(f"{where}.allowed_tools", "Expected a list of tool names.", "invalid_type")
@@ -209,6 +192,46 @@ def _check_mcp_tool(tool: JsonObject, where: str) -> None:
             param=f"{where}.{name}",
             code="unknown_parameter",
         )
+
+
+def _check_tool_filter(value: JsonObject, where: str) -> None:
+    """A filter object of MCP tools: `{"tool_names": [...], "read_only": bool}`."""
+    unknown_filters = set(value) - {"tool_names", "read_only"}
+    if unknown_filters:
+        name = sorted(unknown_filters)[0]
+        raise invalid(
+            f"{where}.{name}", f"Unknown parameter: '{where}.{name}'.", "unknown_parameter"
+        )
+    read_only = value.get("read_only")
+    if read_only is not None and not isinstance(read_only, bool):
+        raise invalid(f"{where}.read_only", "Expected a boolean.", "invalid_type")
+    names = value.get("tool_names")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        raise invalid(f"{where}.tool_names", "Expected a list of tool names.", "invalid_type")
+
+
+def _check_require_approval(value: Any, where: str) -> None:
+    """`"always"`, `"never"`, or `{"always": filter, "never": filter}` (either or both)."""
+    if value is None or value in ("always", "never"):
+        return
+    if isinstance(value, str):
+        raise unsupported(where, value, ("always", "never"))
+    if not isinstance(value, dict):
+        raise invalid(
+            where, "Expected 'always', 'never' or an object of tool filters.", "invalid_type"
+        )
+    for key, tool_filter in value.items():
+        if key not in ("always", "never"):
+            raise invalid(
+                f"{where}.{key}", f"Unknown parameter: '{where}.{key}'.", "unknown_parameter"
+            )
+        if tool_filter is None:
+            continue
+        if not isinstance(tool_filter, dict):
+            raise invalid(f"{where}.{key}", "Expected an object.", "invalid_type")
+        _check_tool_filter(tool_filter, f"{where}.{key}")
 
 
 MCP_TOOL_FIELDS = frozenset(

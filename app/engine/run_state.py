@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from app.engine.approvals import awaits_approval
 from app.engine.chat.usage import add_usage
 from app.engine.events import Emitter
 from app.engine.items import is_call
@@ -98,6 +99,9 @@ class FinishedTurn:
     error: ErrorInfo | None = None
     incomplete_reason: str | None = None
     upstream_refusal: UpstreamRefusal | None = None  # the response's first turn, refused
+    # It asked for approval of some calls: once its other calls are answered, the response
+    # ends, and the client's answers continue it.
+    awaits_approval: bool = False
 
     def ending(self) -> Ending | None:
         """How the response ends after this turn, or None when its tool calls come next."""
@@ -183,6 +187,7 @@ class RunState:
                 calls=[item for item in result.get("items") or [] if is_call(item)],
                 error=step.error,
                 incomplete_reason=result.get("incomplete_reason"),
+                awaits_approval=awaits_approval(result.get("items") or []),
             )
             self.record_turn(turn, step.usage, bool(result.get("usage_missing")))
         elif "mcp_list_tools" in request:

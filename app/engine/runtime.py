@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
-from app import ids
+from app import ids, metrics
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
 from app.engine.loop import ResponseLoop
@@ -68,6 +68,7 @@ def _instance_id(role: Role) -> str:
 async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runtime]:
     """Open everything the process needs; close it all, in reverse order, on the way out."""
     tools = load_tools(settings.tools_file)  # a bad tools file fails before anything opens
+    metrics.configure(models=settings.metrics_model_set)
     async with contextlib.AsyncExitStack() as stack:
         pool = create_pool(settings, name=f"ferry-{role}")
         await pool.open(wait=True)

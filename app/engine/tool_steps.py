@@ -3,7 +3,8 @@
 Every call is a `tool_call` step written when it starts and when it ends, and its output
 item is emitted the way OpenAI streams it: a registered function's call is followed by a
 `function_call_output` item; an `mcp_call` item, opened by the model turn, is completed in
-place with the server's output or error.
+place with the server's output or error. An approved call (`app.engine.approvals`) has no
+turn to open its `mcp_call`: its step announces the item itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 
+from app import metrics
 from app.engine.events import Emitter
 from app.engine.items import call_key, function_call_output
 from app.engine.run_state import ABANDONED, Run, RunState
@@ -30,12 +32,18 @@ from app.statuses import StepKind, StepStatus
 from app.store.rows import StepOutcome, StoredResponse
 
 
+def _tool_label(call: Item) -> str:
+    """A registered tool's name (the operator's, so bounded); MCP tools are named elsewhere."""
+    return metrics.MCP_TOOL if call["type"] == "mcp_call" else str(call["name"])
+
+
 @dataclass
 class _Pending:
     call: Item
     item: Item  # what the step produces: a new output item, or the mcp_call itself
     output_index: int
-    announced_here: bool  # a function_call_output is new; an mcp_call was announced by the turn
+    # A function_call_output is new; an mcp_call was announced by its turn, unless approved.
+    announced_here: bool
 
 
 @dataclass(frozen=True)
@@ -117,12 +125,18 @@ class ToolSteps:
         stored, emitter, state = run.response, run.emitter, run.state
         pending = self._announceable([*to_run, *to_skip], state, emitter)
         ran = len(to_run)
+        # An approved call has no turn holding its item: the run's output takes it as it
+        # starts, so a response that ends before the call does shows it cut off.
+        held = {item["id"] for item in state.output}
+        for p in pending:
+            if p.item["type"] == "mcp_call" and p.item["id"] not in held:
+                state.step_results.append({"items": [p.item]})
         for p in pending:
             if p.announced_here:
                 await emitter.emit(
                     "response.output_item.added", output_index=p.output_index, item=p.item
                 )
-            else:
+            if p.item["type"] == "mcp_call":
                 await emitter.emit(
                     "response.mcp_call.in_progress",
                     item_id=p.item["id"],
@@ -144,7 +158,7 @@ class ToolSteps:
         for p, done in zip(pending, finished, strict=True):
             state.step_results.append({"items": [done]})
             state.answered.add(call_key(p.call))
-            if not p.announced_here:
+            if p.item["type"] == "mcp_call":
                 outcome = "completed" if done["error"] is None else "failed"
                 await emitter.emit(
                     f"response.mcp_call.{outcome}", item_id=done["id"], output_index=p.output_index
@@ -153,17 +167,22 @@ class ToolSteps:
 
     def _announceable(self, calls: list[Item], state: RunState, emitter: Emitter) -> list[_Pending]:
         # An mcp_call is completed where it was announced; a stream that was not logged
-        # announced it at its place in the output.
+        # announced it at its place in the output. An approved one neither stream nor output
+        # holds yet is announced now.
         positions = {item["id"]: index for index, item in enumerate(state.output)}
         next_index = emitter.next_output_index
         pending = []
         for call in calls:
-            if call["type"] == "mcp_call":
-                at = emitter.announced.get(call["id"], positions[call["id"]])
-                pending.append(_Pending(call, call, at, announced_here=False))
-            else:
+            if call["type"] != "mcp_call":
                 item = function_call_output(call)
                 pending.append(_Pending(call, item, next_index, announced_here=True))
+                next_index += 1
+                continue
+            at = emitter.announced.get(call["id"], positions.get(call["id"]))
+            if at is not None:
+                pending.append(_Pending(call, call, at, announced_here=False))
+            else:
+                pending.append(_Pending(call, call, next_index, announced_here=True))
                 next_index += 1
         return pending
 
@@ -184,6 +203,7 @@ class ToolSteps:
                     "output": await self._call_http(stored, call),
                 }
         except asyncio.CancelledError:
+            metrics.tool_call(_tool_label(call), "cancelled")
             await asyncio.shield(
                 self._finish(stored, ordinal, StepStatus.CANCELLED, None, ABANDONED)
             )
@@ -222,6 +242,7 @@ class ToolSteps:
             except McpError as exc:
                 error = protocol_error(str(exc))
         status = "completed" if error is None else "failed"
+        metrics.tool_call(metrics.MCP_TOOL, "ok" if error is None else "error")
         return {**call, "output": output, "error": error, "status": status}
 
     async def _skipped_step(
@@ -231,6 +252,7 @@ class ToolSteps:
             done = {**p.call, "error": protocol_error(reason), "status": "incomplete"}
         else:
             done = {**p.item, "output": tool_error(reason), "status": "incomplete"}
+        metrics.tool_call(_tool_label(p.call), "skipped")
         request = {
             "type": p.call["type"],
             "name": p.call["name"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from app import metrics
 from app.engine.cut_items import closing_events
 from app.engine.ending import end_from_outside
 from app.engine.events import DiscardSink, EventLogSink, announced_items
@@ -112,6 +113,7 @@ class WorkerSide:
             if await self._hand_over(response_id):
                 report["handed_over"] += 1
         report["requeued"], report["orphans_failed"] = await self._requeue_orphans()
+        metrics.recoveries(report)
         return report
 
     async def _requeue_orphans(self) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from app import metrics
 from app.config import Settings
 from app.engine.api_side import ApiSide, Idempotency, KeyTaken, Submission
 from app.engine.errors import RequestError
@@ -90,8 +91,10 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
     create = submission.request
     if submission.deferred:
         stored = await service.create_deferred(submission)
+        metrics.response_created(stored)
         return await _answer_with(service, stored, stream=create.stream, settings=settings)
     stored = await service.create_inline(submission)
+    metrics.response_created(stored)
     current_response_id.set(stored.id)
     log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:
@@ -153,13 +156,14 @@ def _tail_frames(service: ApiSide, stored: StoredResponse, *, after: int) -> Asy
     events = service.tail(stored, after)
 
     async def frames() -> AsyncIterator[bytes]:
-        async for event in events:
-            if event is None:
-                yield KEEPALIVE
-            elif event["type"] in TERMINAL_EVENT_TYPES:
-                yield frame(event) + DONE
-            else:
-                yield frame(event)
+        with metrics.BACKGROUND_TAILS.track_inprogress():
+            async for event in events:
+                if event is None:
+                    yield KEEPALIVE
+                elif event["type"] in TERMINAL_EVENT_TYPES:
+                    yield frame(event) + DONE
+                else:
+                    yield frame(event)
 
     return frames()
 
@@ -218,6 +222,7 @@ async def _stream_inline(
     # One waiter per stream (not per event) wakes the writer when the server starts to stop.
     stop_waiter = asyncio.ensure_future(service.stopping.wait())
     stop_waiter.add_done_callback(lambda _: sink.wake())
+    metrics.INLINE_STREAMS.inc()
     try:
         while True:
             events = await sink.take(keepalive_s)
@@ -239,6 +244,7 @@ async def _stream_inline(
         if not ended:
             yield _goodbye(stored, next_number, code="server_error")
     finally:
+        metrics.INLINE_STREAMS.dec()
         stop_waiter.cancel()
         # Cancelled once only: a second cancel would lose the hand-back's message.
         if not task.done() and not handed_back:

@@ -13,27 +13,23 @@ import uvicorn
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
+from app import scrape
 from app.config import Settings
 from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
 from app.http import errors
+from app.http.ops import ops_routes
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
 from app.http.websocket import GOODBYE_TIMEOUT_S, OpenSockets, responses_socket
 from app.setting_checks import Networks
 
 log = logging.getLogger(__name__)
-
-
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
 
 
 class FerryServer(uvicorn.Server):
@@ -75,6 +71,9 @@ def build_app(settings: Settings) -> Starlette:
             app.state.sockets = OpenSockets()
             keys = app.state.keys = KeyBook(runtime.api_keys)
             runtime.notifier.follow_keys(keys)
+            app.state.scrape_registry = scrape.scrape_registry(
+                runtime.pool, asyncio.get_running_loop(), settings.db_probe_timeout_s
+            )
             await _say_who_may_call(settings, keys)
             log.info("api ready", extra={"upstream": settings.upstream_base_url})
             try:
@@ -82,10 +81,11 @@ def build_app(settings: Settings) -> Starlette:
             finally:
                 await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
                 await keys.close()
+                scrape.process_exiting()
 
     app = FerryApp(
         routes=[
-            Route("/health", health),
+            *ops_routes,
             *routes,
             WebSocketRoute("/v1/responses", responses_socket),
         ],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
@@ -13,6 +16,25 @@ from app.config import Settings
 
 #: What a lost or unreachable database raises: a connection that broke, or none to be had.
 DATABASE_OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
+
+_T = TypeVar("_T")
+
+
+async def within(query: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+    """What `query` returns, if it does within `timeout_s`; TimeoutError otherwise.
+
+    Time running out does not cancel it: a query cut off mid-way would leave psycopg to
+    cancel it on a connection that is back in the pool by then. It ends by itself, bounded
+    by the pool's own timeout, and a failure it meets after that is nobody's business.
+    """
+    task = asyncio.ensure_future(query)
+    task.add_done_callback(_forget_outcome)
+    return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+
+
+def _forget_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _check_unbroken(conn: AsyncConnection) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from procrastinate.schema import SchemaManager
 from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +64,22 @@ async def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> l
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     return applied_now
+
+
+@cache
+def migration_names(directory: Path = MIGRATIONS_DIR) -> tuple[str, ...]:
+    """The name of every migration, in order, as `ferry_migrations` records them."""
+    return (PROCRASTINATE_STEP, *(path.stem for path in sorted(directory.glob("*.sql"))))
+
+
+async def pending_migrations(conn: AsyncConnection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The migrations not yet applied to the database `conn` is on, in order."""
+    expected = migration_names(directory)
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT to_regclass('ferry_migrations') IS NOT NULL")
+        row = await cur.fetchone()
+        if row is None or not row[0]:  # never migrated
+            return list(expected)
+        await cur.execute("SELECT name FROM ferry_migrations")
+        done = {name for (name,) in await cur.fetchall()}
+    return [name for name in expected if name not in done]

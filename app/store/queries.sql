@@ -3,12 +3,12 @@
 -- name: insert_response
 -- A response inserted `in_progress` (an inline run) has started as it is inserted.
 INSERT INTO responses (id, owner, status, request, model, service_tier, background, stream,
-                       previous_response_id, lease_owner, lease_expires_at, started_at)
+                       previous_response_id, lease_owner, lease_expires_at, started_at, job_id)
 VALUES (%(id)s, %(owner)s, %(status)s, %(request)s, %(model)s, %(service_tier)s, %(background)s,
         %(stream)s, %(previous_response_id)s, %(lease_owner)s,
         CASE WHEN %(lease_owner)s::text IS NULL THEN NULL
              ELSE now() + make_interval(secs => %(lease_ttl_s)s) END,
-        CASE WHEN %(status)s::text = 'in_progress' THEN now() END)
+        CASE WHEN %(status)s::text = 'in_progress' THEN now() END, %(job_id)s)
 RETURNING *;
 
 -- name: get_response
@@ -67,6 +67,13 @@ SELECT * FROM response_steps WHERE response_id = %(response_id)s ORDER BY ordina
 -- name: lock_response
 -- Serialises writers of one response's event log (the worker's flushes, a cancel).
 SELECT id, status FROM responses WHERE id = %(id)s FOR UPDATE;
+
+-- name: start_event_log
+-- The first events of a response inserted in the same transaction: no one else can write
+-- its log before that commits, so there is nothing to lock or check.
+INSERT INTO response_event_batches
+    (response_id, first_sequence_number, last_sequence_number, closed, codec, events)
+VALUES (%(response_id)s, %(first)s, %(last)s, %(closed)s, %(codec)s, %(events)s);
 
 -- name: append_event_batch
 -- One flush of a response's event log, unless the log is closed (its terminal event is
@@ -207,3 +214,13 @@ ON CONFLICT (id) DO NOTHING;
 
 -- name: get_sealing_key
 SELECT key FROM reasoning_sealing_key WHERE id = 1;
+-- name: queue_stats
+-- Jobs waiting in each queue, and how long the oldest has waited since it was last put
+-- there (deferred, or retried): for the metrics scrape.
+SELECT j.queue_name AS queue, count(*) AS depth,
+       coalesce(extract(epoch FROM now() - min(queued.at)), 0)::float8 AS oldest_age_s
+  FROM procrastinate_jobs j
+  LEFT JOIN LATERAL (SELECT max(e.at) AS at FROM procrastinate_events e
+                      WHERE e.job_id = j.id) queued ON true
+ WHERE j.status = 'todo'
+ GROUP BY j.queue_name;

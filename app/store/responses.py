@@ -18,6 +18,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from app import metrics
 from app.shapes import Event, Item, JsonObject
 from app.statuses import TERMINAL_EVENT_TYPES, StepKind
 from app.store import event_codec
@@ -27,6 +28,7 @@ from app.store.rows import (
     NewResponse,
     Orphan,
     Outcome,
+    QueueStats,
     StepOutcome,
     StoredResponse,
     StoredStep,
@@ -39,6 +41,21 @@ ORPHAN_SWEEP_LOCK_KEY = 0x4645_5252_5902
 # Backoff of a patient store's retries while the database is away.
 _FIRST_RETRY_S = 0.1
 _LONGEST_RETRY_S = 2.0
+
+
+def _event_batch(response_id: str, events: list[Event]) -> dict[str, Any]:
+    """The parameters that store `events` as one batch of the response's log."""
+    codec, blob = event_codec.encode(events)
+    last = events[-1]["sequence_number"]
+    return {
+        "response_id": response_id,
+        "first": events[0]["sequence_number"],
+        "last": last,
+        "closed": events[-1]["type"] in TERMINAL_EVENT_TYPES,
+        "codec": codec,
+        "events": blob,
+        "payload": f"{response_id}:{last}",
+    }
 
 
 def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
@@ -186,6 +203,7 @@ class ResponseStore:
         if row is None:
             return None
         final = StoredResponse.from_row(row)
+        metrics.response_ended(final, final.status, _duration_s(final))
         if not final.is_kept:
             params = {"id": response_id, "request": Jsonb(FORGOTTEN_REQUEST)}
             await self._execute("forget_content", params, conn)
@@ -251,18 +269,19 @@ class ResponseStore:
     ) -> bool:
         if await self._one("lock_response", {"id": response_id}, conn) is None:
             return False
-        codec, blob = event_codec.encode(events)
-        first, last = events[0]["sequence_number"], events[-1]["sequence_number"]
-        params = {
-            "response_id": response_id,
-            "first": first,
-            "last": last,
-            "closed": events[-1]["type"] in TERMINAL_EVENT_TYPES,
-            "codec": codec,
-            "events": blob,
-            "payload": f"{response_id}:{last}",
-        }
-        return await self._one("append_event_batch", params, conn) is not None
+        params = _event_batch(response_id, events)
+        written = await self._one("append_event_batch", params, conn) is not None
+        if written:
+            metrics.event_log_written(len(events))
+        return written
+
+    async def start_event_log(
+        self, response_id: str, events: list[Event], conn: AsyncConnection
+    ) -> None:
+        """The first events of the response `conn`'s transaction has just inserted (nobody
+        listens to its log before that commits)."""
+        await self._execute("start_event_log", _event_batch(response_id, events), conn)
+        metrics.event_log_written(len(events))
 
     async def last_sequence_number(
         self, response_id: str, conn: AsyncConnection | None = None
@@ -354,8 +373,20 @@ class ResponseStore:
         row = await self._one("queue_depth", {"queue": queue})
         return int(row["depth"]) if row else 0
 
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Each non-empty job queue: its waiting jobs and the oldest one's wait."""
+        rows = await self._all("queue_stats", {})
+        return {r["queue"]: QueueStats(int(r["depth"]), float(r["oldest_age_s"])) for r in rows}
+
 
 _T = TypeVar("_T")
+
+
+def _duration_s(final: StoredResponse) -> float | None:
+    """From creation to the end, both stamped by the database's clock."""
+    if final.completed_at is None:
+        return None
+    return (final.completed_at - final.created_at).total_seconds()
 
 
 async def _run(

@@ -94,6 +94,14 @@ class Orphan:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """A job queue as a scrape sees it."""
+
+    depth: int  # jobs waiting
+    oldest_age_s: float  # how long the longest-waiting one has waited
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a response ends with: written on its row by `finish`."""
 
@@ -129,6 +137,7 @@ class NewResponse:
     previous_response_id: str | None
     lease_owner: str | None = None
     lease_ttl_s: float = 0.0
+    job_id: int | None = None  # a deferred response's job, deferred in the same transaction
 
 
 #: What is left of the request of a `store: false` response once it has ended.

@@ -57,8 +57,16 @@ def count_responses(db: psycopg.Connection[dict[str, Any]]) -> int:
             "tools[0].server_url",
         ),
         (
-            {"model": "demo", "input": "hi", "tools": [MCP | {"require_approval": "always"}]},
+            {"model": "demo", "input": "hi", "tools": [MCP | {"require_approval": "sometimes"}]},
             "tools[0].require_approval",
+        ),
+        (
+            {
+                "model": "demo",
+                "input": "hi",
+                "tools": [MCP | {"require_approval": {"never": {"tool_names": "add"}}}],
+            },
+            "tools[0].require_approval.never.tool_names",
         ),
         ({"model": "demo", "input": "hi", "tools": [MCP, MCP]}, "tools[1].server_label"),
         ({"model": "demo", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),

@@ -613,21 +613,29 @@ def test_a_job_running_past_max_run_time_is_stopped_and_failed(faults: Faults) -
     assert events[-1]["response"]["error"]["code"] == "timeout"
 
 
+def sdk_events_up_to(count: int, event_type: str) -> Callable[[Iterator[Any]], None]:
+    """For the SDK stream helper: read its events until the `count`-th of `event_type`."""
+
+    def read(events: Iterator[Any]) -> None:
+        seen = 0
+        for event in events:
+            seen += event.type == event_type
+            if seen == count:
+                return
+
+    return read
+
+
 def test_the_sdk_stream_helper_follows_a_response_across_a_worker_killed_mid_turn(
     faults: Faults,
 ) -> None:
     marker = f"sdk-turn-{secrets.token_hex(3)}"
     words = " ".join(f"w{i}" for i in range(14))
 
-    def three_deltas(events: Iterator[Any]) -> None:
-        seen = 0
-        for event in events:
-            seen += event.type == "response.output_text.delta"
-            if seen == 3:
-                return
-
     final = sdk_stream_across_a_worker_kill(
-        faults, f"{marker} {words} [[delay:60]]", read_first=three_deltas
+        faults,
+        f"{marker} {words} [[delay:60]]",
+        read_first=sdk_events_up_to(3, "response.output_text.delta"),
     )
 
     assert final.status == "completed"
@@ -640,15 +648,10 @@ def test_the_sdk_stream_helper_follows_a_response_across_a_worker_killed_mid_rea
     marker = f"sdk-think-{secrets.token_hex(3)}"
     words = " ".join(f"w{i}" for i in range(14))
 
-    def three_reasoning_deltas(events: Iterator[Any]) -> None:
-        seen = 0
-        for event in events:
-            seen += event.type == "response.reasoning_text.delta"
-            if seen == 3:
-                return
-
     final = sdk_stream_across_a_worker_kill(
-        faults, f"{marker} {words} [[think]] [[delay:60]]", read_first=three_reasoning_deltas
+        faults,
+        f"{marker} {words} [[think]] [[delay:60]]",
+        read_first=sdk_events_up_to(3, "response.reasoning_text.delta"),
     )
 
     assert final.status == "completed"

@@ -269,6 +269,40 @@ def test_mcp_round_trip(ask: Ask, mcp_server: McpTestServer) -> None:
         assert [e["output_index"] for e in done] == [0, 1, 2]
 
 
+def test_mcp_approval_round_trip(
+    client: openai.OpenAI, mode: str, mcp_server: McpTestServer
+) -> None:
+    a, b = secrets.randbelow(1000), 1000 + secrets.randbelow(1000)
+    tools = [mcp_tool(mcp_server, require_approval="always")]
+    prompt = f'[[call:add {{"a": {a}, "b": {b}}}]] ({secrets.token_hex(4)})'
+    first, events = create(client, mode, input=prompt, tools=tools)
+    assert first["status"] == "completed"
+    assert types(first["output"]) == ["mcp_list_tools", "mcp_approval_request"]
+    request = first["output"][1]
+    if events:
+        shown = [e for e in events if e.get("item", {}).get("id") == request["id"]]
+        assert [e["type"] for e in shown] == [
+            "response.output_item.added",
+            "response.output_item.done",
+        ]
+        assert shown[-1]["item"] == request
+
+    approval = {"type": "mcp_approval_response", "approval_request_id": request["id"]}
+    second, _ = create(
+        client,
+        mode,
+        input=[{**approval, "approve": True}],
+        previous_response_id=first["id"],
+        tools=tools,
+    )
+    assert second["status"] == "completed"
+    assert types(second["output"]) == ["mcp_list_tools", "mcp_call", "message"]
+    call = second["output"][1]
+    assert (call["approval_request_id"], call["output"]) == (request["id"], str(a + b))
+    assert text_of(second["output"]) == f"Tool results: add={a + b}"
+    assert len(mcp_server.calls_matching("add", {"a": a, "b": b})) == 1
+
+
 def test_mcp_tool_error_is_seen_by_the_model(ask: Ask, mcp_server: McpTestServer) -> None:
     final, _ = ask('[[call:fail {"reason": "out of paper"}]]', tools=[mcp_tool(mcp_server)])
     call = final["output"][1]

@@ -713,3 +713,72 @@ def test_mcp_call_becomes_a_call_and_its_result() -> None:
         },
         {"role": "tool", "tool_call_id": "mcp_2", "content": '{"error": "boom"}'},
     ]
+
+
+def approval_request(request_id: str, name: str = "add") -> dict[str, Any]:
+    return {
+        "type": "mcp_approval_request",
+        "id": request_id,
+        "server_label": "s",
+        "name": name,
+        "arguments": "{}",
+    }
+
+
+def test_an_approval_is_answered_right_after_its_call_by_the_call_it_let_run() -> None:
+    items = [
+        message("user", "Add and look"),
+        approval_request("mcpr_1"),
+        function_call("call_2"),
+        # The client answers the two in the next response, after a word of its own.
+        function_call_output("call_2", "sunny"),
+        message("user", "Yes, go on"),
+        {"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": True},
+        {
+            "type": "mcp_call",
+            "id": "mcp_9",
+            "server_label": "s",
+            "name": "add",
+            "arguments": "{}",
+            "output": "3",
+            "error": None,
+            "approval_request_id": "mcpr_1",
+        },
+    ]
+    assert to_chat_messages(None, items) == [
+        {"role": "user", "content": "Add and look"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [tool_call("mcpr_1", "add"), tool_call("call_2")],
+        },
+        {"role": "tool", "tool_call_id": "call_2", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "mcpr_1", "content": "3"},
+        {"role": "user", "content": "Yes, go on"},
+    ]
+
+
+def test_a_denied_or_unanswered_approval_request_is_a_call_that_did_not_run() -> None:
+    denied = {
+        "type": "mcp_approval_response",
+        "approval_request_id": "mcpr_1",
+        "approve": False,
+        "reason": "too risky",
+    }
+    messages = to_chat_messages(
+        None, [approval_request("mcpr_1"), approval_request("mcpr_2", "fail"), denied]
+    )
+
+    call, first, second = messages
+    assert call["tool_calls"] == [tool_call("mcpr_1", "add"), tool_call("mcpr_2", "fail")]
+    assert first == {
+        "role": "tool",
+        "tool_call_id": "mcpr_1",
+        "content": '{"error": "The call was not approved, so it did not run. Reason given: '
+        'too risky"}',
+    }
+    assert second == {
+        "role": "tool",
+        "tool_call_id": "mcpr_2",
+        "content": '{"error": "The call did not run: it was not approved."}',
+    }

@@ -185,9 +185,34 @@ def test_parameters_are_kept_on_the_request() -> None:
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "invalid_value"),
         ({"tools": [{**FUNCTION, "strict": "yes"}]}, "tools[0].strict", "invalid_type"),
         (
-            {"tools": [{**MCP, "require_approval": "always"}]},
+            {"tools": [{**MCP, "require_approval": "sometimes"}]},
             "tools[0].require_approval",
-            "unsupported_value",
+            "invalid_value",
+        ),
+        (
+            {"tools": [{**MCP, "require_approval": True}]},
+            "tools[0].require_approval",
+            "invalid_type",
+        ),
+        (
+            {"tools": [{**MCP, "require_approval": {"often": {}}}]},
+            "tools[0].require_approval.often",
+            "unknown_parameter",
+        ),
+        (
+            {"tools": [{**MCP, "require_approval": {"always": ["add"]}}]},
+            "tools[0].require_approval.always",
+            "invalid_type",
+        ),
+        (
+            {"tools": [{**MCP, "require_approval": {"never": {"tool_names": "add"}}}]},
+            "tools[0].require_approval.never.tool_names",
+            "invalid_type",
+        ),
+        (
+            {"tools": [{**MCP, "require_approval": {"never": {"read_only": 1}}}]},
+            "tools[0].require_approval.never.read_only",
+            "invalid_type",
         ),
         ({"tools": [{**MCP, "server_url": "ftp://x"}]}, "tools[0].server_url", "invalid_value"),
         ({"tools": [{**MCP, "server_label": "a b"}]}, "tools[0].server_label", "invalid_value"),

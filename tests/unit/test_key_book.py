@@ -209,3 +209,20 @@ def test_expiry_is_a_moment_in_the_past() -> None:
     assert not is_expired(None)
     assert not is_expired(now + timedelta(seconds=5), now)
     assert is_expired(now, now)
+
+
+async def test_a_burst_of_lookups_with_nothing_kept_makes_one_read(
+    book: KeyBook, table: TableOfKeys
+) -> None:
+    key = new_key().key
+    table.rows[digest_of(key)] = stored(key)
+    table.hold = asyncio.Event()
+    lookups = [asyncio.create_task(book.find(key)) for _ in range(50)]
+    await table.reading.wait()
+    table.hold.set()
+    found = await asyncio.gather(*lookups)
+    assert found == [table.rows[digest_of(key)]] * 50
+    assert table.reads == 1
+    # Not listening, nothing is kept: the next lookup reads again.
+    assert await book.find(key) is not None
+    assert table.reads == 2

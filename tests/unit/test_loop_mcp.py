@@ -1,26 +1,22 @@
 """The MCP branches of the loop: listing a server's tools, completing an `mcp_call` in place,
 a tool's error, a failed listing, and MCP calls in a turn that goes back to the client.
 
-The MCP client has no transport to replace (see the module docstring of
-`app.engine.tools.mcp_client`), so its two entry points are replaced with a fake server.
+The MCP server is a fake (`tests.unit.mcp_host`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from app.engine.tools import mcp_client
-from app.engine.tools.mcp_client import McpError, McpTool
 from app.statuses import ResponseStatus, StepKind, StepStatus
 from tests.support.event_types import MCP_EVENTS
 from tests.support.memory_store import at_write
 from tests.unit.harness import Harness
+from tests.unit.mcp_host import SERVER_URL, FakeMcp
 from tests.unit.streams import WAIT_S, assert_well_formed, done_items
 from tests.unit.tool_host import ToolHost
 from tests.unit.upstream import (
@@ -31,7 +27,6 @@ from tests.unit.upstream import (
     text_reply,
 )
 
-SERVER_URL = "https://mcp.test/mcp"
 MCP_TOOL = {
     "type": "mcp",
     "server_label": "calc",
@@ -44,51 +39,9 @@ CLIENT_TOOL = {"type": "function", "name": "client_fn"}
 ADD = ToolCall("add", {"a": 1, "b": 2}, "call_add")
 
 
-@dataclass
-class FakeMcp:
-    """One MCP server, as `list_mcp_tools` and `call_mcp_tool` see it."""
-
-    tools: list[McpTool] = field(
-        default_factory=lambda: [
-            McpTool("add", "Adds", {"type": "object"}, None),
-            McpTool("fail", "Fails", {"type": "object"}, None),
-            McpTool("hidden", "Not allowed", {"type": "object"}, None),
-        ]
-    )
-    listing_error: str | None = None
-    listings: int = 0
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    async def list_tools(
-        self, server_url: str, headers: dict[str, str] | None, *, timeout_s: float
-    ) -> list[McpTool]:
-        assert server_url == SERVER_URL
-        self.listings += 1
-        if self.listing_error is not None:
-            raise McpError(self.listing_error)
-        return self.tools
-
-    async def call_tool(
-        self,
-        server_url: str,
-        headers: dict[str, str] | None,
-        name: str,
-        arguments: dict[str, Any],
-        *,
-        timeout_s: float,
-    ) -> tuple[str | None, str | None]:
-        self.calls.append((name, arguments))
-        if name == "fail":
-            return None, f"refused: {arguments.get('reason')}"
-        return str(arguments["a"] + arguments["b"]), None
-
-
 @pytest.fixture
-def mcp(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMcp]:
-    fake = FakeMcp()
-    monkeypatch.setattr(mcp_client, "list_mcp_tools", fake.list_tools)
-    monkeypatch.setattr(mcp_client, "call_mcp_tool", fake.call_tool)
-    yield fake
+def mcp(monkeypatch: pytest.MonkeyPatch) -> FakeMcp:
+    return FakeMcp().install(monkeypatch)
 
 
 async def test_an_mcp_call_is_completed_in_place(

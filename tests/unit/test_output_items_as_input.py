@@ -111,6 +111,39 @@ def test_mcp_items_keep_ferrys_shape() -> None:
     assert (older["status"], older["error"]) == ("failed", "an error as older outputs gave it")
 
 
+def test_approval_items_keep_openais_shape() -> None:
+    request = {
+        "type": "mcp_approval_request",
+        "id": "mcpr_1",
+        "server_label": "s",
+        "name": "t",
+        "arguments": "{}",
+    }
+    given, cut, approval, denial = normalised(
+        {**request, "status": "completed"},
+        {**request, "id": "mcpr_2", "status": "incomplete"},
+        {"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": True},
+        {
+            "type": "mcp_approval_response",
+            "id": "mcpa_mine",
+            "approval_request_id": "mcpr_2",
+            "approve": False,
+            "reason": "no",
+        },
+    )
+    assert given == request  # complete: no status, as OpenAI shows it
+    assert cut == {**request, "id": "mcpr_2", "status": "incomplete"}
+    assert approval["id"].startswith("mcpa_")
+    assert approval == {
+        "type": "mcp_approval_response",
+        "id": approval["id"],
+        "approval_request_id": "mcpr_1",
+        "approve": True,
+        "reason": None,
+    }
+    assert (denial["id"], denial["approve"], denial["reason"]) == ("mcpa_mine", False, "no")
+
+
 @pytest.mark.parametrize(
     "reference",
     [
@@ -165,6 +198,26 @@ def test_an_item_reference_may_leave_its_type_out(reference: Json) -> None:
             },
             "input[1].status",
             "invalid_value",
+        ),
+        (
+            {"type": "mcp_approval_request", "id": "r", "server_label": "s", "name": "t"},
+            "input[1].arguments",
+            "missing_required_parameter",
+        ),
+        (
+            {"type": "mcp_approval_response", "approval_request_id": "mcpr_1"},
+            "input[1].approve",
+            "missing_required_parameter",
+        ),
+        (
+            {"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": "yes"},
+            "input[1].approve",
+            "invalid_type",
+        ),
+        (
+            {"type": "mcp_approval_response", "approve": True},
+            "input[1].approval_request_id",
+            "missing_required_parameter",
         ),
         ({"type": "item_reference", "id": 7}, "input[1].id", "invalid_type"),
         ({"type": "web_search_call", "id": "ws_1"}, "input[1].type", "invalid_value"),

@@ -3,6 +3,7 @@ the error messages it builds, and the delays between tries."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,19 @@ async def test_only_data_lines_carry_chunks(
             ]
         )
     )
+
+    assert await chunks_of(client) == [first, second]
+
+
+async def test_lines_cut_across_blocks_and_crlf_line_ends_are_read_whole(
+    client: UpstreamClient, upstream: ScriptedUpstream
+) -> None:
+    first, second = chunk({"content": "é€"}), chunk({"content": "b"})
+    raw_utf8 = json.dumps(first, ensure_ascii=False).encode()
+    wire = b"data: " + raw_utf8 + b"\r\n\r\n" + sse(second)
+    # Cut inside the JSON and inside a multi-byte character.
+    cut = wire.index("€".encode()) + 1
+    upstream.then(Reply([wire[:7], wire[7:cut], wire[cut:], DONE]))
 
     assert await chunks_of(client) == [first, second]
 

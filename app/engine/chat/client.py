@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from app.config import Settings
+from app.engine.chat.measured_try import MeasuredTry
 from app.shapes import JsonObject, UpstreamRefusal
 
 log = logging.getLogger(__name__)
@@ -140,25 +141,29 @@ class UpstreamClient:
         url = f"{self.base_url}/chat/completions"
         attempt = 1
         while True:
-            yielded = False
+            this_try = MeasuredTry()
             try:
                 # aclosing: when our caller hangs up mid-stream, the try's request is closed
                 # at once, not whenever the abandoned inner generator gets collected.
                 async with contextlib.aclosing(self._stream_once(url, body)) as chunks:
                     async for chunk in chunks:
-                        yielded = True
+                        this_try.saw(chunk)
                         yield chunk
+                this_try.ended()
                 return
             except _RetryableError as exc:
-                if yielded or attempt >= self._max_attempts:
-                    raise _final_error(exc, attempt, yielded) from exc
+                if this_try.yielded or attempt >= self._max_attempts:
+                    this_try.failed(exc.status_code)
+                    raise _final_error(exc, attempt, this_try.yielded) from exc
+                this_try.record("retried")
                 delay = self._retry_delay(attempt, exc.retry_after)
                 _log_retry(exc, attempt, delay)
                 await asyncio.sleep(delay)
             except UpstreamError as exc:
-                if yielded or attempt == 1:
+                this_try.failed(exc.status_code)
+                if this_try.yielded or attempt == 1:
                     raise
-                raise _final_error(exc, attempt, yielded) from exc
+                raise _final_error(exc, attempt, this_try.yielded) from exc
             attempt += 1
 
     async def _stream_once(self, url: str, body: JsonObject) -> AsyncGenerator[Chunk]:
@@ -172,7 +177,7 @@ class UpstreamClient:
                     if whole is not None:
                         yield whole
                     return
-                async for line in response.aiter_lines():
+                async for line in _sse_lines(response):
                     chunk = _decode_sse_line(line)
                     if chunk is None:
                         continue
@@ -290,20 +295,37 @@ def _log_retry(exc: UpstreamError, attempt: int, delay: float) -> None:
 _DONE: Chunk = {}
 
 
-def _decode_sse_line(line: str) -> Chunk | None:
+async def _sse_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The lines of an SSE body, as bytes, without their `\n` or `\r\n`.
+
+    Split here rather than with httpx's `aiter_lines`, which decodes every block to text and
+    searches it for every kind of line break first: the hot path of a stream. SSE also allows
+    a lone `\r` as a line break, which no chat-completions server sends.
+    """
+    pending = b""
+    async for block in response.aiter_bytes():
+        lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
+
+
+def _decode_sse_line(line: bytes) -> Chunk | None:
     """One SSE line: a chunk for `data: {...}`, `_DONE` for `data: [DONE]`, else None."""
-    if not line.startswith("data:"):
+    if not line.startswith(b"data:"):
         return None  # comments, `event:` lines and blank separators carry nothing for us
     data = line[5:].strip()
     if not data:
         return None
-    if data == "[DONE]":
+    if data == b"[DONE]":
         return _DONE
     try:
         # orjson also refuses lone UTF-16 surrogates, which no later step could encode.
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        chunk = _decode_with_constants(data)
+        chunk = _decode_with_constants(data.decode(errors="replace"))
     return chunk if isinstance(chunk, dict) else None
 
 

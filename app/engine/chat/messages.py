@@ -7,6 +7,11 @@ fresh dict.
 Reasoning travels the way reasoning upstreams (vLLM, SGLang, DeepSeek) stream it: as the
 `reasoning_content` of the assistant message of the same turn. A reasoning item opens that
 message; the turn's text and tool calls that follow fill it in.
+
+An `mcp_approval_request` is the model's call, and its answer comes later in the
+conversation (a denial, or the `mcp_call` of an approved call); chat wants the result right
+after the call, so the tool message is put there. A request never answered is told to the
+model as a call that did not run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.approvals import UNANSWERED_TEXT, denial_text
 from app.engine.items import reasoning_text
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
 from app.shapes import Item, JsonObject, Part
@@ -51,10 +57,28 @@ class _Transcript:
 
     messages: list[ChatMessage] = field(default_factory=list)
     awaiting_turn: ChatMessage | None = None
+    # approval request id -> the assistant message holding its call, until it is answered
+    awaiting_answer: dict[str, ChatMessage] = field(default_factory=dict)
 
     def append(self, message: ChatMessage) -> None:
         self.messages.append(message)
         self.awaiting_turn = None
+
+    def answer(self, call_id: str, content: str) -> bool:
+        """Put the result of an awaiting call right after the tool results already given for
+        its turn; False when no call awaits it."""
+        holder = self.awaiting_answer.pop(call_id, None)
+        if holder is None:
+            return False
+        at = next(i for i, message in enumerate(self.messages) if message is holder) + 1
+        while at < len(self.messages) and self.messages[at]["role"] == "tool":
+            at += 1
+        result = {"role": "tool", "tool_call_id": call_id, "content": content}
+        if at == len(self.messages):
+            self.append(result)
+        else:
+            self.messages.insert(at, result)
+        return True
 
 
 def to_chat_messages(
@@ -77,6 +101,8 @@ def to_chat_messages(
         # dropping them keeps the rest of the conversation usable.
         if handler is not None:
             handler(transcript, item)
+    for call_id in list(transcript.awaiting_answer):
+        transcript.answer(call_id, _error_content(UNANSWERED_TEXT))
     return transcript.messages
 
 
@@ -191,15 +217,35 @@ def _append_function_call_output(transcript: _Transcript, item: Item) -> None:
 
 
 def _append_mcp_call(transcript: _Transcript, item: Item) -> None:
+    error = item.get("error")
+    if error is not None:
+        content = _error_content(mcp_error_text(error))
+    else:
+        content = item.get("output") or ""
+    approval_id = item.get("approval_request_id")
+    if approval_id and transcript.answer(approval_id, content):
+        return  # an approved call: its request stood for the call
     # One Responses item holds both the call and its result; chat needs both messages.
     call = {"call_id": item["id"], "name": item["name"], "arguments": item.get("arguments", "")}
     _append_function_call(transcript, call)
-    error = item.get("error")
-    if error is not None:
-        content = json.dumps({"error": mcp_error_text(error)})
-    else:
-        content = item.get("output") or ""
     transcript.append({"role": "tool", "tool_call_id": item["id"], "content": content})
+
+
+def _append_approval_request(transcript: _Transcript, item: Item) -> None:
+    call = {"call_id": item["id"], "name": item["name"], "arguments": item.get("arguments", "")}
+    _append_function_call(transcript, call)
+    transcript.awaiting_answer[item["id"]] = transcript.messages[-1]
+
+
+def _append_approval_response(transcript: _Transcript, item: Item) -> None:
+    # An approval is answered by the `mcp_call` of the call it let run.
+    if not item["approve"]:
+        transcript.answer(item["approval_request_id"], _error_content(denial_text(item)))
+
+
+def _error_content(text: str) -> str:
+    """A tool result that tells the model its call failed, or never ran."""
+    return json.dumps({"error": text})
 
 
 def tool_output_text(output: str | list[Part] | None) -> str:
@@ -217,5 +263,7 @@ _ITEM_HANDLERS: dict[str, ItemHandler] = {
     "function_call": _append_function_call,
     "function_call_output": _append_function_call_output,
     "mcp_call": _append_mcp_call,
+    "mcp_approval_request": _append_approval_request,
+    "mcp_approval_response": _append_approval_response,
     "reasoning": _append_reasoning,
 }

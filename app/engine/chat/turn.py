@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app import ids
+from app.engine.approvals import approval_request, is_approval_request
 from app.engine.chat.client import Chunk, UpstreamError
 from app.engine.chat.logprobs import chunk_logprobs, event_logprobs
 from app.engine.chat.reasoning import OpenReasoning, reasoning_delta
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-# (delta, done) event types for the arguments of each kind of call item.
+# (delta, done) event types for the arguments of each kind of call item. An approval request
+# has none: OpenAI shows it whole, when its item is done.
 _ARGUMENT_EVENTS = {
     "function_call": (
         "response.function_call_arguments.delta",
@@ -89,6 +91,7 @@ class TurnTranslator:
         first_output_index: int,
         on_item_done: Callable[[list[Item]], Awaitable[None]] | None = None,
         mcp_tools: dict[str, str] | None = None,
+        approval_tools: frozenset[str] = frozenset(),
         logprobs: bool = False,
         think_tags: bool = False,
     ) -> None:
@@ -99,6 +102,8 @@ class TurnTranslator:
         self.held_logprobs: list[JsonObject] = []
         # Names of MCP tools offered, with their server's label: their calls are `mcp_call`s.
         self.mcp_tools = mcp_tools or {}
+        # Those of them whose calls wait for approval: they are `mcp_approval_request`s.
+        self.approval_tools = approval_tools
         # Told the finished items each time one more is done, so progress can be persisted.
         self.on_item_done = on_item_done
         self.next_output_index = first_output_index
@@ -218,14 +223,17 @@ class TurnTranslator:
             call.item["name"] = function["name"]
         if function.get("arguments"):
             call.arguments.append(function["arguments"])
-            await self.emitter.emit(
-                _ARGUMENT_EVENTS[call.item["type"]][0],
-                item_id=call.item["id"],
-                output_index=call.output_index,
-                delta=function["arguments"],
-            )
+            if call.item["type"] in _ARGUMENT_EVENTS:
+                await self.emitter.emit(
+                    _ARGUMENT_EVENTS[call.item["type"]][0],
+                    item_id=call.item["id"],
+                    output_index=call.output_index,
+                    delta=function["arguments"],
+                )
 
     def _new_call_item(self, call_id: str | None, name: str) -> Item:
+        if name in self.approval_tools:
+            return approval_request(self.mcp_tools[name], name)
         if name in self.mcp_tools:
             return {
                 "id": ids.new_id("mcp"),
@@ -275,18 +283,21 @@ class TurnTranslator:
         self.closed_call_indexes.update(calls)
         for call in sorted(calls.values(), key=lambda c: c.output_index):
             arguments = "".join(call.arguments)
-            await self.emitter.emit(
-                _ARGUMENT_EVENTS[call.item["type"]][1],
-                item_id=call.item["id"],
-                output_index=call.output_index,
-                name=call.item["name"],
-                arguments=arguments,
-            )
+            if call.item["type"] in _ARGUMENT_EVENTS:
+                await self.emitter.emit(
+                    _ARGUMENT_EVENTS[call.item["type"]][1],
+                    item_id=call.item["id"],
+                    output_index=call.output_index,
+                    name=call.item["name"],
+                    arguments=arguments,
+                )
             if call.item["type"] == "mcp_call" and status == StepStatus.COMPLETED:
                 # Not done yet: the loop runs the call and completes the item in place.
                 self.items.append({**call.item, "arguments": arguments})
                 continue
             done = {**call.item, "status": status, "arguments": arguments}
+            if is_approval_request(done) and status == StepStatus.COMPLETED:
+                del done["status"]  # a complete approval request has none (see its constructor)
             await self.emitter.emit(
                 "response.output_item.done", output_index=call.output_index, item=done
             )
@@ -294,7 +305,11 @@ class TurnTranslator:
 
     async def _item_done(self, item: Item) -> None:
         self.items.append(item)
-        if self.on_item_done is not None and item["status"] == StepStatus.COMPLETED:
+        # An approval request is the one item with no status once complete.
+        if (
+            self.on_item_done is not None
+            and item.get("status", StepStatus.COMPLETED) == StepStatus.COMPLETED
+        ):
             await self.on_item_done(list(self.items))
 
     async def close_open_items(self, status: str) -> None:

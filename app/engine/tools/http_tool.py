@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from app import metrics
 from app.engine.tools.registry import HttpTool
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,20 @@ class HttpToolRunner:
         await self._http.aclose()
 
     async def call(self, tool: HttpTool, *, call_id: str, arguments: str, response_id: str) -> str:
+        """What the model is told the tool answered: its reply, or `{"error": ...}`."""
+        output, ok = await self._call(tool, call_id, arguments, response_id)
+        metrics.tool_call(tool.name, "ok" if ok else "error")
+        return output
+
+    async def _call(
+        self, tool: HttpTool, call_id: str, arguments: str, response_id: str
+    ) -> tuple[str, bool]:
         try:
             payload: Any = json.loads(arguments or "{}")
         except ValueError:
-            return tool_error(f"arguments are not valid JSON: {arguments[:200]}")
+            return tool_error(f"arguments are not valid JSON: {arguments[:200]}"), False
         if not isinstance(payload, dict):
-            return tool_error("arguments must be a JSON object")
+            return tool_error("arguments must be a JSON object"), False
         headers = {
             **tool.headers,
             # The same call retried after a crash carries the same key: the tool can dedupe.
@@ -54,11 +63,11 @@ class HttpToolRunner:
             )
         except httpx.TimeoutException:
             log.warning("tool timed out", extra={"tool": tool.name, "call_id": call_id})
-            return tool_error(f"tool {tool.name} timed out after {tool.timeout_s:g}s")
+            return tool_error(f"tool {tool.name} timed out after {tool.timeout_s:g}s"), False
         except httpx.HTTPError as exc:
             log.warning("tool unreachable", extra={"tool": tool.name, "call_id": call_id})
-            return tool_error(f"tool {tool.name} could not be reached: {type(exc).__name__}")
+            return tool_error(f"tool {tool.name} could not be reached: {type(exc).__name__}"), False
         if not reply.is_success:
             body = reply.text[:MAX_ERROR_BODY_CHARS]
-            return tool_error(f"tool {tool.name} returned HTTP {reply.status_code}: {body}")
-        return reply.text
+            return tool_error(f"tool {tool.name} returned HTTP {reply.status_code}: {body}"), False
+        return reply.text, True

@@ -1,0 +1,257 @@
+"""The OpenAPI 3.1 document of what Ferry serves, at GET /openapi.json: its paths and
+operations here, its schemas in `app.http.openapi_schemas`. A test walks the application's
+routes and this document's paths both ways, so neither has one the other lacks.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from importlib import metadata
+
+from app.http.openapi_schemas import (
+    INCLUDABLE_SCHEMA,
+    STRING,
+    component_schemas,
+    json_content,
+    ref,
+)
+from app.shapes import JsonObject
+
+_RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "schema": STRING,
+    "description": "The id of a response (`resp_…`).",
+}
+_INCLUDE = {
+    "name": "include",
+    "in": "query",
+    "schema": INCLUDABLE_SCHEMA,
+    "style": "form",
+    "explode": True,
+    "description": "Checked as on create (`include[]` is read as well).",
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+
+
+def _reply(description: str, schema_name: str) -> JsonObject:
+    return {"description": description, "content": json_content(ref(schema_name))}
+
+
+def _error(description: str, headers: JsonObject | None = None) -> JsonObject:
+    reply: JsonObject = {"description": description, "content": json_content(ref("ErrorEnvelope"))}
+    if headers:
+        reply["headers"] = headers
+    return reply
+
+
+def _errors(*statuses: int) -> dict[str, JsonObject]:
+    known = {
+        400: _error("Invalid request: `param` names what is wrong."),
+        401: _error("A missing or unknown API key (when API_KEYS is set)."),
+        404: _error("No such response (or not this key's, or created with `store: false`)."),
+        409: _error("An Idempotency-Key reused with another body, or a result not kept."),
+        413: _error("The body is larger than MAX_BODY_BYTES."),
+        429: _error("Admission control, or the upstream's own 429.", _RETRY_AFTER),
+        502: _error("The upstream rejected Ferry's credentials (upstream_auth_failed)."),
+        503: _error("The database is unavailable (database_unavailable).", _RETRY_AFTER),
+        504: _error("A held (flex) request outlived FLEX_TIMEOUT_S; the work goes on."),
+    }
+    return {
+        **{str(status): known[status] for status in statuses},
+        "default": _error("Any other error, in the same envelope."),
+    }
+
+
+def _response_or_stream(description: str) -> JsonObject:
+    return {
+        "description": description,
+        "content": {
+            **json_content(ref("ResponseResource")),
+            "text/event-stream": {"schema": ref("ServerSentEvent")},
+        },
+    }
+
+
+_RESPONSES_PATHS: JsonObject = {
+    "/v1/responses": {
+        "post": {
+            "operationId": "createResponse",
+            "tags": ["responses"],
+            "summary": "Create a response (blocking, streamed, background or flex).",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "schema": {"type": "string", "maxLength": 255},
+                    "description": "A retried create with the same key gets the same response.",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": json_content(ref("CreateResponseRequest")),
+            },
+            "responses": {
+                "200": _response_or_stream("The Response (or its events, when streaming)."),
+                **_errors(400, 401, 404, 409, 413, 429, 502, 503, 504),
+            },
+        }
+    },
+    "/v1/responses/{response_id}": {
+        "parameters": [_RESPONSE_ID],
+        "get": {
+            "operationId": "getResponse",
+            "tags": ["responses"],
+            "summary": "Retrieve a response, or replay and follow its event log.",
+            "parameters": [
+                _INCLUDE,
+                {"name": "stream", "in": "query", "schema": {"type": "boolean"}},
+                {
+                    "name": "starting_after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": -1},
+                    "description": "With stream=true: replay after this sequence number.",
+                },
+            ],
+            "responses": {
+                "200": _response_or_stream("The Response (or its event log, with stream=true)."),
+                **_errors(400, 401, 404, 503),
+            },
+        },
+        "delete": {
+            "operationId": "deleteResponse",
+            "tags": ["responses"],
+            "summary": "Delete a response, cancelling it first if it runs.",
+            "responses": {
+                "200": _reply("Deleted.", "DeletedResponse"),
+                **_errors(401, 404, 503),
+            },
+        },
+    },
+    "/v1/responses/{response_id}/cancel": {
+        "parameters": [_RESPONSE_ID],
+        "post": {
+            "operationId": "cancelResponse",
+            "tags": ["responses"],
+            "summary": "Cancel a background response (idempotent).",
+            "responses": {
+                "200": {
+                    "description": "The Response.",
+                    "content": json_content(ref("ResponseResource")),
+                },
+                **_errors(400, 401, 404, 503),
+            },
+        },
+    },
+    "/v1/responses/{response_id}/input_items": {
+        "parameters": [_RESPONSE_ID],
+        "get": {
+            "operationId": "listInputItems",
+            "tags": ["responses"],
+            "summary": "The response's input items, a page at a time.",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                },
+                {
+                    "name": "order",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
+                },
+                {"name": "after", "in": "query", "schema": STRING},
+                _INCLUDE,
+            ],
+            "responses": {
+                "200": _reply("A page.", "InputItemList"),
+                **_errors(400, 401, 404, 503),
+            },
+        },
+    },
+}
+
+
+def _operations_path(operation_id: str, summary: str, reply: JsonObject) -> JsonObject:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "tags": ["operations"],
+            "summary": summary,
+            "security": [],
+            "responses": reply,
+        }
+    }
+
+
+_HEALTH = {"200": _reply("Up.", "Health")}
+_OPERATIONS_PATHS: JsonObject = {
+    "/healthz": _operations_path("healthz", "Liveness: the process answers.", _HEALTH),
+    "/health": _operations_path("health", "The same as /healthz.", _HEALTH),
+    "/readyz": _operations_path(
+        "readyz",
+        "Readiness: the database answers within DB_PROBE_TIMEOUT_S, migrations are current.",
+        {
+            "200": _reply("Ready.", "Readiness"),
+            "503": {
+                "description": "Not ready, and why.",
+                "content": json_content(ref("Readiness")),
+            },
+        },
+    ),
+    "/metrics": _operations_path(
+        "metrics",
+        "Prometheus metrics (text exposition format, or OpenMetrics when asked for).",
+        {"200": {"description": "Metrics.", "content": {"text/plain": {"schema": STRING}}}},
+    ),
+    "/openapi.json": _operations_path(
+        "openapi",
+        "This document.",
+        {"200": {"description": "OpenAPI 3.1.", "content": json_content({"type": "object"})}},
+    ),
+}
+
+
+@cache
+def _document() -> JsonObject:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Ferry",
+            "version": metadata.version("ferry"),
+            "description": "A durable implementation of OpenAI's Responses API in front of a "
+            "chat-completions upstream. Response objects and streaming events follow the "
+            "Open Responses specification's schemas.",
+        },
+        "tags": [
+            {"name": "responses", "description": "OpenAI's Responses API."},
+            {"name": "operations", "description": "Health, readiness, metrics, this document."},
+        ],
+        "security": [{}, {"bearerAuth": []}],
+        "paths": {**_RESPONSES_PATHS, **_OPERATIONS_PATHS},
+        # OpenAPI has no word for a WebSocket; this extension names the paths that take one.
+        "x-websockets": {
+            "/v1/responses": {
+                "description": "WebSocket mode: `response.create` messages in, the streaming "
+                "events out, one response at a time (the Open Responses specification's "
+                "WebSocket transport; see the README)."
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of API_KEYS; not needed when API_KEYS is unset.",
+                }
+            },
+            "schemas": component_schemas(),
+        },
+    }
+
+
+def openapi_document() -> JsonObject:
+    """The document, as a copy the caller may change."""
+    return copy.deepcopy(_document())
