@@ -7,7 +7,8 @@ reasoning delta, as `reasoning_content` (the vLLM/DeepSeek convention) or, for a
 name contains "reasoning", as `reasoning` (newer vLLM, OpenRouter, Ollama); when the last user
 message names an offered tool, it calls that tool with the message's first JSON object (or
 `{}`) as arguments. Asked for `logprobs`, it reports made-up but steady ones for each word it
-streams (and `top_logprobs` alternatives), in the chat-completions shape.
+streams (and `top_logprobs` alternatives), in the chat-completions shape. Its model list
+gives the model a context size, as vLLM does (`max_model_len`); it has no `/tokenize`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ THOUGHT = "Let me read the last message and answer it plainly."
 NAMED = r"(?<![\w-]){}(?![\w-])"  # a tool name as a whole word; names may contain "-"
 PACE_S = 0.05  # between chunks, so someone watching sees the words arrive one by one
 CREATED = 1_700_000_000  # not the clock: equal requests get equal replies
+CONTEXT_TOKENS = 8192  # reported as vLLM reports a model's context size, `max_model_len`
 
 
 def text_of(message: JSON) -> str:
@@ -172,6 +174,7 @@ async def completions(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     demo = {"id": "demo", "object": "model", "created": CREATED, "owned_by": "ferry"}
+    demo["max_model_len"] = CONTEXT_TOKENS
     return JSONResponse({"object": "list", "data": [demo]})
 
 

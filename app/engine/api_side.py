@@ -23,7 +23,9 @@ from app import ids
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
+from app.engine.history import check_previous
 from app.engine.input_resolution import resolve_input
+from app.engine.items import as_shown
 from app.engine.key_limits import admit_response
 from app.engine.loop import HAND_BACK
 from app.engine.refusals import refused_blocking_create
@@ -242,29 +244,11 @@ class ApiSide:
         request = submission.request
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
-        await self._check_previous(submission.owner, request.previous_response_id)
+        await check_previous(self.store, submission.owner, request.previous_response_id)
         items = await resolve_input(
             submission.items, submission.owner, self.store, self.runtime.sealing_keys
         )
         return dataclasses.replace(submission, items=items)
-
-    async def _check_previous(self, owner: str, previous_id: str | None) -> None:
-        if previous_id is None:
-            return
-        previous = await self.store.get(previous_id, owner)
-        if previous is None or not previous.is_kept:  # OpenAI's answer for `store: false` too
-            raise RequestError(
-                f"Previous response with id '{previous_id}' not found.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
-        if not previous.is_terminal:
-            raise RequestError(
-                f"Previous response with id '{previous_id}' is still {previous.status}; "
-                "wait until it has finished.",
-                param="previous_response_id",
-                code="previous_response_not_finished",
-            )
 
     # --- running inline --------------------------------------------------------------
 
@@ -375,7 +359,7 @@ class ApiSide:
     ) -> JsonObject:
         """A page of the response's input items (as stored, each with its id)."""
         stored = await self.get(owner, response_id)
-        items = list(stored.request.get("input") or [])
+        items = [as_shown(item) for item in stored.request.get("input") or []]
         if order == "desc":
             items.reverse()
         if after is not None:

@@ -19,6 +19,7 @@ ITEM_TYPES = (
     "mcp_list_tools",
     "mcp_call",
     "item_reference",
+    "compaction",
 )
 REASONING_STATUSES = ("in_progress", "completed", "incomplete")
 MCP_CALL_STATUSES = ("in_progress", "completed", "incomplete", "calling", "failed")
@@ -250,6 +251,17 @@ def _normalise_mcp_call(item: JsonObject, where: str) -> Item:
     return normalised
 
 
+def _normalise_compaction(item: JsonObject, where: str) -> Item:
+    # Opened when the request is accepted (`resolve_input`); without an id it takes the one
+    # sealed in its blob, as a reasoning item does.
+    optional_str(item, "created_by", where)
+    return {
+        "type": "compaction",
+        "id": optional_str(item, "id", where),
+        "encrypted_content": require_str(item, "encrypted_content", where),
+    }
+
+
 def _normalise_item_reference(item: JsonObject, where: str) -> Item:
     # Resolved to the item it names when the request is accepted (`resolve_input`).
     return {"type": "item_reference", "id": require_str(item, "id", where)}
@@ -263,6 +275,7 @@ _ITEM_NORMALISERS = {
     "mcp_list_tools": _normalise_mcp_list_tools,
     "mcp_call": _normalise_mcp_call,
     "item_reference": _normalise_item_reference,
+    "compaction": _normalise_compaction,
 }
 
 

@@ -23,7 +23,7 @@ from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
-from app.http import errors
+from app.http import context, errors
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
 from app.setting_checks import Networks
@@ -77,7 +77,7 @@ def build_app(settings: Settings) -> Starlette:
                 await keys.close()
 
     app = FerryApp(
-        routes=[Route("/health", health), *routes],
+        routes=[Route("/health", health), *context.routes, *routes],
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,

@@ -7,6 +7,10 @@ fresh dict.
 Reasoning travels the way reasoning upstreams (vLLM, SGLang, DeepSeek) stream it: as the
 `reasoning_content` of the assistant message of the same turn. A reasoning item opens that
 message; the turn's text and tool calls that follow fill it in.
+
+A compaction item stands for the conversation it summarised: it becomes a user message
+holding the summary (`SUMMARY_PREFIX`), where it is. A user message rather than a system
+one, since many chat templates refuse a system message anywhere but first.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.items import reasoning_text
+from app.engine.items import compaction_summary, reasoning_text
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
 from app.shapes import Item, JsonObject, Part
 
@@ -42,6 +46,8 @@ _TEXT_KEY_BY_PART_TYPE: dict[str, str] = {
 
 # Where the reasoning goes on a chat assistant message.
 REASONING_KEY = "reasoning_content"
+#: How the message a compaction item becomes begins; the summary follows.
+SUMMARY_PREFIX = "Summary of the earlier conversation: "
 
 
 @dataclass
@@ -191,6 +197,10 @@ def _append_mcp_call(transcript: _Transcript, item: Item) -> None:
     transcript.append({"role": "tool", "tool_call_id": item["id"], "content": content})
 
 
+def _append_compaction(transcript: _Transcript, item: Item) -> None:
+    transcript.append({"role": "user", "content": SUMMARY_PREFIX + compaction_summary(item)})
+
+
 def tool_output_text(output: str | list[Part] | None) -> str:
     """Chat tool messages take text only, so non-text output parts (images, files) drop."""
     if output is None:
@@ -207,4 +217,5 @@ _ITEM_HANDLERS: dict[str, ItemHandler] = {
     "function_call_output": _append_function_call_output,
     "mcp_call": _append_mcp_call,
     "reasoning": _append_reasoning,
+    "compaction": _append_compaction,
 }
