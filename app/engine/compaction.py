@@ -14,6 +14,7 @@ Nothing is stored: the window is the client's to carry, as with OpenAI's endpoin
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
@@ -34,6 +35,8 @@ from app.engine.items import compaction_item
 from app.engine.request import error_from_validation
 from app.engine.sealing import KeyRing, SealKind
 from app.shapes import Item, JsonObject, Usage
+
+log = logging.getLogger(__name__)
 
 #: The last message of the summary request: what the model is asked to write.
 SUMMARY_REQUEST = (
@@ -123,6 +126,10 @@ class Compactor:
         item_id = ids.new_id("cmp")
         sealed = (await self._keys.sealer()).seal(owner, item_id, summary, SealKind.COMPACTION)
         user_messages = [item for item in context if _is_user_message(item)]
+        log.info(
+            "conversation compacted",
+            extra={"items": len(context), "kept": len(user_messages), "chars": len(summary)},
+        )
         return {
             "id": ids.response_id(),
             "object": "response.compaction",
