@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     upstream_backoff_max_s: float = Field(
         default=20.0, gt=0, description="Longest wait between tries, Retry-After included."
     )
+    model_context_tokens: str = Field(
+        default="",
+        description="Context sizes in tokens, as model=tokens,...; `truncation: auto` fits a "
+        "request into them. Unlisted models: the upstream's /models max_model_len, if any.",
+    )
     upstream_send_reasoning: bool = Field(
         default=True,
         description="Send the reasoning of earlier turns upstream as `reasoning_content` on "
@@ -279,6 +284,12 @@ class Settings(BaseSettings):
         checks.networks(_comma_list(value))
         return value
 
+    @field_validator("model_context_tokens")
+    @classmethod
+    def _context_sizes_parse(cls, value: str) -> str:
+        checks.context_sizes(_comma_list(value))
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level_known(cls, value: str) -> str:
@@ -304,6 +315,10 @@ class Settings(BaseSettings):
     @property
     def reasoning_key_list(self) -> list[str]:
         return [k.strip() for k in self.reasoning_encryption_keys.split(",") if k.strip()]
+
+    @property
+    def model_context_sizes(self) -> dict[str, int]:
+        return checks.context_sizes(_comma_list(self.model_context_tokens))
 
     @property
     def mcp_allowed_prefixes(self) -> list[str]:

@@ -1,6 +1,6 @@
 """Checks of setting values that pydantic's types do not make: URLs that parse as what they
-name, networks, log levels. Each returns the value (normalised) or raises ValueError saying
-what is wrong, without repeating the value (it may hold a password)."""
+name, networks, log levels, context sizes. Each returns the value (normalised) or raises
+ValueError saying what is wrong, without repeating the value (it may hold a password)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,16 @@ def log_level(value: str) -> str:
     if level not in _LOG_LEVELS or not isinstance(logging.getLevelName(level), int):
         raise ValueError(f"not a log level: use one of {', '.join(_LOG_LEVELS)}")
     return level
+
+
+def context_sizes(entries: list[str]) -> dict[str, int]:
+    """`model=tokens` entries as a map; a model named twice keeps its last size."""
+    sizes = {}
+    for entry in entries:
+        model, equals, tokens = entry.rpartition("=")
+        tokens = tokens.strip()
+        whole = tokens.isascii() and tokens.isdigit()
+        if not equals or not model.strip() or not whole or int(tokens) < 1:
+            raise ValueError(f"{entry!r} is not model=tokens (a whole number above 0)")
+        sizes[model.strip()] = int(tokens)
+    return sizes

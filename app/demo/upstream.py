@@ -8,7 +8,8 @@ name contains "reasoning", as `reasoning` (newer vLLM, OpenRouter, Ollama); when
 message names an offered tool, it calls that tool with the message's first JSON object (or
 `{}`) as arguments (with `--call-first-tool`, a message that names none calls the first tool
 offered). Asked for `logprobs`, it reports made-up but steady ones for each word it
-streams (and `top_logprobs` alternatives), in the chat-completions shape.
+streams (and `top_logprobs` alternatives), in the chat-completions shape. Its model list
+gives the model a context size, as vLLM does (`max_model_len`); it has no `/tokenize`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ THOUGHT = "Let me read the last message and answer it plainly."
 NAMED = r"(?<![\w-]){}(?![\w-])"  # a tool name as a whole word; names may contain "-"
 PACE_S = 0.05  # between chunks, so someone watching sees the words arrive one by one
 CREATED = 1_700_000_000  # not the clock: equal requests get equal replies
+CONTEXT_TOKENS = 8192  # reported as vLLM reports a model's context size, `max_model_len`
 
 
 def text_of(message: JSON) -> str:
@@ -180,6 +182,7 @@ async def completions(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     demo = {"id": "demo", "object": "model", "created": CREATED, "owned_by": "ferry"}
+    demo["max_model_len"] = CONTEXT_TOKENS
     return JSONResponse({"object": "list", "data": [demo]})
 
 

@@ -22,12 +22,14 @@ from psycopg import AsyncConnection
 from app import ids
 from app.engine.approvals import check_approval_answers
 from app.engine.call_outputs import check_call_outputs
-from app.engine.continuation import CARRIED_ITEMS, previous_not_finished, previous_not_found
+from app.engine.continuation import CARRIED_ITEMS
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
+from app.engine.history import check_previous
 from app.engine.input_files import FileLimits, FileReader
 from app.engine.input_resolution import resolve_input
+from app.engine.items import as_shown
 from app.engine.key_limits import admit_response
 from app.engine.loop import HAND_BACK
 from app.engine.refusals import refused_blocking_create
@@ -272,16 +274,8 @@ class ApiSide:
         return dataclasses.replace(submission, items=items)
 
     async def check_previous(self, owner: str, previous_id: str | None) -> StoredResponse | None:
-        """The previous response a create names, which must be the owner's, kept, and
-        ended; None when it names none."""
-        if previous_id is None:
-            return None
-        previous = await self.store.get(previous_id, owner)
-        if previous is None or not previous.is_kept:  # OpenAI's answer for `store: false` too
-            raise previous_not_found(previous_id)
-        if not previous.is_terminal:
-            raise previous_not_finished(previous)
-        return previous
+        """The previous response a create names (`history.check_previous`)."""
+        return await check_previous(self.store, owner, previous_id)
 
     # --- running inline --------------------------------------------------------------
 
@@ -392,7 +386,7 @@ class ApiSide:
     ) -> JsonObject:
         """A page of the response's input items (as stored, each with its id)."""
         stored = await self.get(owner, response_id)
-        items = list(stored.request.get("input") or [])
+        items = [as_shown(item) for item in stored.request.get("input") or []]
         if order == "desc":
             items.reverse()
         if after is not None:

@@ -6,7 +6,10 @@ OpenAI error envelope (`app.http.errors`); the engine itself knows nothing of HT
     ├── Busy            not now: a capacity limit is reached; the same request may pass later
     ├── Conflict        it contradicts an earlier request (an Idempotency-Key reused)
     │   └── NotKept     it asks again for a result created with `store: false`, now gone
-    └── UpstreamRefused the upstream refused the first model turn of a blocking create
+    ├── UpstreamRefused the upstream refused the first model turn of a blocking create, or
+    │                   the call Ferry made for a request outside any response (a compaction)
+    └── UpstreamFailed  the upstream failed such a call: an error status past Ferry's
+                        retries, a timeout, no connection
 """
 
 from __future__ import annotations
@@ -46,12 +49,19 @@ class NotKept(Conflict):
 
 
 class UpstreamRefused(RequestError):
-    """The upstream refused the first model turn of a blocking create. The response exists,
-    recorded `failed`; `response_id` names it. The upstream's status decides the answer's
-    (401/403 are Ferry's misconfiguration, not the client's)."""
+    """The upstream refused the first model turn of a blocking create (the response exists,
+    recorded `failed`; `response_id` names it), or a call made outside any response
+    (`response_id` None). The upstream's status decides the answer's (401/403 are Ferry's
+    misconfiguration, not the client's)."""
 
-    def __init__(self, refusal: UpstreamRefusal, *, response_id: str) -> None:
+    def __init__(self, refusal: UpstreamRefusal, *, response_id: str | None) -> None:
         super().__init__(refusal["message"], param=refusal["param"], code=refusal["code"])
         self.upstream_status = refusal["status"]
         self.retry_after_s = refusal["retry_after_s"]
         self.response_id = response_id
+
+
+class UpstreamFailed(RequestError):
+    """The upstream failed a call Ferry made for a request outside any response (the summary
+    of a compaction) other than by refusing it: a 5xx still there after Ferry's retries, a
+    timeout, no connection, or an answer with nothing in it."""

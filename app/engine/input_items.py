@@ -23,6 +23,7 @@ ITEM_TYPES = (
     "mcp_approval_request",
     "mcp_approval_response",
     "item_reference",
+    "compaction",
 )
 REASONING_STATUSES = ("in_progress", "completed", "incomplete")
 MCP_CALL_STATUSES = ("in_progress", "completed", "incomplete", "calling", "failed")
@@ -334,6 +335,17 @@ def _normalise_mcp_approval_response(item: JsonObject, where: str) -> Item:
     }
 
 
+def _normalise_compaction(item: JsonObject, where: str) -> Item:
+    # Opened when the request is accepted (`resolve_input`); without an id it takes the one
+    # sealed in its blob, as a reasoning item does.
+    optional_str(item, "created_by", where)
+    return {
+        "type": "compaction",
+        "id": optional_str(item, "id", where),
+        "encrypted_content": require_str(item, "encrypted_content", where),
+    }
+
+
 def _normalise_item_reference(item: JsonObject, where: str) -> Item:
     # Resolved to the item it names when the request is accepted (`resolve_input`).
     return {"type": "item_reference", "id": require_str(item, "id", where)}
@@ -349,6 +361,7 @@ _ITEM_NORMALISERS = {
     "mcp_approval_request": _normalise_mcp_approval_request,
     "mcp_approval_response": _normalise_mcp_approval_response,
     "item_reference": _normalise_item_reference,
+    "compaction": _normalise_compaction,
 }
 
 

@@ -1,6 +1,6 @@
 """The input items that need the store, the keys or a file before a request is accepted:
-item references become the items they name, sealed reasoning is opened, the files of
-`input_file` parts are read into text.
+item references become the items they name, sealed reasoning and compaction items are
+opened, the files of `input_file` parts are read into text.
 
 All happen once, at the door, and the row keeps the result: a conversation continued
 later reads the items as they were resolved, even after the referenced response is deleted,
@@ -14,7 +14,8 @@ from typing import Protocol
 from app import ids
 from app.engine.errors import RequestError
 from app.engine.input_files import FileReader
-from app.engine.sealing import BrokenSeal, KeyRing
+from app.engine.items import OPENED_SUMMARY
+from app.engine.sealing import BrokenSeal, KeyRing, Opened, SealKind
 from app.shapes import Item
 
 
@@ -28,8 +29,8 @@ async def resolve_input(
     items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing, files: FileReader
 ) -> list[Item]:
     """`items` with every `item_reference` replaced by the item it names, every sealed
-    reasoning item opened and every file read; a 400 naming `input[i]...` when one cannot
-    be."""
+    reasoning or compaction item opened and every file read; a 400 naming `input[i]...`
+    when one cannot be."""
     resolved = []
     for index, item in enumerate(items):
         where = f"input[{index}]"
@@ -39,6 +40,8 @@ async def resolve_input(
             item = await _opened(item, owner, keys, where)
         elif item["type"] == "message" and isinstance(item.get("content"), list):
             item = await _with_files_read(item, files, where)
+        elif item["type"] == "compaction":
+            item = await _opened_compaction(item, owner, keys, where)
         resolved.append(item)
     return resolved
 
@@ -67,21 +70,34 @@ async def _referenced(item_id: str, owner: str, finder: ItemFinder, where: str) 
 
 async def _opened(item: Item, owner: str, keys: KeyRing, where: str) -> Item:
     """The reasoning item with the text its blob seals as its `content`."""
+    opened = await _open(item, owner, keys, where, SealKind.REASONING)
+    # The sealed text wins over a `content` sent with it: it is what the model thought.
+    content = [{"type": "reasoning_text", "text": opened.text}]
+    return {**item, "id": opened.item_id, "content": content}
+
+
+async def _opened_compaction(item: Item, owner: str, keys: KeyRing, where: str) -> Item:
+    """The compaction item with the summary its blob seals kept beside the blob."""
+    opened = await _open(item, owner, keys, where, SealKind.COMPACTION)
+    return {**item, "id": opened.item_id, OPENED_SUMMARY: opened.text}
+
+
+async def _open(item: Item, owner: str, keys: KeyRing, where: str, kind: SealKind) -> Opened:
+    """What the item's blob seals; a 400 naming its `encrypted_content` when it does not
+    open for this owner as this kind of item, or was sealed for another item id."""
     blob: str = item["encrypted_content"]
     sealer = await keys.sealer()
     try:
-        opened = sealer.open(owner, blob)
+        opened = sealer.open(owner, blob, kind)
         if item["id"] is not None and item["id"] != opened.item_id:
-            raise BrokenSeal("sealed for another reasoning item")
+            raise BrokenSeal("sealed for another item")
     except BrokenSeal:
         raise RequestError(
             f"The encrypted content {_abridged(blob)}could not be verified.",
             param=f"{where}.encrypted_content",
             code="invalid_encrypted_content",
         ) from None
-    # The sealed text wins over a `content` sent with it: it is what the model thought.
-    content = [{"type": "reasoning_text", "text": opened.text}]
-    return {**item, "id": opened.item_id, "content": content}
+    return opened
 
 
 def _abridged(blob: str) -> str:

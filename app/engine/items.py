@@ -78,3 +78,27 @@ def reasoning_text(item: Item) -> str:
         for part in item.get("content") or []
         if isinstance(part, dict) and part.get("type") == "reasoning_text"
     )
+
+
+#: Where a compaction item keeps the summary its blob seals, opened when the request was
+#: accepted (`input_resolution`). It stays on the stored item, so a conversation continued
+#: later reads it even after the key that sealed it is retired, and is never shown.
+OPENED_SUMMARY = "opened_summary"
+
+
+def compaction_item(item_id: str, encrypted_content: str) -> Item:
+    """A compaction item as the client sees it: the summary sealed in its blob."""
+    return {"id": item_id, "type": "compaction", "encrypted_content": encrypted_content}
+
+
+def compaction_summary(item: Item) -> str:
+    """The summary an opened compaction item holds ("" if it was never opened)."""
+    summary = item.get(OPENED_SUMMARY)
+    return summary if isinstance(summary, str) else ""
+
+
+def as_shown(item: Item) -> Item:
+    """An item as the client may see it: without what Ferry keeps for itself on it."""
+    if OPENED_SUMMARY not in item:
+        return item
+    return {key: value for key, value in item.items() if key != OPENED_SUMMARY}

@@ -18,9 +18,10 @@ from app.config import Settings
 from app.engine.approvals import approved_calls, awaits_approval
 from app.engine.chat.client import UpstreamClient
 from app.engine.chat.messages import ChatMessage, to_chat_messages
-from app.engine.chat.request import chat_completion_body
+from app.engine.chat.request import chat_completion_body, tool_fields
 from app.engine.chat.turn import TurnTranslator, run_turn
 from app.engine.chat.usage import add_usage
+from app.engine.context_window import ContextWindow
 from app.engine.continuation import carried_items
 from app.engine.cut_items import item_closing_events
 from app.engine.events import Emitter, EventSink, stream_error
@@ -95,12 +96,14 @@ class ResponseLoop:
         tools: ToolRegistry,
         tool_runner: HttpToolRunner,
         keys: KeyRing,
+        window: ContextWindow,
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.settings = settings
         self.tools = tools
         self.keys = keys
+        self.window = window
         self.tool_steps = ToolSteps(store, tools, tool_runner, mcp_timeout_s=settings.mcp_timeout_s)
 
     async def run(
@@ -227,9 +230,13 @@ class ResponseLoop:
                     return Ending(ResponseStatus.COMPLETED)
                 if state.model_turns >= self.settings.max_model_turns:
                     return Ending.incomplete("max_turns")
+                items = conversation + state.output
+                if request.get("truncation") == "auto":
+                    tools = tool_fields(request, offer.functions).get("tools")
+                    items = await self.window.fit(request, items, tools)
                 messages = to_chat_messages(
                     request.get("instructions"),
-                    conversation + state.output,
+                    items,
                     send_reasoning=self.settings.upstream_send_reasoning,
                 )
                 turn = await self._model_turn(run, messages, offer, mode)

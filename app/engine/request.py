@@ -152,6 +152,10 @@ def _error_from_validation(exc: ValidationError) -> RequestError:
     )
 
 
+#: The same wording for the bodies of the other endpoints (compact, input_tokens).
+error_from_validation = _error_from_validation
+
+
 def _check_function_tool(tool: JsonObject, where: str) -> None:
     require_str(tool, "name", where)
     parameters = tool.get("parameters")

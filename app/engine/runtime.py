@@ -4,10 +4,10 @@ down in one place.
     async with open_runtime(settings, role=Role.API) as runtime:
         ...
 
-It opens the database pool, the job queue on that pool, the upstream client, the tool
-registry and its HTTP client, the keys that seal reasoning, the response loop over all of
-them, and the event notifier (which connects only when a first stream is tailed, so a
-worker never holds a LISTEN).
+It opens the database pool, the job queue on that pool, the upstream client (and what the
+process learns of the upstream's models), the tool registry and its HTTP client, the keys
+that seal reasoning, the response loop over all of them, and the event notifier (which
+connects only when a first stream is tailed, so a worker never holds a LISTEN).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from app import ids, metrics
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
+from app.engine.context_window import ContextWindow
 from app.engine.loop import ResponseLoop
 from app.engine.sealing import KeyRing
 from app.engine.tools.http_tool import HttpToolRunner
@@ -56,6 +57,8 @@ class Runtime:
     notifier: EventNotifier
     tools: ToolRegistry
     sealing_keys: KeyRing  # seals and opens reasoning (`encrypted_content`)
+    upstream: UpstreamClient
+    context_window: ContextWindow  # models' context sizes, token counts, truncation
     loop: ResponseLoop
 
 
@@ -87,6 +90,7 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
         # than fail the response, while requests still get a quick 503 in an outage.
         run_store = ResponseStore(pool, wait_s=settings.db_run_wait_s)
         sealing_keys = KeyRing(settings.reasoning_key_list, store)
+        context_window = ContextWindow(upstream, settings)
         yield Runtime(
             settings=settings,
             role=role,
@@ -100,6 +104,8 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
             run_store=run_store,
             sealing_keys=sealing_keys,
             api_keys=KeyStore(pool),
+            upstream=upstream,
+            context_window=context_window,
             loop=ResponseLoop(
                 run_store,
                 upstream,
@@ -107,5 +113,6 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
                 tools=tools,
                 tool_runner=tool_runner,
                 keys=sealing_keys,
+                window=context_window,
             ),
         )

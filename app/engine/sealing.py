@@ -1,13 +1,16 @@
-"""Reasoning sealed for the client to carry: a reasoning item's `encrypted_content`.
+"""Text sealed for the client to carry: a reasoning item's `encrypted_content`, and a
+compaction item's.
 
 A client that keeps no state on the server (`store: false`) carries its reasoning from turn
 to turn as an opaque blob. Ferry seals the reasoning text with a server key (Fernet:
 AES-CBC with an HMAC, so a blob cannot be read or altered without the key) and opens it
-when the blob comes back as input.
+when the blob comes back as input. The summary a compaction makes travels the same way.
 
-The sealed plaintext names what it seals: a version tag, the owner (the API key's digest)
-and the reasoning item's id. A blob moved onto another item, or sent by another API key,
-does not open: another tenant cannot get a model to repeat reasoning that is not theirs.
+The sealed plaintext names what it seals: a version tag, its kind (a reasoning blob has
+none, as before compaction existed), the owner (the API key's digest) and the item's id. A
+blob moved onto another item, sent by another API key, or given as the other kind of item
+does not open: another tenant cannot get a model to repeat reasoning that is not theirs,
+and a reasoning blob cannot pass for a summary.
 
 Keys: `REASONING_ENCRYPTION_KEYS`, comma-separated; the first seals, every one opens, so a
 key is rotated by putting a new one first and dropping the old one once no client holds
@@ -18,6 +21,7 @@ so every replica agrees without configuration.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 from collections.abc import Callable
@@ -42,6 +46,14 @@ ItemView = Callable[[Item], Item]
 def as_stored(item: Item) -> Item:
     """The view of a response that asked for nothing more: items as they are."""
     return item
+
+
+class SealKind(enum.Enum):
+    """What a blob seals; the value is the `kind` its plaintext carries (none for reasoning,
+    whose blobs were handed out before there was another kind)."""
+
+    REASONING = None
+    COMPACTION = "compaction"
 
 
 class BrokenSeal(Exception):
@@ -73,12 +85,14 @@ class Sealer:
                 ) from None
         self._keys = MultiFernet(fernets)
 
-    def seal(self, owner: str, item_id: str, text: str) -> str:
+    def seal(self, owner: str, item_id: str, text: str, kind: SealKind = SealKind.REASONING) -> str:
         plaintext = {"v": SEAL_VERSION, "owner": owner, "id": item_id, "text": text}
+        if kind.value is not None:
+            plaintext["kind"] = kind.value
         return self._keys.encrypt(json.dumps(plaintext).encode()).decode("ascii")
 
-    def open(self, owner: str, blob: str) -> Opened:
-        """What `blob` seals, if it was sealed by one of our keys for `owner`."""
+    def open(self, owner: str, blob: str, kind: SealKind = SealKind.REASONING) -> Opened:
+        """What `blob` seals, if it was sealed by one of our keys for `owner`, as `kind`."""
         try:
             plaintext = self._keys.decrypt(blob.encode("utf-8"))
         except (InvalidToken, ValueError, UnicodeError):
@@ -86,14 +100,16 @@ class Sealer:
         try:
             sealed = json.loads(plaintext)
         except ValueError:
-            raise BrokenSeal("sealed something else than reasoning") from None
+            raise BrokenSeal("sealed something else than an item's text") from None
         if not (
             isinstance(sealed, dict)
             and sealed.get("v") == SEAL_VERSION
             and isinstance(sealed.get("id"), str)
             and isinstance(sealed.get("text"), str)
         ):
-            raise BrokenSeal("sealed something else than reasoning")
+            raise BrokenSeal("sealed something else than an item's text")
+        if sealed.get("kind") != kind.value:
+            raise BrokenSeal(f"sealed as another kind of item than {kind.name.lower()}")
         if sealed.get("owner") != owner:
             raise BrokenSeal("sealed for another API key")
         return Opened(item_id=sealed["id"], text=sealed["text"])

@@ -7,6 +7,7 @@ of the engine's refusals.
     Conflict            409     invalid_request_error (NotKept too)
     Busy                429     rate_limit_exceeded (with Retry-After when known)
     UpstreamRefused     the upstream's 4xx (with its Retry-After); 502 for its 401/403
+    UpstreamFailed      502 server_error
 
 Errors only the front end raises carry their status themselves (`HttpError`). An error about
 a response that exists (an upstream refusal, a result not kept) names it in the
@@ -23,7 +24,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError, UpstreamRefused
+from app.engine.errors import (
+    Busy,
+    Conflict,
+    NotFound,
+    NotKept,
+    RequestError,
+    UpstreamFailed,
+    UpstreamRefused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,7 @@ _STATUS_BY_ERROR: list[tuple[type[RequestError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (Busy, 429),
+    (UpstreamFailed, 502),
     (RequestError, 400),
 ]
 
@@ -120,7 +130,7 @@ def headers_of(exc: RequestError) -> dict[str, str]:
     headers = {}
     if isinstance(exc, Busy | UpstreamRefused) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
-    if isinstance(exc, UpstreamRefused | NotKept):
+    if isinstance(exc, UpstreamRefused | NotKept) and exc.response_id is not None:
         headers[RESPONSE_ID_HEADER] = exc.response_id
     if isinstance(exc, UpstreamRefused):
         if exc.upstream_status in _UPSTREAM_CREDENTIAL_STATUSES:

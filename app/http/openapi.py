@@ -75,6 +75,61 @@ def _response_or_stream(description: str) -> JsonObject:
     }
 
 
+def _json_operation(
+    operation_id: str, tag: str, summary: str, ok: str, *errors: int, body: bool = True
+) -> JsonObject:
+    """An operation taking and answering a JSON object (shapes as the SDK's types give
+    them: see the README), with the error envelope for `errors`."""
+    operation: JsonObject = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "responses": {
+            "200": {"description": ok, "content": json_content({"type": "object"})},
+            **_errors(*errors),
+        },
+    }
+    if body:
+        operation["requestBody"] = {
+            "required": True,
+            "content": json_content({"type": "object"}),
+        }
+    return operation
+
+
+_CONTEXT_PATHS: JsonObject = {
+    "/v1/responses/compact": {
+        "post": _json_operation(
+            "compactResponse",
+            "responses",
+            "Compact a context into its user messages and one sealed `compaction` item.",
+            "A `response.compaction` object.",
+            400,
+            401,
+            404,
+            413,
+            429,
+            502,
+            503,
+        )
+    },
+    "/v1/responses/input_tokens": {
+        "post": _json_operation(
+            "countInputTokens",
+            "responses",
+            "Count the input tokens a create with this body would send.",
+            "A `response.input_tokens` object.",
+            400,
+            401,
+            404,
+            413,
+            429,
+            503,
+        )
+    },
+}
+
+
 _RESPONSES_PATHS: JsonObject = {
     "/v1/responses": {
         "post": {
@@ -230,7 +285,7 @@ def _document() -> JsonObject:
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
         ],
         "security": [{}, {"bearerAuth": []}],
-        "paths": {**_RESPONSES_PATHS, **_OPERATIONS_PATHS},
+        "paths": {**_RESPONSES_PATHS, **_CONTEXT_PATHS, **_OPERATIONS_PATHS},
         # OpenAPI has no word for a WebSocket; this extension names the paths that take one.
         "x-websockets": {
             "/v1/responses": {

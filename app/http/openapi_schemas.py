@@ -213,17 +213,27 @@ _RESOURCE_SCHEMAS: dict[str, JsonObject] = {
         },
     },
     "ServerSentEvent": {
-        "type": "object",
-        "description": "One event of the stream (`: keep-alive` comments come between them).",
-        "required": ["event", "data"],
-        "properties": {
-            "event": {"type": "string", "description": "The event's `type`."},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": ref("StreamEvent"),
+        "description": "One event of the stream (`: keep-alive` comments come between them), "
+        "or the `data: [DONE]` line that ends it, after the terminal event.",
+        "anyOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string", "description": "The event's `type`."},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": ref("StreamEvent"),
+                    },
+                },
             },
-        },
+            {
+                "type": "object",
+                "required": ["data"],
+                "properties": {"data": {"const": "[DONE]"}},
+            },
+        ],
     },
     "StreamEvent": {
         "description": "The data of a Server-Sent Event: an "

@@ -22,7 +22,7 @@ from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
-from app.http import errors
+from app.http import context, errors
 from app.http.ops import ops_routes
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
@@ -86,6 +86,7 @@ def build_app(settings: Settings) -> Starlette:
     app = FerryApp(
         routes=[
             *ops_routes,
+            *context.routes,
             *routes,
             WebSocketRoute("/v1/responses", responses_socket),
         ],

@@ -40,6 +40,12 @@ def assert_valid_response(response: dict[str, Any]) -> None:
     assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
 
 
+def assert_valid_compaction(compacted: dict[str, Any]) -> None:
+    """A `response.compaction` object, as `POST /responses/compact` answers."""
+    errors = sorted(_validator("CompactResource").iter_errors(compacted), key=str)
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
+
+
 # Where Ferry follows OpenAI's SDK rather than the Open Responses document: the `logprobs` of
 # the text delta and done events have no `bytes` in the SDK (ResponseTextDeltaEvent.Logprob,
 # ResponseTextDoneEvent.Logprob), while the document reuses the output_text part's LogProb,

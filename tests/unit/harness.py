@@ -14,6 +14,7 @@ import pytest
 
 from app.config import Settings
 from app.engine.chat.client import UpstreamClient
+from app.engine.context_window import ContextWindow
 from app.engine.cut_items import closing_events
 from app.engine.events import EventSink, announced_items
 from app.engine.loop import ResponseLoop, RunMode
@@ -109,7 +110,13 @@ class Harness:
         store = store or self.store
         keys = KeyRing(self.settings.reasoning_key_list, store)
         return ResponseLoop(
-            store, upstream, self.settings, tools=REGISTRY, tool_runner=runner, keys=keys
+            store,
+            upstream,
+            self.settings,
+            tools=REGISTRY,
+            tool_runner=runner,
+            keys=keys,
+            window=ContextWindow(upstream, self.settings),
         )
 
     def seed(self, body: Mapping[str, Any], mode: RunMode = RunMode.INLINE) -> StoredResponse:

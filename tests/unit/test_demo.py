@@ -51,6 +51,7 @@ async def test_models_lists_the_demo_model(demo: httpx.AsyncClient, path: str) -
     reply = await demo.get(path)
     assert reply.status_code == 200
     assert [model["id"] for model in reply.json()["data"]] == ["demo"]
+    assert reply.json()["data"][0]["max_model_len"] == 8192
 
 
 async def test_echo_streams_word_by_word_then_usage(demo: httpx.AsyncClient) -> None:

@@ -111,13 +111,28 @@ def expected_call_id(text: str, index: int) -> str:
 
 
 @pytest.mark.parametrize("path", ["/models", "/v1/models"])
-async def test_models_lists_the_demo_model(client: httpx.AsyncClient, path: str) -> None:
+async def test_models_lists_the_demo_models(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(path)
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "list"
-    assert [model["id"] for model in body["data"]] == ["demo"]
+    assert [model["id"] for model in body["data"]] == ["demo", "demo-small"]
     assert body["data"][0]["object"] == "model"
+    assert "max_model_len" not in body["data"][0]
+    assert body["data"][1]["max_model_len"] == 60
+
+
+async def test_tokenize_counts_the_words_of_the_messages(client: httpx.AsyncClient) -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Count  these three"},
+    ]
+    response = await client.post("/tokenize", json={"model": "demo-small", "messages": messages})
+    assert response.status_code == 200
+    assert response.json()["count"] == 5
+    assert response.json()["max_model_len"] == 60
+    refused = await client.post("/tokenize", json={"model": "demo", "messages": "none"})
+    assert refused.status_code == 400
 
 
 async def test_text_stream_matches_openai_wire_format(client: httpx.AsyncClient) -> None:

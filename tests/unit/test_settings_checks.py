@@ -37,6 +37,10 @@ def refusal(given: dict[str, str] | None = None, **environment: str) -> list[str
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "'proxy.local' is not an IP address"),
         ("LOG_LEVEL", "LOUD", "not a log level"),
         ("RECOVERY_INTERVAL_S", "60", "less than or equal to 59"),
+        ("MODEL_CONTEXT_TOKENS", "qwen=32768,llama", "'llama' is not model=tokens"),
+        ("MODEL_CONTEXT_TOKENS", "qwen=0", "'qwen=0' is not model=tokens"),
+        ("MODEL_CONTEXT_TOKENS", "=4096", "'=4096' is not model=tokens"),
+        ("MODEL_CONTEXT_TOKENS", "qwen=4k", "'qwen=4k' is not model=tokens"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_variable(variable: str, value: str, says: str) -> None:
@@ -44,6 +48,12 @@ def test_a_bad_value_is_one_line_naming_its_variable(variable: str, value: str, 
     assert line.startswith(f"bad setting {variable}: ")
     assert says in line
     assert "\n" not in line
+
+
+def test_context_sizes_are_read_per_model() -> None:
+    settings = Settings(model_context_tokens=" qwen = 32768 , org/model=v2=8192,qwen=4096")
+    assert settings.model_context_sizes == {"qwen": 4096, "org/model=v2": 8192}
+    assert Settings(model_context_tokens="").model_context_sizes == {}
 
 
 @pytest.mark.parametrize(

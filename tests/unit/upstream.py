@@ -294,6 +294,11 @@ class ScriptedUpstream:
 
     `requests` holds every request body received, decoded; `bodies` every body served. A
     request past the end of the script gets a 400 naming it, so a test fails visibly.
+
+    Besides completions it answers what Ferry asks of a model server: `GET /models` lists
+    `models`, and `POST /tokenize` (at the root, as vLLM serves it) answers with the count
+    `tokenizer` gives for the request's body, or 404 without one, as an upstream that has no
+    such endpoint. `questions` holds those requests: (path, decoded body or None).
     """
 
     def __init__(self, *replies: Reply, responder: Callable[[dict[str, Any]], Reply] | None = None):
@@ -301,11 +306,31 @@ class ScriptedUpstream:
         self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.bodies: list[ScriptedBody] = []
+        self.models: list[dict[str, Any]] = []
+        self.tokenizer: Callable[[dict[str, Any]], int] | None = None
+        self.questions: list[tuple[str, dict[str, Any] | None]] = []
 
     def then(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
+    def _answer_question(self, request: httpx.Request) -> httpx.Response | None:
+        """The answer to `/models` or `/tokenize`; None for any other request."""
+        path = request.url.path
+        if path == "/v1/models" and request.method == "GET":
+            self.questions.append((path, None))
+            return httpx.Response(200, json={"object": "list", "data": self.models})
+        if path == "/tokenize" and request.method == "POST":
+            body = json.loads(request.content)
+            self.questions.append((path, body))
+            if self.tokenizer is None:
+                return httpx.Response(404, json={"detail": "Not Found"})
+            return httpx.Response(200, json={"count": self.tokenizer(body)})
+        return None
+
     async def handler(self, request: httpx.Request) -> httpx.Response:
+        answered = self._answer_question(request)
+        if answered is not None:
+            return answered
         assert request.method == "POST"
         assert str(request.url) == f"{BASE_URL}/chat/completions"
         body = json.loads(request.content)

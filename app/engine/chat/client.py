@@ -122,6 +122,7 @@ class UpstreamClient:
             ),
             transport=transport,
         )
+        self._quick_timeout = httpx.Timeout(settings.upstream_connect_timeout_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -195,6 +196,45 @@ class UpstreamClient:
             raise _RetryableError(f"upstream connection failed: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed: {exc!r}") from exc
+
+    @property
+    def tokenize_url(self) -> str:
+        """vLLM serves `/tokenize` at its root, beside `/v1`, not under it."""
+        return f"{self.base_url.removesuffix('/v1')}/tokenize"
+
+    async def tokenize(self, body: JsonObject) -> JsonObject:
+        """The upstream's `/tokenize` answer to `body` (vLLM: `{"count", ...}`); one try."""
+        return await self._json_once("POST", self.tokenize_url, body)
+
+    async def list_models(self) -> JsonObject:
+        """The upstream's `GET {base}/models` list; one try."""
+        return await self._json_once("GET", f"{self.base_url}/models")
+
+    async def _json_once(self, method: str, url: str, body: JsonObject | None = None) -> JsonObject:
+        """One request answered with a JSON object, within the connect timeout (these are
+        quick questions, not generations); `UpstreamError` for any failure, with the status
+        when the upstream answered with an error status."""
+        try:
+            response = await self._http.request(
+                method,
+                url,
+                json=body,
+                headers={"Accept": "application/json"},
+                timeout=self._quick_timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise UpstreamError(
+                f"upstream returned {response.status_code}", status_code=response.status_code
+            )
+        try:
+            payload = response.json()
+        except ValueError:
+            raise UpstreamError("upstream sent a body that is not JSON") from None
+        if not isinstance(payload, dict):
+            raise UpstreamError("upstream sent JSON that is not an object")
+        return payload
 
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait after failed try number `attempt`, never past the configured cap."""

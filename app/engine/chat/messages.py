@@ -12,6 +12,9 @@ An `mcp_approval_request` is the model's call, and its answer comes later in the
 conversation (a denial, or the `mcp_call` of an approved call); chat wants the result right
 after the call, so the tool message is put there. A request never answered is told to the
 model as a call that did not run.
+A compaction item stands for the conversation it summarised: it becomes a user message
+holding the summary (`SUMMARY_PREFIX`), where it is. A user message rather than a system
+one, since many chat templates refuse a system message anywhere but first.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.approvals import UNANSWERED_TEXT, denial_text
-from app.engine.items import reasoning_text
+from app.engine.items import compaction_summary, reasoning_text
 from app.engine.tools.mcp_errors import error_text as mcp_error_text
 from app.shapes import Item, JsonObject, Part
 
@@ -48,6 +51,8 @@ _TEXT_KEY_BY_PART_TYPE: dict[str, str] = {
 
 # Where the reasoning goes on a chat assistant message.
 REASONING_KEY = "reasoning_content"
+#: How the message a compaction item becomes begins; the summary follows.
+SUMMARY_PREFIX = "Summary of the earlier conversation: "
 
 
 @dataclass
@@ -248,6 +253,10 @@ def _error_content(text: str) -> str:
     return json.dumps({"error": text})
 
 
+def _append_compaction(transcript: _Transcript, item: Item) -> None:
+    transcript.append({"role": "user", "content": SUMMARY_PREFIX + compaction_summary(item)})
+
+
 def tool_output_text(output: str | list[Part] | None) -> str:
     """Chat tool messages take text only, so non-text output parts (images, files) drop."""
     if output is None:
@@ -266,4 +275,5 @@ _ITEM_HANDLERS: dict[str, ItemHandler] = {
     "mcp_approval_request": _append_approval_request,
     "mcp_approval_response": _append_approval_response,
     "reasoning": _append_reasoning,
+    "compaction": _append_compaction,
 }

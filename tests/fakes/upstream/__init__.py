@@ -16,8 +16,12 @@ Surface
 
 * ``POST /chat/completions`` and ``POST /v1/chat/completions`` - the completion endpoint,
   streaming (SSE, OpenAI wire format) or not.
-* ``GET /models`` and ``GET /v1/models`` - an OpenAI list holding the single model ``demo``
-  (any ``model`` name is accepted by the completion endpoint and echoed back, though).
+* ``GET /models`` and ``GET /v1/models`` - an OpenAI list of the model ``demo`` and the model
+  ``demo-small``, which reports a context size as vLLM does (``max_model_len``: 60) (any
+  ``model`` name is accepted by the completion endpoint and echoed back, though).
+* ``POST /tokenize`` - vLLM's tokenizer endpoint, at the root as vLLM serves it: for
+  ``{"model", "messages"}`` it answers ``{"count", "max_model_len", "tokens"}``, the count
+  being the prompt tokens of usage (words, at least 1).
 * ``GET /_demo/requests`` - the request spy: the completion requests received so far,
   oldest first, at most the last 200:
   ``[{"headers": {"authorization": str | None}, "body": <parsed JSON>, "stream": ...}, ...]``

@@ -33,6 +33,9 @@ from tests.fakes.upstream.replies import (
 )
 
 MODEL = "demo"
+#: A model listed with a context size (vLLM's `max_model_len`), in the fake's tokens.
+SMALL_MODEL = "demo-small"
+SMALL_MODEL_CONTEXT_TOKENS = 60
 MAX_RECORDED_REQUESTS = 200
 # Fixed so /models is byte-for-byte stable across runs.
 _MODEL_CREATED = 1_700_000_000
@@ -334,19 +337,25 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [
-                {
-                    "id": MODEL,
-                    "object": "model",
-                    "created": _MODEL_CREATED,
-                    "owned_by": "ferry-demo",
-                }
-            ],
-        }
-    )
+    listed = {"object": "model", "created": _MODEL_CREATED, "owned_by": "ferry-demo"}
+    small = {"id": SMALL_MODEL, **listed, "max_model_len": SMALL_MODEL_CONTEXT_TOKENS}
+    return JSONResponse({"object": "list", "data": [{"id": MODEL, **listed}, small]})
+
+
+async def tokenize(request: Request) -> JSONResponse:
+    """vLLM's `/tokenize` for chat messages: the count of the prompt's tokens, as the fake
+    counts them for usage (words)."""
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _invalid_request("Request body is not valid JSON.")
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return _invalid_request("'messages' must be an array of messages.")
+    count = count_prompt_tokens(messages)
+    model = body.get("model")
+    max_model_len = SMALL_MODEL_CONTEXT_TOKENS if model == SMALL_MODEL else None
+    return JSONResponse({"count": count, "max_model_len": max_model_len, "tokens": [0] * count})
 
 
 async def recorded_requests(request: Request) -> JSONResponse:
@@ -368,6 +377,7 @@ def create_app() -> Starlette:
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/models", list_models, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
             Route("/_demo/requests", recorded_requests, methods=["GET"]),
             Route("/_demo/requests", clear_recorded_requests, methods=["DELETE"]),
         ]
