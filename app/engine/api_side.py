@@ -20,6 +20,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from app import ids
+from app.engine.conversations import Conversations
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
@@ -94,6 +95,7 @@ class ApiSide:
         self.runtime = runtime
         self.store = runtime.store
         self.settings = runtime.settings
+        self.conversations = Conversations(runtime)
         self.inline_running = 0  # admission control: inline responses this process runs
         # Set when the process starts shutting down: open streams wind up and close.
         self.stopping = asyncio.Event()
@@ -114,6 +116,7 @@ class ApiSide:
             background=request.background,
             stream=request.stream,
             previous_response_id=request.previous_response_id,
+            conversation_id=request.conversation_id,
             lease_owner=lease_owner,
             lease_ttl_s=self.settings.inline_lease_s,
         )
@@ -136,15 +139,23 @@ class ApiSide:
                 status=ResponseStatus.IN_PROGRESS,
                 lease_owner=self.runtime.instance_id,
             )
-            if submission.idempotency is None:
+            if submission.idempotency is None and new.conversation_id is None:
                 stored = await self.store.insert(new)  # one statement: no BEGIN and COMMIT
             else:
                 async with self.store.transaction() as conn:
-                    stored = await self.store.insert(new, conn)
-                    await self._claim(submission, stored.id, conn)
+                    stored = await self._insert(submission, new, conn)
         except BaseException:
             self.inline_running -= 1
             raise
+        return stored
+
+    async def _insert(
+        self, submission: Submission, new: NewResponse, conn: AsyncConnection
+    ) -> StoredResponse:
+        """Insert the row in the caller's transaction, with its place on its conversation
+        and its claim on its Idempotency-Key."""
+        stored = await self.store.insert(await self.conversations.join(new, conn), conn)
+        await self._claim(submission, stored.id, conn)
         return stored
 
     async def _claim(self, submission: Submission, response_id: str, conn: AsyncConnection) -> None:
@@ -199,8 +210,7 @@ class ApiSide:
             await self._admit_background(submission.owner)
         async with self.store.transaction() as conn:
             new = self._new_row(submission, status=ResponseStatus.QUEUED)
-            stored = await self.store.insert(new, conn)
-            await self._claim(submission, stored.id, conn)
+            stored = await self._insert(submission, new, conn)
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
                 opening: list[Event] = [

@@ -23,13 +23,14 @@ class ItemFinder(Protocol):
 
 
 async def resolve_input(
-    items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing
+    items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing, param: str = "input"
 ) -> list[Item]:
     """`items` with every `item_reference` replaced by the item it names and every sealed
-    reasoning item opened; a 400 naming `input[i]...` when either cannot be done."""
+    reasoning item opened; a 400 naming `input[i]...` (`param[i]...`) when either cannot be
+    done."""
     resolved = []
     for index, item in enumerate(items):
-        where = f"input[{index}]"
+        where = f"{param}[{index}]"
         if item["type"] == "item_reference":
             item = await _referenced(item["id"], owner, finder, where)
         elif item["type"] == "reasoning" and "encrypted_content" in item:

@@ -22,6 +22,7 @@ from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.runtime import Role, open_runtime
 from app.http import errors
+from app.http.conversations import routes as conversation_routes
 from app.http.routes import routes
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def build_app(settings: Settings) -> Starlette:
                 await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
 
     return Starlette(
-        routes=[Route("/health", health), *routes],
+        routes=[Route("/health", health), *routes, *conversation_routes],
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,

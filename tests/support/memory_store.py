@@ -6,7 +6,11 @@ What it models, query for query (see `app/store/queries.sql`):
 - `mark_in_progress` and `finish` only move a response that is still active (`queued` or
   `in_progress`) and return None otherwise: the first terminal state wins. `finish`
   forgets the content of a `store: false` response as it ends it, and returns the row as
-  it was before.
+  it was before. Told `appends_to_conversation`, it appends the input and output of a
+  response ending `completed` or `incomplete` to its conversation (ids already there are
+  not added twice); without, it appends nothing, as an ending outside a transaction would
+  not.
+- Conversations are lists of items (`seed_conversation`); an item's position is its index.
 - Steps are keyed by (response id, ordinal): starting one twice, or one of a response that
   does not exist, raises (a primary or foreign key violation); `finish_step` overwrites
   whatever the step holds; `record_step_items` only touches a step still `in_progress`.
@@ -111,6 +115,8 @@ class MemoryStore:
     writes: list[Write] = field(default_factory=list)
     #: The reasoning sealing key, once a key ring has asked for one (`sealing_key`).
     stored_sealing_key: str | None = None
+    #: Conversations: id -> its items in order (`seed_conversation`).
+    conversations: dict[str, list[Item]] = field(default_factory=dict)
     _crash: _Crash | None = field(default=None, repr=False)
     _crashed: MemoryStore | None = field(default=None, repr=False)
 
@@ -133,6 +139,7 @@ class MemoryStore:
         `in_progress` for an inline run.
         """
         request, items = parse_create_request(dict(body))
+        conversation_id = request.conversation_id
         now = _now()
         row: Row = {
             "id": response_id or ids.response_id(),
@@ -156,8 +163,18 @@ class MemoryStore:
             "completed_at": None,
             "updated_at": now,
             "job_id": None,
+            "conversation_id": conversation_id,
+            "conversation_position": (
+                len(self.conversations[conversation_id]) if conversation_id else None
+            ),
         }
         return self.insert(StoredResponse.from_row(row))
+
+    def seed_conversation(self, items: list[Item]) -> str:
+        """A new conversation holding `items` (normalised input items); its id."""
+        conversation_id = ids.new_id("conv")
+        self.conversations[conversation_id] = _json(items)
+        return conversation_id
 
     def insert(self, stored: StoredResponse) -> StoredResponse:
         if stored.id in self.responses:
@@ -230,6 +247,7 @@ class MemoryStore:
         self._crashed = MemoryStore(
             responses=copy.deepcopy(self.responses),
             step_rows=copy.deepcopy(self.step_rows),
+            conversations=copy.deepcopy(self.conversations),
         )
         raise ProcessCrash(f"crashed at write {len(self.writes)}")
 
@@ -274,7 +292,12 @@ class MemoryStore:
         )
 
     async def finish(
-        self, response_id: str, outcome: Outcome, *, forgets_content: bool = False
+        self,
+        response_id: str,
+        outcome: Outcome,
+        *,
+        forgets_content: bool = False,
+        appends_to_conversation: bool = False,
     ) -> StoredResponse | None:
         final = await self._move_active(
             "finish",
@@ -293,9 +316,26 @@ class MemoryStore:
                 "lease_expires_at": None,
             },
         )
+        if final is not None and appends_to_conversation:
+            self._append_to_conversation(final)  # in the same transaction
         if final is not None and not final.is_kept:
             self._forget_content(response_id)  # `forget_content`, in the same transaction
         return final
+
+    def _append_to_conversation(self, ended: StoredResponse) -> None:
+        appending = (ResponseStatus.COMPLETED, ResponseStatus.INCOMPLETE)
+        held = self.conversations.get(ended.conversation_id or "")
+        if held is None or ended.status not in appending:
+            return
+        for item in [*(ended.request.get("input") or []), *(ended.output or [])]:
+            if all(other["id"] != item["id"] for other in held):
+                held.append(_json(item))
+
+    async def conversation_items(self, conversation_id: str, before: int) -> list[Item]:
+        self._check_alive()
+        found = copy.deepcopy(self.conversations.get(conversation_id, [])[:before])
+        await self._round_trip()
+        return found
 
     def _forget_content(self, response_id: str) -> None:
         self.responses[response_id].update(request=_json(FORGOTTEN_REQUEST), output=None)
