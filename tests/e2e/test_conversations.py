@@ -5,7 +5,9 @@ response at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,9 +15,14 @@ import openai
 import pytest
 from openai.types.conversations import Conversation
 
+from app.config import Settings
+from app.store.db import create_pool
+from app.store.retention import RetentionReport, apply_retention
 from tests.fakes.upstream.spy import stream_state
+from tests.support.clients import sdk_client
 from tests.support.reasoning import sent_upstream
 from tests.support.schema import assert_valid_response
+from tests.support.servers import running_api
 from tests.support.sse import iter_frames
 from tests.support.waiting import wait_for
 
@@ -621,3 +628,91 @@ def test_include_shows_sealed_reasoning_and_logprobs_only_when_asked(
         reasoning_id, conversation_id=conversation.id, include=["reasoning.encrypted_content"]
     )
     assert one.to_dict()["encrypted_content"].startswith("gAAAAA")  # sealed anew each time
+
+
+@pytest.fixture(scope="module")
+def keyed_api(make_settings: Callable[..., Settings]) -> Iterator[str]:
+    with running_api(make_settings(api_keys="key-alpha, key-beta")) as url:
+        yield url
+
+
+def test_a_conversation_is_visible_only_to_its_key(keyed_api: str) -> None:
+    with (
+        sdk_client(keyed_api, "key-alpha") as alpha,
+        sdk_client(keyed_api, "key-beta") as beta,
+    ):
+        conversation = alpha.conversations.create(
+            metadata={"who": "alpha"}, items=[{"role": "user", "content": "alpha's"}]
+        )
+        [item] = alpha.conversations.items.list(conversation.id).data
+        calls: list[Callable[[], object]] = [
+            lambda: beta.conversations.retrieve(conversation.id),
+            lambda: beta.conversations.update(conversation.id, metadata={"who": "beta"}),
+            lambda: beta.conversations.delete(conversation.id),
+            lambda: beta.conversations.items.list(conversation.id),
+            lambda: beta.conversations.items.create(
+                conversation.id, items=[{"role": "user", "content": "beta's"}]
+            ),
+            lambda: beta.conversations.items.retrieve(item.id, conversation_id=conversation.id),
+            lambda: beta.conversations.items.delete(item.id, conversation_id=conversation.id),
+            lambda: beta.responses.create(model="demo", input="hi", conversation=conversation.id),
+        ]
+        for call in calls:
+            with pytest.raises(openai.NotFoundError) as info:
+                call()
+            # As unknown as a missing one: the same answer.
+            message = error_of(info)["message"]
+            assert message == f"Conversation with id '{conversation.id}' not found."
+        assert alpha.conversations.retrieve(conversation.id).metadata == {"who": "alpha"}
+        assert texts(items_of(alpha, conversation.id)) == [("user", "alpha's")]
+
+
+def test_retention_deletes_old_responses_but_not_the_items_a_conversation_holds(
+    client: openai.OpenAI, db: Any, database_url: str
+) -> None:
+    conversation = client.conversations.create(items=[{"role": "user", "content": "kept"}])
+    old = client.responses.create(model="demo", input="old turn", conversation=conversation.id)
+    recent = client.responses.create(model="demo", input="new turn", conversation=conversation.id)
+    before = items_of(client, conversation.id)
+    db.execute(
+        "UPDATE responses SET completed_at = now() - interval '40 days' WHERE id = %s", (old.id,)
+    )
+
+    asyncio.run(retention(database_url))
+
+    with pytest.raises(openai.NotFoundError):  # deleted (by this run, or the worker's hourly one)
+        client.responses.retrieve(old.id)
+    assert items_of(client, conversation.id) == before
+    held = db.execute(
+        "SELECT item IS NOT NULL AS held, response_id FROM conversation_items"
+        " WHERE conversation_id = %s ORDER BY position",
+        (conversation.id,),
+    ).fetchall()
+    # The old response's items now live on their conversation rows; the recent one's are
+    # still read from its row.
+    assert held == [
+        {"held": True, "response_id": None},
+        {"held": True, "response_id": None},
+        {"held": True, "response_id": None},
+        {"held": False, "response_id": recent.id},
+        {"held": False, "response_id": recent.id},
+    ]
+    # A response on the conversation still runs with all of it.
+    assert client.responses.create(model="demo", input="later", conversation=conversation.id)
+    assert len(items_of(client, conversation.id)) == 7
+
+
+async def retention(database_url: str) -> RetentionReport:
+    """One retention run on the suite's database, at the default ages: only responses made
+    old on purpose are old enough."""
+    settings = Settings(database_url=database_url, db_pool_min_size=1, db_pool_max_size=2)
+    pool = create_pool(settings, name="retention-test")
+    await pool.open(wait=True)
+    try:
+        return await apply_retention(
+            pool,
+            response_age_s=settings.retention_days * 86400,
+            event_age_s=settings.event_retention_hours * 3600,
+        )
+    finally:
+        await pool.close()

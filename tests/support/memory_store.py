@@ -228,17 +228,25 @@ class MemoryStore:
         return result
 
     async def _move_active(
-        self, name: str, response_id: str, changes: Callable[[Row, datetime], Row]
+        self,
+        name: str,
+        response_id: str,
+        changes: Callable[[Row, datetime], Row],
+        then: Callable[[StoredResponse], None] | None = None,
     ) -> StoredResponse | None:
         """A write that moves a response only while it is still active: the row `changes`
-        makes of it (given the time now); None when there is no row or it has ended."""
+        makes of it (given the time now); None when there is no row or it has ended. `then`
+        is what the same transaction does next with the moved row."""
 
         def apply() -> StoredResponse | None:
             row = self.responses.get(response_id)
             if row is None or row["status"] not in ACTIVE_STATUSES:
                 return None
             row.update(changes(row, _now()))
-            return StoredResponse.from_row(copy.deepcopy(row))
+            moved = StoredResponse.from_row(copy.deepcopy(row))
+            if then is not None:
+                then(moved)
+            return moved
 
         return await self._write(name, response_id, apply)
 
@@ -299,7 +307,7 @@ class MemoryStore:
         forgets_content: bool = False,
         appends_to_conversation: bool = False,
     ) -> StoredResponse | None:
-        final = await self._move_active(
+        return await self._move_active(
             "finish",
             response_id,
             lambda row, now: {
@@ -315,12 +323,16 @@ class MemoryStore:
                 "lease_owner": None,
                 "lease_expires_at": None,
             },
+            then=lambda final: self._after_ending(final, appends_to_conversation),
         )
-        if final is not None and appends_to_conversation:
-            self._append_to_conversation(final)  # in the same transaction
-        if final is not None and not final.is_kept:
-            self._forget_content(response_id)  # `forget_content`, in the same transaction
-        return final
+
+    def _after_ending(self, final: StoredResponse, appends_to_conversation: bool) -> None:
+        """What the transaction that ends a response does next: appends it to its
+        conversation, and forgets a `store: false` one's content (`forget_content`)."""
+        if appends_to_conversation:
+            self._append_to_conversation(final)
+        if not final.is_kept:
+            self._forget_content(final.id)
 
     def _append_to_conversation(self, ended: StoredResponse) -> None:
         appending = (ResponseStatus.COMPLETED, ResponseStatus.INCOMPLETE)
