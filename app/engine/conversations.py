@@ -66,7 +66,6 @@ def _parse(model: type[_Request], body: Any) -> _Request:
         parsed = model.model_validate(body)
     except ValidationError as exc:
         raise error_from_validation(exc) from None
-    check_metadata(getattr(parsed, "metadata", None))
     return parsed
 
 
@@ -132,6 +131,7 @@ class Conversations:
 
     async def create(self, owner: str, body: Any) -> ConversationObject:
         request = _parse(CreateConversationRequest, body)
+        check_metadata(request.metadata)
         items = await self._accepted_items(owner, request.items or [])
         check_item_ids(items, set(), "items")
         created = await self.store.create(ids.new_id("conv"), owner, request.metadata or {}, items)
@@ -142,6 +142,7 @@ class Conversations:
 
     async def update(self, owner: str, conversation_id: str, body: Any) -> ConversationObject:
         request = _parse(UpdateConversationRequest, body)
+        check_metadata(request.metadata)
         _check_id(conversation_id)
         updated = await self.store.update_metadata(conversation_id, owner, request.metadata or {})
         if updated is None:

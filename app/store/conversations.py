@@ -29,6 +29,9 @@ from app.store.rows import StoredResponse
 
 CONVERSATION_QUERIES = load_queries(Path(__file__).with_name("conversations.sql"))
 
+# Past every position (an `integer` column): where a page read newest first starts.
+_NO_POSITION_AFTER = 2**31 - 1
+
 #: The endings that add a response's input and output to its conversation. A failed or
 #: cancelled response adds nothing, as at OpenAI.
 APPENDING_STATUSES = frozenset({ResponseStatus.COMPLETED, ResponseStatus.INCOMPLETE})
@@ -182,16 +185,15 @@ class ConversationStore:
     async def list_items(
         self, conversation_id: str, *, descending: bool, after: int | None, limit: int
     ) -> list[StoredItem]:
-        """Up to `limit` items after position `after` in the order asked for."""
+        """Up to `limit` items after position `after` (from the start without), in the
+        order asked for: newest first when `descending`."""
+        params: JsonObject = {"id": conversation_id, "limit": limit}
         if descending:
             name = "list_items_desc"
-            params: JsonObject = {"id": conversation_id, "before": after, "limit": limit}
-            if after is None:
-                params["before"] = 2**31 - 1
+            params["before"] = _NO_POSITION_AFTER if after is None else after
         else:
             name = "list_items_asc"
-            params = {"id": conversation_id, "after": -1 if after is None else after}
-            params["limit"] = limit
+            params["after"] = -1 if after is None else after
         async with self.pool.connection() as conn:
             return _items(await _run(conn, name, params))
 
