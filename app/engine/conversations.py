@@ -196,7 +196,9 @@ class Conversations:
         await self._get(owner, conversation_id)
         position = None
         if after is not None:
-            cursor = await self.store.get_item(conversation_id, after)
+            cursor = None
+            if ids.is_well_formed(after):  # no item has another form of id: not looked up
+                cursor = await self.store.get_item(conversation_id, after)
             if cursor is None:
                 shown = f" '{after}'" if ids.is_well_formed(after) else ""
                 raise RequestError(

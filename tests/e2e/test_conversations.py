@@ -514,6 +514,13 @@ def test_errors_name_the_parameter(client: openai.OpenAI, api_url: str) -> None:
             "invalid_value",
         ),
         (
+            "GET",
+            f"/v1/conversations/{conversation.id}/items?after=%00{'x' * 3000}",
+            {},
+            "after",
+            "invalid_value",
+        ),
+        (
             "POST",
             "/v1/responses",
             {"model": "demo", "conversation": conversation.id, "previous_response_id": "resp_1"},
