@@ -8,8 +8,9 @@ What it models, query for query (see `app/store/queries.sql`):
   forgets the content of a `store: false` response as it ends it, and returns the row as
   it was before. Told `appends_to_conversation`, it appends the input and output of a
   response ending `completed` or `incomplete` to its conversation (ids already there are
-  not added twice); without, it appends nothing, as an ending outside a transaction would
-  not.
+  not added twice). Without it, it appends nothing: stricter than Postgres, which would
+  append outside the ending's transaction, so a loop that forgets to ask for the
+  transaction fails its tests.
 - Conversations are lists of items (`seed_conversation`); an item's position is its index.
 - Steps are keyed by (response id, ordinal): starting one twice, or one of a response that
   does not exist, raises (a primary or foreign key violation); `finish_step` overwrites
