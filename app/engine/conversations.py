@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app import ids
-from app.engine.errors import Conflict, NotFound, RequestError
+from app.engine.errors import ConversationLocked, NotFound, RequestError
 from app.engine.include import LOGPROBS
 from app.engine.input_items import invalid, normalise_input
 from app.engine.input_resolution import resolve_input
@@ -225,7 +225,7 @@ class Conversations:
         self, owner: str, conversation_id: str, item_id: str
     ) -> ConversationObject:
         """Remove the item from the conversation; the conversation, as OpenAI answers."""
-        await self._get(owner, conversation_id)
+        _check_id(conversation_id)
         async with self.store.transaction() as conn:
             conversation = await self._locked(conn, owner, conversation_id)
             await self._refuse_while_running(conn, conversation, "conversation_id")
@@ -284,11 +284,10 @@ class Conversations:
         running = await self.store.running_response(conn, conversation.id)
         if running is not None:
             response_id, status = running
-            raise Conflict(
+            raise ConversationLocked(
                 "Another process is currently operating on this conversation: response "
                 f"'{response_id}' is {status} on it. Retry once it has ended.",
                 param=param,
-                code="conversation_locked",
             )
 
     async def _accepted_items(self, owner: str, raw: list[JsonObject]) -> list[Item]:

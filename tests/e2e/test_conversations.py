@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -723,3 +724,27 @@ async def retention(database_url: str) -> RetentionReport:
         )
     finally:
         await pool.close()
+
+
+@pytest.mark.usefixtures("worker")
+def test_twins_sent_with_one_idempotency_key_get_the_one_response(
+    client: openai.OpenAI, api_url: str
+) -> None:
+    conversation = client.conversations.create()
+    body = {
+        "model": "demo",
+        "input": f"twins {SLOW}",
+        "conversation": conversation.id,
+        "background": True,
+    }
+    headers = {"Idempotency-Key": mark("twins")}
+
+    def create(_: int) -> httpx.Response:
+        return httpx.post(f"{api_url}/v1/responses", json=body, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(create, range(8)))
+
+    assert [reply.status_code for reply in replies] == [200] * 8, [r.text for r in replies]
+    [response_id] = {reply.json()["id"] for reply in replies}
+    client.responses.cancel(response_id)
