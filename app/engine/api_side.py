@@ -23,6 +23,7 @@ from app import ids
 from app.engine.approvals import check_approval_answers
 from app.engine.call_outputs import check_call_outputs
 from app.engine.continuation import CARRIED_ITEMS
+from app.engine.conversations import Conversations
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
 from app.engine.events import EventSink
@@ -111,10 +112,11 @@ class ApiSide:
         self.runtime = runtime
         self.store = runtime.store
         self.settings = runtime.settings
+        self.files = FileReader(FileLimits.of(self.settings))
+        self.conversations = Conversations(runtime, self.files)
         self.inline_running = 0  # admission control: inline responses this process runs
         # Set when the process starts shutting down: open streams wind up and close.
         self.stopping = asyncio.Event()
-        self.files = FileReader(FileLimits.of(self.settings))
 
     # --- accepting -------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class ApiSide:
             background=request.background,
             stream=request.stream,
             previous_response_id=request.previous_response_id,
+            conversation_id=request.conversation_id,
             lease_owner=lease_owner,
             lease_ttl_s=self.settings.inline_lease_s,
         )
@@ -154,16 +157,28 @@ class ApiSide:
                 status=ResponseStatus.IN_PROGRESS,
                 lease_owner=self.runtime.instance_id,
             )
-            if submission.idempotency is None and submission.max_running is None:
+            if (
+                submission.idempotency is None
+                and submission.max_running is None
+                and new.conversation_id is None
+            ):
                 stored = await self.store.insert(new)  # one statement: no BEGIN and COMMIT
             else:
                 async with self.store.transaction() as conn:
                     await self._admit_owner(submission, conn)
-                    stored = await self.store.insert(new, conn)
-                    await self._claim(submission, stored.id, conn)
+                    stored = await self._insert(submission, new, conn)
         except BaseException:
             self.inline_running -= 1
             raise
+        return stored
+
+    async def _insert(
+        self, submission: Submission, new: NewResponse, conn: AsyncConnection
+    ) -> StoredResponse:
+        """Insert the row in the caller's transaction, with its place on its conversation
+        and its claim on its Idempotency-Key."""
+        stored = await self.store.insert(await self.conversations.join(new, conn), conn)
+        await self._claim(submission, stored.id, conn)
         return stored
 
     async def _claim(self, submission: Submission, response_id: str, conn: AsyncConnection) -> None:
@@ -222,8 +237,7 @@ class ApiSide:
             # The job first, so that the row is written once, with its job id; no worker sees
             # either before the commit.
             job_id = await self.runtime.jobs.defer_response(new.id, queue, conn)
-            stored = await self.store.insert(dataclasses.replace(new, job_id=job_id), conn)
-            await self._claim(submission, stored.id, conn)
+            stored = await self._insert(submission, dataclasses.replace(new, job_id=job_id), conn)
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
                 opening: list[Event] = [

@@ -5,7 +5,8 @@ OpenAI error envelope (`app.http.errors`); the engine itself knows nothing of HT
     ├── NotFound        what it names does not exist, or is not the caller's
     ├── Busy            not now: a capacity limit is reached; the same request may pass later
     ├── Conflict        it contradicts an earlier request (an Idempotency-Key reused)
-    │   └── NotKept     it asks again for a result created with `store: false`, now gone
+    │   ├── NotKept     it asks again for a result created with `store: false`, now gone
+    │   └── ConversationLocked  another response is running on the conversation it names
     ├── UpstreamRefused the upstream refused the first model turn of a blocking create, or
     │                   the call Ferry made for a request outside any response (a compaction)
     └── UpstreamFailed  the upstream failed such a call: an error status past Ferry's
@@ -46,6 +47,14 @@ class NotKept(Conflict):
     def __init__(self, message: str, *, response_id: str) -> None:
         super().__init__(message, param=None, code="response_not_stored")
         self.response_id = response_id
+
+
+class ConversationLocked(Conflict):
+    """A response, or a change to the items, on a conversation another response is still
+    queued or running on: refused until it ends (`code: conversation_locked`)."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message, param=param, code="conversation_locked")
 
 
 class UpstreamRefused(RequestError):

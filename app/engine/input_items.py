@@ -378,15 +378,18 @@ def _item_type(item: JsonObject) -> Any:
     return None
 
 
-def normalise_input(raw: str | list[JsonObject] | None) -> list[Item]:
-    """The request's `input` as a list of typed items, each with an id (for input_items)."""
+def normalise_input(raw: str | list[JsonObject] | None, param: str = "input") -> list[Item]:
+    """The request's `input` as a list of typed items, each with an id (for input_items).
+
+    `param` names the list in errors: `input`, or a conversation's `items`.
+    """
     if raw is None:
         return []
     if isinstance(raw, str):
-        return [_normalise_message({"role": "user", "content": raw}, "input")]
+        return [_normalise_message({"role": "user", "content": raw}, param)]
     items = []
     for index, item in enumerate(raw):
-        where = f"input[{index}]"
+        where = f"{param}[{index}]"
         kind = _item_type(item)
         normaliser = _ITEM_NORMALISERS.get(kind) if isinstance(kind, str) else None
         if normaliser is None:

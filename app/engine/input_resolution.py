@@ -26,14 +26,19 @@ class ItemFinder(Protocol):
 
 
 async def resolve_input(
-    items: list[Item], owner: str, finder: ItemFinder, keys: KeyRing, files: FileReader
+    items: list[Item],
+    owner: str,
+    finder: ItemFinder,
+    keys: KeyRing,
+    files: FileReader,
+    param: str = "input",
 ) -> list[Item]:
     """`items` with every `item_reference` replaced by the item it names, every sealed
     reasoning or compaction item opened and every file read; a 400 naming `input[i]...`
-    when one cannot be."""
+    (`param[i]...`) when one cannot be."""
     resolved = []
     for index, item in enumerate(items):
-        where = f"input[{index}]"
+        where = f"{param}[{index}]"
         if item["type"] == "item_reference":
             item = await _referenced(item["id"], owner, finder, where)
         elif item["type"] == "reasoning" and "encrypted_content" in item:

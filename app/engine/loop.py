@@ -354,6 +354,9 @@ class ResponseLoop:
 
         A row that carries the conversation before its input (a WebSocket continuation,
         `app.engine.continuation`) holds what came before it: the chain stops there.
+        The oldest response of the chain (this one, without a previous response) may run on
+        a conversation: its context, the conversation's items as they were when it was
+        accepted, comes first.
         """
         chain: list[StoredResponse] = []
         previous_id = stored.previous_response_id
@@ -366,6 +369,13 @@ class ResponseLoop:
             carried = carried_items(previous.request)
             previous_id = previous.previous_response_id
         items: list[Item] = list(carried or [])
+        root = chain[-1] if chain else stored
+        if root.conversation_id is not None and root.conversation_position is not None:
+            items.extend(
+                await self.store.conversation_items(
+                    root.conversation_id, root.conversation_position
+                )
+            )
         for previous in reversed(chain):
             items.extend(previous.request.get("input") or [])
             items.extend(previous.output or [])
@@ -418,8 +428,12 @@ class ResponseLoop:
             incomplete_details=ending.incomplete_details,
             upstream_refusal=ending.upstream_refusal,
         )
-        forgets = not run.response.is_kept
-        return await self.store.finish(run.response.id, outcome, forgets_content=forgets)
+        return await self.store.finish(
+            run.response.id,
+            outcome,
+            forgets_content=not run.response.is_kept,
+            appends_to_conversation=run.response.conversation_id is not None,
+        )
 
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)

@@ -6,10 +6,19 @@ bad request never reaches the database.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
+from app import ids
 from app.engine.errors import RequestError
 from app.engine.include import Includable, check_include
 from app.engine.input_items import invalid, normalise_input, require_str, unsupported
@@ -69,6 +78,23 @@ class ReasoningConfig(BaseModel):
     generate_summary: ReasoningSummary | None = None  # the SDK's deprecated name of `summary`
 
 
+class ConversationParam(BaseModel):
+    """`conversation` as an object: `{"id": "conv_..."}`; a plain id is taken too."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+
+
+# An object is checked as the object form only, so an error names `conversation.id`.
+ConversationChoice = Annotated[
+    Annotated[str, Tag("str")] | Annotated[ConversationParam, Tag("ConversationParam")],
+    Discriminator(
+        # Called on what is validated (a dict) and on what is serialised (the model).
+        lambda value: "ConversationParam" if isinstance(value, dict | ConversationParam) else "str"
+    ),
+]
+
+
 class CreateResponseRequest(BaseModel):
     """The parameters of POST /v1/responses that Ferry accepts."""
 
@@ -87,6 +113,7 @@ class CreateResponseRequest(BaseModel):
     input: str | list[JsonObject] | None = None  # as sent; `normalise_input` checks it
     instructions: str | None = None
     previous_response_id: str | None = None
+    conversation: ConversationChoice | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     background: bool = False
@@ -111,6 +138,12 @@ class CreateResponseRequest(BaseModel):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
 
+    @property
+    def conversation_id(self) -> str | None:
+        if isinstance(self.conversation, ConversationParam):
+            return self.conversation.id
+        return self.conversation
+
 
 _UNION_BRANCH_NAMES = frozenset({"str", "int", "float", "bool", "function-after"})
 
@@ -128,7 +161,7 @@ def _param_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _error_from_validation(exc: ValidationError) -> RequestError:
+def error_from_validation(exc: ValidationError) -> RequestError:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
     param = _param_path(loc)
@@ -150,10 +183,6 @@ def _error_from_validation(exc: ValidationError) -> RequestError:
     return RequestError(
         f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value"
     )
-
-
-#: The same wording for the bodies of the other endpoints (compact, input_tokens).
-error_from_validation = _error_from_validation
 
 
 def _check_function_tool(tool: JsonObject, where: str) -> None:
@@ -267,7 +296,7 @@ def _check_tools(tools: list[JsonObject] | None) -> None:
             labels.add(tool["server_label"])
 
 
-def _check_metadata(metadata: dict[str, str] | None) -> None:
+def check_metadata(metadata: dict[str, str] | None) -> None:
     if metadata is None:
         return
     if len(metadata) > METADATA_MAX_PAIRS:
@@ -296,6 +325,26 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             )
 
 
+def _check_conversation(request: CreateResponseRequest) -> None:
+    conversation_id = request.conversation_id
+    if conversation_id is None:
+        return
+    if request.previous_response_id is not None:
+        raise RequestError(
+            "Mutually exclusive parameters. Ensure you are only providing one of: "
+            "'previous_response_id' or 'conversation'.",
+            param="conversation",
+            code="mutually_exclusive_parameters",
+        )
+    if not (conversation_id.startswith("conv_") and ids.is_well_formed(conversation_id)):
+        # Echoed only when it is short and plain: the message quotes what was sent.
+        shown = f" '{conversation_id}'" if ids.is_well_formed(conversation_id) else ""
+        raise invalid(
+            "conversation",
+            f"Invalid 'conversation':{shown}. Expected an ID that begins with 'conv_'.",
+        )
+
+
 def _check_tool_choice(request: CreateResponseRequest) -> None:
     choice = request.tool_choice
     if isinstance(choice, FunctionToolChoice):
@@ -316,7 +365,7 @@ def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
     try:
         request = CreateResponseRequest.model_validate(body)
     except ValidationError as exc:
-        raise _error_from_validation(exc) from None
+        raise error_from_validation(exc) from None
     if request.stream_options is not None and not request.stream:
         raise invalid(
             "stream_options",
@@ -325,7 +374,8 @@ def parse_create_request(body: Any) -> tuple[CreateResponseRequest, list[Item]]:
     if request.text is not None and request.text.format.type == "json_schema":
         if not request.text.format.name or request.text.format.schema_ is None:
             raise invalid("text.format", "A json_schema format needs 'name' and 'schema'.")
-    _check_metadata(request.metadata)
+    check_metadata(request.metadata)
+    _check_conversation(request)
     check_include(request.include or [])
     _check_tools(request.tools)
     _check_tool_choice(request)

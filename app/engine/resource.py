@@ -82,6 +82,9 @@ def response_object(
         "incomplete_details": stored.incomplete_details,
         "model": stored.model,
         "previous_response_id": stored.previous_response_id,
+        "conversation": (
+            {"id": stored.conversation_id} if stored.conversation_id is not None else None
+        ),
         "instructions": request.get("instructions"),
         "output": output,
         "error": stored.error,

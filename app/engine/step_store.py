@@ -21,10 +21,21 @@ class StepStore(Protocol):
         ...
 
     async def finish(
-        self, response_id: str, outcome: Outcome, *, forgets_content: bool = False
+        self,
+        response_id: str,
+        outcome: Outcome,
+        *,
+        forgets_content: bool = False,
+        appends_to_conversation: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
-        `forgets_content`: it is a `store: false` response, forgotten as it ends."""
+        `forgets_content`: it is a `store: false` response, forgotten as it ends.
+        `appends_to_conversation`: it runs on a conversation, which gets its input and
+        output as it ends `completed` or `incomplete`, in the same transaction."""
+        ...
+
+    async def conversation_items(self, conversation_id: str, before: int) -> list[Item]:
+        """The conversation's items below position `before`, in order."""
         ...
 
     async def steps(self, response_id: str) -> list[StoredStep]: ...

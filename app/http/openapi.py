@@ -130,6 +130,69 @@ _CONTEXT_PATHS: JsonObject = {
 }
 
 
+def _path_id(name: str, what: str) -> JsonObject:
+    return {"name": name, "in": "path", "required": True, "schema": STRING, "description": what}
+
+
+_CONVERSATION_ID = _path_id("conversation_id", "The id of a conversation (`conv_…`).")
+_ITEM_ID = _path_id("item_id", "The id of one of its items.")
+_ITEMS_QUERY = [
+    _INCLUDE,
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+    {"name": "after", "in": "query", "schema": STRING},
+]
+_CONVERSATION_ERRORS = (400, 401, 404, 409, 413, 429, 503)
+
+
+def _conversation_op(operation_id: str, summary: str, ok: str, *, body: bool) -> JsonObject:
+    return _json_operation(
+        operation_id, "conversations", summary, ok, *_CONVERSATION_ERRORS, body=body
+    )
+
+
+_CONVERSATION_PATHS: JsonObject = {
+    "/v1/conversations": {
+        "post": _conversation_op(
+            "createConversation", "Create a conversation.", "The conversation.", body=True
+        )
+    },
+    "/v1/conversations/{conversation_id}": {
+        "parameters": [_CONVERSATION_ID],
+        "get": _conversation_op(
+            "getConversation", "Retrieve a conversation.", "The conversation.", body=False
+        ),
+        "post": _conversation_op(
+            "updateConversation", "Replace its metadata.", "The conversation.", body=True
+        ),
+        "delete": _conversation_op(
+            "deleteConversation", "Delete it.", "`conversation.deleted`.", body=False
+        ),
+    },
+    "/v1/conversations/{conversation_id}/items": {
+        "parameters": [_CONVERSATION_ID],
+        "post": {
+            **_conversation_op("createItems", "Append items.", "The items added.", body=True),
+            "parameters": [_INCLUDE],
+        },
+        "get": {
+            **_conversation_op("listItems", "A page of its items.", "A list.", body=False),
+            "parameters": _ITEMS_QUERY,
+        },
+    },
+    "/v1/conversations/{conversation_id}/items/{item_id}": {
+        "parameters": [_CONVERSATION_ID, _ITEM_ID],
+        "get": {
+            **_conversation_op("getItem", "One item.", "The item.", body=False),
+            "parameters": [_INCLUDE],
+        },
+        "delete": _conversation_op(
+            "deleteItem", "Remove an item.", "The conversation.", body=False
+        ),
+    },
+}
+
+
 _RESPONSES_PATHS: JsonObject = {
     "/v1/responses": {
         "post": {
@@ -282,10 +345,16 @@ def _document() -> JsonObject:
         },
         "tags": [
             {"name": "responses", "description": "OpenAI's Responses API."},
+            {"name": "conversations", "description": "OpenAI's Conversations API."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
         ],
         "security": [{}, {"bearerAuth": []}],
-        "paths": {**_RESPONSES_PATHS, **_CONTEXT_PATHS, **_OPERATIONS_PATHS},
+        "paths": {
+            **_RESPONSES_PATHS,
+            **_CONTEXT_PATHS,
+            **_CONVERSATION_PATHS,
+            **_OPERATIONS_PATHS,
+        },
         # OpenAPI has no word for a WebSocket; this extension names the paths that take one.
         "x-websockets": {
             "/v1/responses": {

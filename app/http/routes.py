@@ -15,7 +15,7 @@ from starlette.routing import Route
 from app import metrics
 from app.config import Settings
 from app.engine.api_side import ApiSide, Idempotency, KeyTaken, Submission
-from app.engine.errors import RequestError
+from app.engine.errors import ConversationLocked, RequestError
 from app.engine.events import DiscardSink, StreamSink, error_event
 from app.engine.include import check_include
 from app.engine.loop import HAND_BACK
@@ -67,9 +67,12 @@ async def create_response(request: Request) -> Response:
                 owner, create, items, idempotency, max_running=caller.max_running
             )
             return await _create(request, service, submission)
-        except KeyTaken:  # a concurrent twin claimed the key first: answer with its response
+        except (KeyTaken, ConversationLocked):
+            # A concurrent twin claimed the key first (on a conversation, it runs there now):
+            # answer with its response.
             earlier = await service.find_by_idempotency(owner, idempotency)
-            assert earlier is not None
+            if earlier is None:
+                raise
     log.info("idempotent retry", extra={"response_id": earlier.id})
     return await _answer_with(service, earlier, stream=create.stream, settings=settings)
 

@@ -23,6 +23,7 @@ from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
 from app.http import context, errors
+from app.http.conversations import routes as conversation_routes
 from app.http.ops import ops_routes
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
@@ -88,6 +89,7 @@ def build_app(settings: Settings) -> Starlette:
             *ops_routes,
             *context.routes,
             *routes,
+            *conversation_routes,
             WebSocketRoute("/v1/responses", responses_socket),
         ],
         lifespan=lifespan,

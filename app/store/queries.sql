@@ -3,12 +3,14 @@
 -- name: insert_response
 -- A response inserted `in_progress` (an inline run) has started as it is inserted.
 INSERT INTO responses (id, owner, status, request, model, service_tier, background, stream,
-                       previous_response_id, lease_owner, lease_expires_at, started_at, job_id)
+                       previous_response_id, lease_owner, lease_expires_at, started_at, job_id,
+                       conversation_id, conversation_position)
 VALUES (%(id)s, %(owner)s, %(status)s, %(request)s, %(model)s, %(service_tier)s, %(background)s,
         %(stream)s, %(previous_response_id)s, %(lease_owner)s,
         CASE WHEN %(lease_owner)s::text IS NULL THEN NULL
              ELSE now() + make_interval(secs => %(lease_ttl_s)s) END,
-        CASE WHEN %(status)s::text = 'in_progress' THEN now() END, %(job_id)s)
+        CASE WHEN %(status)s::text = 'in_progress' THEN now() END, %(job_id)s,
+        %(conversation_id)s, %(conversation_position)s)
 RETURNING *;
 
 -- name: get_response
@@ -103,6 +105,16 @@ SELECT coalesce(max(last_sequence_number), -1) AS last
 UPDATE responses SET job_id = %(job_id)s WHERE id = %(id)s;
 
 -- name: delete_response
+-- The items of it that conversations hold move onto their conversation rows first (0010):
+-- a conversation keeps its items when a response that added them is deleted.
+WITH kept AS (
+    UPDATE conversation_items AS ci
+       SET item = CASE ci.source WHEN 'input' THEN r.request -> 'input' -> ci.source_index
+                                 ELSE r.output -> ci.source_index END,
+           response_id = NULL, source = NULL, source_index = NULL
+      FROM responses AS r
+     WHERE r.id = %(id)s AND r.owner = %(owner)s AND ci.response_id = r.id
+)
 DELETE FROM responses WHERE id = %(id)s AND owner = %(owner)s RETURNING id;
 
 -- name: queue_depth

@@ -22,6 +22,7 @@ from app import metrics
 from app.shapes import Event, Item, JsonObject
 from app.statuses import TERMINAL_EVENT_TYPES, StepKind
 from app.store import event_codec
+from app.store.conversations import append_ended_response, context_items
 from app.store.queries import QUERIES
 from app.store.rows import (
     FORGOTTEN_REQUEST,
@@ -163,13 +164,15 @@ class ResponseStore:
         conn: AsyncConnection | None = None,
         *,
         forgets_content: bool = False,
+        appends_to_conversation: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
 
         A `store: false` response's content is forgotten too; the row returned still holds
-        it, for the one answer its creator gets. Told `forgets_content`, both happen in one
-        transaction; otherwise the ending is one statement (no BEGIN and COMMIT), and a
-        response found not to be kept after all is forgotten right after it.
+        it, for the one answer its creator gets. A response on a conversation has its input
+        and output appended to it. Told `forgets_content` or `appends_to_conversation`, all
+        of it happens in one transaction; otherwise the ending is one statement (no BEGIN
+        and COMMIT), and a response found not to be kept after all is forgotten right after.
         """
         if conn is not None:
             return await self._finish(response_id, outcome, conn)
@@ -182,7 +185,8 @@ class ResponseStore:
             async with self.pool.connection(self.wait_s) as own:
                 return await self._finish(response_id, outcome, own)
 
-        ending = in_own_transaction if forgets_content else in_one_statement
+        in_transaction = forgets_content or appends_to_conversation
+        ending = in_own_transaction if in_transaction else in_one_statement
         # Shielded, as every query is: an ending whose caller is cancelled still commits.
         return await asyncio.shield(self._patiently(ending))
 
@@ -204,10 +208,20 @@ class ResponseStore:
             return None
         final = StoredResponse.from_row(row)
         metrics.response_ended(final, final.status, _duration_s(final))
+        await append_ended_response(conn, final)
         if not final.is_kept:
             params = {"id": response_id, "request": Jsonb(FORGOTTEN_REQUEST)}
             await self._execute("forget_content", params, conn)
         return final
+
+    async def conversation_items(self, conversation_id: str, before: int) -> list[Item]:
+        """The items of a conversation below position `before`: a response's context."""
+
+        async def attempt() -> list[Item]:
+            async with self.pool.connection(self.wait_s) as conn:
+                return await context_items(conn, conversation_id, before)
+
+        return await asyncio.shield(self._patiently(attempt))
 
     async def delete(self, response_id: str, owner: str) -> bool:
         """Delete a response with its steps and events; False if there was none."""

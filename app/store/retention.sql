@@ -9,7 +9,9 @@
 -- Terminal responses that ended more than %(age_s)s seconds ago; their steps and events go
 -- with them (ON DELETE CASCADE). Only terminal rows: a queued or in_progress response is
 -- live work however old it is. `completed_at` is when it ended; the rare terminal row without
--- one (e.g. written by hand) falls back to its last change.
+-- one (e.g. written by hand) falls back to its last change. The items of theirs that
+-- conversations hold are not deleted: they move onto their conversation rows (0010), in the
+-- same statement.
 WITH doomed AS (
     SELECT id
       FROM responses
@@ -17,6 +19,13 @@ WITH doomed AS (
        AND coalesce(completed_at, updated_at) < now() - make_interval(secs => %(age_s)s)
      LIMIT %(batch)s
        FOR UPDATE SKIP LOCKED
+), kept AS (
+    UPDATE conversation_items AS ci
+       SET item = CASE ci.source WHEN 'input' THEN r.request -> 'input' -> ci.source_index
+                                 ELSE r.output -> ci.source_index END,
+           response_id = NULL, source = NULL, source_index = NULL
+      FROM doomed, responses AS r
+     WHERE r.id = doomed.id AND ci.response_id = r.id
 ), gone AS (
     DELETE FROM responses AS r
      USING doomed

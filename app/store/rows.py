@@ -45,6 +45,9 @@ class StoredResponse:
     job_id: int | None = None
     recoveries: int = 0
     upstream_refusal: UpstreamRefusal | None = None  # a 4xx of its first model turn
+    conversation_id: str | None = None  # the conversation it runs on, if any
+    # Its context: the conversation's items below this position (those there on accept).
+    conversation_position: int | None = None
 
     @classmethod
     def from_row(cls, row: DictRow) -> StoredResponse:
@@ -138,6 +141,8 @@ class NewResponse:
     lease_owner: str | None = None
     lease_ttl_s: float = 0.0
     job_id: int | None = None  # a deferred response's job, deferred in the same transaction
+    conversation_id: str | None = None
+    conversation_position: int | None = None  # set when it joins the conversation
 
 
 #: What is left of the request of a `store: false` response once it has ended.

@@ -558,6 +558,106 @@ def test_worker_sigterm_hands_running_work_back(faults: Faults) -> None:
     assert message["content"][0]["text"] == f"Hello! You said: {marker} {words}"
 
 
+def conversation_items(api_url: str, conversation_id: str) -> list[dict[str, Any]]:
+    """Every item of the conversation, oldest first."""
+    with sdk_client(api_url, timeout=RECOVERY_TIMEOUT_S) as client:
+        pages = client.conversations.items.list(conversation_id, order="asc", limit=100)
+        return [item.to_dict() for item in pages]
+
+
+def new_conversation(api_url: str) -> str:
+    with sdk_client(api_url, timeout=RECOVERY_TIMEOUT_S) as client:
+        return client.conversations.create(items=[{"role": "user", "content": "before"}]).id
+
+
+def test_a_response_on_a_conversation_killed_mid_turn_appends_once(
+    faults: Faults, db_of_faults: psycopg.Connection[Any]
+) -> None:
+    conversation_id = new_conversation(faults.api_url)
+    marker = f"conv-kill-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(14))
+    events = stream_across_a_worker_stop(
+        faults,
+        f"{marker} {words} [[delay:60]]",
+        read_first=up_to_delta(5),
+        stop=kill,
+        conversation=conversation_id,
+    )
+
+    assert_gapless(events)
+    assert events[-1]["type"] == "response.completed"
+    final = events[-1]["response"]
+    assert final["conversation"] == {"id": conversation_id}
+    items = conversation_items(faults.api_url, conversation_id)
+    [message] = final["output"]
+    assert [item["id"] for item in items[1:]] == [
+        final_input_id(faults, final["id"]),
+        message["id"],
+    ]
+    assert items[2]["content"][0]["text"] == f"Hello! You said: {marker} {words}"
+    cut = [
+        e
+        for e in events
+        if e["type"] == "response.output_item.done" and e["item"]["status"] == "incomplete"
+    ]
+    assert len(cut) == 1  # the first attempt was killed mid-message
+    # Once: two attempts ran, one ending appended, at the positions that follow.
+    rows = db_of_faults.execute(
+        "SELECT position, response_id FROM conversation_items WHERE conversation_id = %s"
+        " ORDER BY position",
+        (conversation_id,),
+    ).fetchall()
+    assert rows == [(0, None), (1, final["id"]), (2, final["id"])]
+
+
+def test_an_inline_response_on_a_conversation_handed_to_a_worker_appends_once(
+    faults: Faults,
+) -> None:
+    conversation_id = new_conversation(faults.api_url)
+    marker = f"conv-handoff-{secrets.token_hex(3)}"
+    words = " ".join(f"w{i}" for i in range(12))
+    with contextlib.ExitStack() as stack:
+        faults.start_worker(stack)
+        api, api_url = stack.enter_context(running_api_process(faults.env, "--no-migrate"))
+        body = {
+            "model": "demo",
+            "input": f"{marker} {words} [[delay:80]]",
+            "stream": True,
+            "conversation": conversation_id,
+        }
+        with httpx.stream("POST", f"{api_url}/v1/responses", json=body, timeout=30) as response:
+            for _, event in iter_frames(response):
+                if event["type"] == "response.created":
+                    response_id = event["response"]["id"]
+                if event["type"] == "response.output_text.delta":
+                    kill(api)
+                    break
+
+        def finished() -> dict[str, Any] | None:
+            reply = httpx.get(f"{faults.api_url}/v1/responses/{response_id}").json()
+            return reply if reply["status"] not in ("queued", "in_progress") else None
+
+        final = wait_for(finished, timeout_s=RECOVERY_TIMEOUT_S, what="the hand-off")
+    assert final["status"] == "completed"
+    items = conversation_items(faults.api_url, conversation_id)
+    assert [item["id"] for item in items[1:]] == [
+        final_input_id(faults, response_id),
+        final["output"][0]["id"],
+    ]
+
+
+def final_input_id(faults: Faults, response_id: str) -> str:
+    with sdk_client(faults.api_url, timeout=RECOVERY_TIMEOUT_S) as client:
+        [item] = client.responses.input_items.list(response_id).data
+    return item.id
+
+
+@pytest.fixture
+def db_of_faults(faults: Faults) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(faults.database_url, autocommit=True) as conn:
+        yield conn
+
+
 def test_api_and_workers_reconnect_after_their_connections_are_cut(faults: Faults) -> None:
     """What a Postgres restart does to clients: every connection dropped at once."""
     marker = f"reconnect-{secrets.token_hex(3)}"

@@ -205,6 +205,7 @@ PARAMETERS = [
     "stream",
     "background",
     "reasoning",
+    "conversation",
 ]
 garbled = st.dictionaries(st.sampled_from(PARAMETERS), json_values, min_size=1, max_size=3).map(
     lambda replaced: {"model": "demo", "input": "hi", "stream": False, **replaced}
@@ -269,5 +270,83 @@ def test_an_id_ferry_could_not_have_made_is_a_404(
     api_url: str, method: str, suffix: str, response_id: str
 ) -> None:
     reply = httpx.request(method, f"{api_url}/v1/responses/{response_id}{suffix}", timeout=30)
+    assert reply.status_code == 404, reply.text
+    assert set(reply.json()["error"]) == ENVELOPE_KEYS
+
+
+# Conversation bodies: items that are messages with hostile text, or any JSON at all.
+conversation_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "items": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.just("user"), "content": hostile_text},
+                    optional={"id": hostile_text, "type": st.just("message")},
+                ),
+                max_size=3,
+            ),
+            json_values,
+        ),
+        "metadata": st.one_of(st.dictionaries(hostile_text, hostile_text, max_size=4), json_values),
+    },
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=conversation_bodies)
+def test_no_generated_conversation_body_gets_a_5xx(api_url: str, body: dict[str, Any]) -> None:
+    reply = httpx.post(
+        f"{api_url}/v1/conversations",
+        content=json.dumps(body, ensure_ascii=True).encode(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert reply.status_code < 500, (body, reply.text)
+    if reply.status_code >= 400:
+        assert set(reply.json()["error"]) == ENVELOPE_KEYS
+        return
+    conversation_id = reply.json()["id"]
+    listed = httpx.get(f"{api_url}/v1/conversations/{conversation_id}/items", timeout=30)
+    assert listed.status_code == 200
+    assert len(listed.json()["data"]) == len(body.get("items") or [])
+    added = httpx.post(
+        f"{api_url}/v1/conversations/{conversation_id}/items",
+        content=json.dumps(body, ensure_ascii=True).encode(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert added.status_code < 500, (body, added.text)
+
+
+@pytest.mark.parametrize(
+    "conversation_id", ["conv_%00", "conv_" + "a" * 10_000, "%ED%A0%80", "conv_%F0%9F%98%80"]
+)
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [
+        ("GET", ""),
+        ("POST", ""),
+        ("DELETE", ""),
+        ("GET", "/items"),
+        ("POST", "/items"),
+        ("GET", "/items/msg_1"),
+        ("DELETE", "/items/msg_1"),
+    ],
+)
+def test_a_conversation_id_ferry_could_not_have_made_is_a_404(
+    api_url: str, method: str, suffix: str, conversation_id: str
+) -> None:
+    bodies = {"": {"metadata": {}}, "/items": {"items": [{"role": "user", "content": "x"}]}}
+    body = bodies[suffix] if method == "POST" else None
+    reply = httpx.request(
+        method, f"{api_url}/v1/conversations/{conversation_id}{suffix}", json=body, timeout=30
+    )
     assert reply.status_code == 404, reply.text
     assert set(reply.json()["error"]) == ENVELOPE_KEYS

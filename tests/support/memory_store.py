@@ -6,7 +6,12 @@ What it models, query for query (see `app/store/queries.sql`):
 - `mark_in_progress` and `finish` only move a response that is still active (`queued` or
   `in_progress`) and return None otherwise: the first terminal state wins. `finish`
   forgets the content of a `store: false` response as it ends it, and returns the row as
-  it was before.
+  it was before. Told `appends_to_conversation`, it appends the input and output of a
+  response ending `completed` or `incomplete` to its conversation (ids already there are
+  not added twice). Without it, it appends nothing: stricter than Postgres, which would
+  append outside the ending's transaction, so a loop that forgets to ask for the
+  transaction fails its tests.
+- Conversations are lists of items (`seed_conversation`); an item's position is its index.
 - Steps are keyed by (response id, ordinal): starting one twice, or one of a response that
   does not exist, raises (a primary or foreign key violation); `finish_step` overwrites
   whatever the step holds; `record_step_items` only touches a step still `in_progress`.
@@ -111,6 +116,8 @@ class MemoryStore:
     writes: list[Write] = field(default_factory=list)
     #: The reasoning sealing key, once a key ring has asked for one (`sealing_key`).
     stored_sealing_key: str | None = None
+    #: Conversations: id -> its items in order (`seed_conversation`).
+    conversations: dict[str, list[Item]] = field(default_factory=dict)
     _crash: _Crash | None = field(default=None, repr=False)
     _crashed: MemoryStore | None = field(default=None, repr=False)
 
@@ -135,6 +142,7 @@ class MemoryStore:
         the row carries (a WebSocket continuation).
         """
         request, items = parse_create_request(dict(body))
+        conversation_id = request.conversation_id
         now = _now()
         row: Row = {
             "id": response_id or ids.response_id(),
@@ -158,8 +166,18 @@ class MemoryStore:
             "completed_at": None,
             "updated_at": now,
             "job_id": None,
+            "conversation_id": conversation_id,
+            "conversation_position": (
+                len(self.conversations[conversation_id]) if conversation_id else None
+            ),
         }
         return self.insert(StoredResponse.from_row(row))
+
+    def seed_conversation(self, items: list[Item]) -> str:
+        """A new conversation holding `items` (normalised input items); its id."""
+        conversation_id = ids.new_id("conv")
+        self.conversations[conversation_id] = _json(items)
+        return conversation_id
 
     def insert(self, stored: StoredResponse) -> StoredResponse:
         if stored.id in self.responses:
@@ -213,17 +231,25 @@ class MemoryStore:
         return result
 
     async def _move_active(
-        self, name: str, response_id: str, changes: Callable[[Row, datetime], Row]
+        self,
+        name: str,
+        response_id: str,
+        changes: Callable[[Row, datetime], Row],
+        then: Callable[[StoredResponse], None] | None = None,
     ) -> StoredResponse | None:
         """A write that moves a response only while it is still active: the row `changes`
-        makes of it (given the time now); None when there is no row or it has ended."""
+        makes of it (given the time now); None when there is no row or it has ended. `then`
+        is what the same transaction does next with the moved row."""
 
         def apply() -> StoredResponse | None:
             row = self.responses.get(response_id)
             if row is None or row["status"] not in ACTIVE_STATUSES:
                 return None
             row.update(changes(row, _now()))
-            return StoredResponse.from_row(copy.deepcopy(row))
+            moved = StoredResponse.from_row(copy.deepcopy(row))
+            if then is not None:
+                then(moved)
+            return moved
 
         return await self._write(name, response_id, apply)
 
@@ -232,6 +258,7 @@ class MemoryStore:
         self._crashed = MemoryStore(
             responses=copy.deepcopy(self.responses),
             step_rows=copy.deepcopy(self.step_rows),
+            conversations=copy.deepcopy(self.conversations),
         )
         raise ProcessCrash(f"crashed at write {len(self.writes)}")
 
@@ -276,9 +303,14 @@ class MemoryStore:
         )
 
     async def finish(
-        self, response_id: str, outcome: Outcome, *, forgets_content: bool = False
+        self,
+        response_id: str,
+        outcome: Outcome,
+        *,
+        forgets_content: bool = False,
+        appends_to_conversation: bool = False,
     ) -> StoredResponse | None:
-        final = await self._move_active(
+        return await self._move_active(
             "finish",
             response_id,
             lambda row, now: {
@@ -294,10 +326,31 @@ class MemoryStore:
                 "lease_owner": None,
                 "lease_expires_at": None,
             },
+            then=lambda final: self._after_ending(final, appends_to_conversation),
         )
-        if final is not None and not final.is_kept:
-            self._forget_content(response_id)  # `forget_content`, in the same transaction
-        return final
+
+    def _after_ending(self, final: StoredResponse, appends_to_conversation: bool) -> None:
+        """What the transaction that ends a response does next: appends it to its
+        conversation, and forgets a `store: false` one's content (`forget_content`)."""
+        if appends_to_conversation:
+            self._append_to_conversation(final)
+        if not final.is_kept:
+            self._forget_content(final.id)
+
+    def _append_to_conversation(self, ended: StoredResponse) -> None:
+        appending = (ResponseStatus.COMPLETED, ResponseStatus.INCOMPLETE)
+        held = self.conversations.get(ended.conversation_id or "")
+        if held is None or ended.status not in appending:
+            return
+        for item in [*(ended.request.get("input") or []), *(ended.output or [])]:
+            if all(other["id"] != item["id"] for other in held):
+                held.append(_json(item))
+
+    async def conversation_items(self, conversation_id: str, before: int) -> list[Item]:
+        self._check_alive()
+        found = copy.deepcopy(self.conversations.get(conversation_id, [])[:before])
+        await self._round_trip()
+        return found
 
     def _forget_content(self, response_id: str) -> None:
         self.responses[response_id].update(request=_json(FORGOTTEN_REQUEST), output=None)

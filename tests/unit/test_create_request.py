@@ -283,3 +283,35 @@ def test_including_a_built_in_tools_output_is_refused_naming_the_tool(value: str
     assert (info.value.param, info.value.code) == ("include[1]", "unsupported_value")
     tool = value.split("_call")[0]  # file_search, web_search, computer, code_interpreter
     assert f"no built-in '{tool}" in info.value.message
+
+
+@pytest.mark.parametrize("conversation", ["conv_abc", {"id": "conv_abc"}])
+def test_a_conversation_is_named_by_id_or_by_object(conversation: Any) -> None:
+    request, _ = parse_create_request(body(conversation=conversation))
+
+    assert request.conversation_id == "conv_abc"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code"),
+    [
+        (
+            {"conversation": "conv_abc", "previous_response_id": "resp_1"},
+            "conversation",
+            "mutually_exclusive_parameters",
+        ),
+        ({"conversation": "abc"}, "conversation", "invalid_value"),
+        ({"conversation": "conv_a b"}, "conversation", "invalid_value"),
+        ({"conversation": 3}, "conversation", "invalid_value"),
+        ({"conversation": {"id": 3}}, "conversation.id", "invalid_value"),
+        ({"conversation": {}}, "conversation.id", "missing_required_parameter"),
+        ({"conversation": {"id": "conv_a", "x": 1}}, "conversation.x", "unknown_parameter"),
+    ],
+)
+def test_a_bad_conversation_names_the_parameter(
+    fields: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_create_request(body(**fields))
+
+    assert (info.value.param, info.value.code) == (param, code)

@@ -161,3 +161,37 @@ async def test_a_crash_after_the_commit_keeps_that_write() -> None:
     assert restarted.response(stored.id).status == ResponseStatus.COMPLETED
     assert not restarted.crashed
     assert await restarted.mark_in_progress(stored.id) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "appended"),
+    [
+        (ResponseStatus.COMPLETED, True),
+        (ResponseStatus.INCOMPLETE, True),
+        (ResponseStatus.FAILED, False),
+        (ResponseStatus.CANCELLED, False),
+    ],
+)
+async def test_an_ending_appends_to_the_conversation_as_the_database_does(
+    status: ResponseStatus, appended: bool
+) -> None:
+    store = MemoryStore()
+    conversation_id = store.seed_conversation([])
+    stored = store.seed({"model": "m", "input": "Hi", "conversation": conversation_id})
+    [own_input] = stored.request["input"]
+    output = [{"id": "msg_out", "type": "message"}]
+
+    await store.finish(stored.id, Outcome(status, output), appends_to_conversation=True)
+
+    expected = [own_input["id"], "msg_out"] if appended else []
+    assert [item["id"] for item in store.conversations[conversation_id]] == expected
+
+
+async def test_an_ending_that_does_not_ask_for_the_transaction_appends_nothing() -> None:
+    store = MemoryStore()
+    conversation_id = store.seed_conversation([])
+    stored = store.seed({"model": "m", "input": "Hi", "conversation": conversation_id})
+
+    await store.finish(stored.id, Outcome(ResponseStatus.COMPLETED, []))
+
+    assert store.conversations[conversation_id] == []
