@@ -111,6 +111,32 @@ class Settings(BaseSettings):
     mcp_timeout_s: float = Field(
         default=60.0, gt=0, description="Bound on one MCP request (listing tools or a call)."
     )
+    webhook_allowed_urls: str = Field(
+        default="",
+        description="Comma-separated URL prefixes webhook endpoints may have; empty: any https "
+        "URL. Private addresses only under a prefix that names the host.",
+    )
+    webhook_all_responses: bool = Field(
+        default=False,
+        description="Deliver the ending of every response by webhook, not only of background "
+        "responses.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Bound on one delivery attempt: connecting, sending, the receiver's answer.",
+    )
+    webhook_retry_window_s: float = Field(
+        default=259200.0,
+        gt=0,
+        description="How long a delivery that fails is tried again (72 hours); then given up.",
+    )
+    webhook_backoff_base_s: float = Field(
+        default=5.0, gt=0, description="Delay before a delivery's second attempt; then doubling."
+    )
+    webhook_backoff_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two attempts at a delivery."
+    )
     upstream_max_attempts: int = Field(
         default=3,
         ge=1,
@@ -176,6 +202,12 @@ class Settings(BaseSettings):
         description="A job running longer than this is stopped and its response failed.",
     )
     worker_concurrency: int = Field(default=4, ge=1)
+    worker_poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an idle worker looks for jobs whose time has come (the next "
+        "attempt at a webhook); a new job wakes it at once.",
+    )
     worker_shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
     @field_validator("upstream_base_url")
@@ -190,6 +222,10 @@ class Settings(BaseSettings):
     @property
     def mcp_allowed_prefixes(self) -> list[str]:
         return [p.strip() for p in self.mcp_allowed_urls.split(",") if p.strip()]
+
+    @property
+    def webhook_allowed_prefixes(self) -> list[str]:
+        return [p.strip() for p in self.webhook_allowed_urls.split(",") if p.strip()]
 
     @property
     def api_key_set(self) -> frozenset[str]:

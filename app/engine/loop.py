@@ -388,7 +388,9 @@ class ResponseLoop:
             upstream_refusal=ending.upstream_refusal,
         )
         forgets = not run.response.is_kept
-        return await self.store.finish(run.response.id, outcome, forgets_content=forgets)
+        return await self.store.finish(
+            run.response.id, outcome, forgets_content=forgets, background=run.response.background
+        )
 
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)

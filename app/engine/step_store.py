@@ -21,10 +21,16 @@ class StepStore(Protocol):
         ...
 
     async def finish(
-        self, response_id: str, outcome: Outcome, *, forgets_content: bool = False
+        self,
+        response_id: str,
+        outcome: Outcome,
+        *,
+        forgets_content: bool = False,
+        background: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
-        `forgets_content`: it is a `store: false` response, forgotten as it ends."""
+        `forgets_content`: it is a `store: false` response, forgotten as it ends.
+        `background`: it was created so, and its ending may be announced by webhook."""
         ...
 
     async def steps(self, response_id: str) -> list[StoredStep]: ...

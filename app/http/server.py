@@ -21,8 +21,10 @@ from app.config import Settings
 from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.runtime import Role, open_runtime
+from app.engine.webhook_endpoints import WebhookEndpoints
 from app.http import errors
 from app.http.routes import routes
+from app.http.webhook_routes import webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ def build_app(settings: Settings) -> Starlette:
         async with open_runtime(settings, role=Role.API) as runtime:
             app.state.settings = settings
             app.state.service = ApiSide(runtime)
+            app.state.webhook_endpoints = WebhookEndpoints(runtime.webhooks, runtime.webhook_sender)
             app.state.inline_tasks = set()
             if settings.api_key_set:
                 log.info("API keys required", extra={"keys": len(settings.api_key_set)})
@@ -63,7 +66,7 @@ def build_app(settings: Settings) -> Starlette:
                 await _drain(app.state.inline_tasks, settings.shutdown_timeout_s)
 
     return Starlette(
-        routes=[Route("/health", health), *routes],
+        routes=[Route("/health", health), *routes, *webhook_routes],
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,

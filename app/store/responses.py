@@ -31,6 +31,7 @@ from app.store.rows import (
     StoredResponse,
     StoredStep,
 )
+from app.store.webhooks import NO_WEBHOOKS, WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,23 @@ def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
 
 
 class ResponseStore:
-    def __init__(self, pool: AsyncConnectionPool, *, wait_s: float | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        wait_s: float | None = None,
+        outbox: WebhookOutbox = NO_WEBHOOKS,
+    ) -> None:
         """With `wait_s`, the store is patient, for running work: it waits that long for a
         pooled connection, and a query whose connection is lost (Postgres restarting) is
         tried again on a new one until `wait_s` has passed. Without, a request gets the
         pool's quick timeout and the first error. Every query a patient store repeats is
         idempotent: a write that did commit before its answer was lost changes nothing
-        the second time.
+        the second time. `outbox` enqueues the webhook deliveries of each ending.
         """
         self.pool = pool
         self.wait_s = wait_s
+        self.outbox = outbox
 
     async def _patiently(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         if self.wait_s is None:
@@ -146,13 +154,16 @@ class ResponseStore:
         conn: AsyncConnection | None = None,
         *,
         forgets_content: bool = False,
+        background: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
 
         A `store: false` response's content is forgotten too; the row returned still holds
-        it, for the one answer its creator gets. Told `forgets_content`, both happen in one
-        transaction; otherwise the ending is one statement (no BEGIN and COMMIT), and a
-        response found not to be kept after all is forgotten right after it.
+        it, for the one answer its creator gets. Its webhook deliveries are enqueued (see
+        `WebhookOutbox`). Told `forgets_content`, or that the response is `background` (which
+        may have deliveries), all of it happens in one transaction; otherwise the ending is
+        one statement (no BEGIN and COMMIT), and a response found not to be kept after all
+        is forgotten right after it.
         """
         if conn is not None:
             return await self._finish(response_id, outcome, conn)
@@ -165,7 +176,8 @@ class ResponseStore:
             async with self.pool.connection(self.wait_s) as own:
                 return await self._finish(response_id, outcome, own)
 
-        ending = in_own_transaction if forgets_content else in_one_statement
+        transactional = forgets_content or self.outbox.may_deliver(background)
+        ending = in_own_transaction if transactional else in_one_statement
         # Shielded, as every query is: an ending whose caller is cancelled still commits.
         return await asyncio.shield(self._patiently(ending))
 
@@ -189,6 +201,7 @@ class ResponseStore:
         if not final.is_kept:
             params = {"id": response_id, "request": Jsonb(FORGOTTEN_REQUEST)}
             await self._execute("forget_content", params, conn)
+        await self.outbox.enqueue(final, conn)
         return final
 
     async def delete(self, response_id: str, owner: str) -> bool:
