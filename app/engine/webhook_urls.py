@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
 #: OpenAI's bound on an endpoint's URL.
 MAX_URL_CHARS = 2048
 
+#: A host name as DNS takes it (IDNA-encoded): labels of letters, digits, `-` and `_`.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 #: Looks a host up: the addresses it resolves to, as text.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -59,6 +62,31 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def _parse(url: str) -> httpx.URL:
+    """The URL as httpx will send it, if it is an http(s) URL with a plain host name or an
+    address; UrlRefused if not."""
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError):  # UnicodeError is a ValueError
+        raise UrlRefused(f"'{url}' is not a valid URL.") from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise UrlRefused(f"'{url}' is not an http or https URL with a host.")
+    if not (_HOST_NAME.fullmatch(host) or _is_address(host)):
+        raise UrlRefused(f"'{url}' does not have a valid host name.")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise UrlRefused(f"'{url}' has an invalid port.")
+    return parsed
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _names_host(prefix: str) -> bool:
     """Whether a prefix names a whole host: `scheme://host[:port]/…`, not just a scheme or
     the start of a host name (`https://hooks.` would match `https://hooks.evil.example`)."""
@@ -71,19 +99,14 @@ class UrlPolicy:
         self.allowed_prefixes = allowed_prefixes
         self.resolver = resolver
 
-    def check_form(self, url: str) -> None:
-        """The rules that need no lookup: length, scheme, host, the allow-list."""
+    def check_form(self, url: str) -> httpx.URL:
+        """The rules that need no lookup: length, scheme, host, the allow-list; the URL
+        parsed."""
         if len(url) > MAX_URL_CHARS:
             raise UrlRefused(f"The URL is longer than {MAX_URL_CHARS} characters.")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UrlRefused(f"'{url}' is not an http or https URL with a host.")
-        try:
-            parts.port  # noqa: B018 - parsing the port is the check
-        except ValueError:
-            raise UrlRefused(f"'{url}' has an invalid port.") from None
+        parsed = _parse(url)
         if not self.allowed_prefixes:
-            if parts.scheme != "https":
+            if parsed.scheme != "https":
                 raise UrlRefused(
                     f"'{url}' is not allowed: webhook URLs must use https "
                     "(WEBHOOK_ALLOWED_URLS is empty)."
@@ -93,14 +116,14 @@ class UrlPolicy:
                 f"'{url}' is not allowed on this server: it matches none of the prefixes in "
                 "WEBHOOK_ALLOWED_URLS."
             )
+        return parsed
 
     def _private_allowed(self, url: str) -> bool:
         return any(url.startswith(p) and _names_host(p) for p in self.allowed_prefixes)
 
     async def target(self, url: str) -> Target:
         """Check `url` whole, lookup included, and where to send to; UrlRefused if not."""
-        self.check_form(url)
-        parsed = httpx.URL(url)
+        parsed = self.check_form(url)
         host = parsed.raw_host.decode("ascii")  # IDNA-encoded, as DNS and TLS take it
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:

@@ -3,6 +3,7 @@ SSRF) with a scripted resolver, the sender on a MockTransport, and the retry bac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -10,6 +11,8 @@ from datetime import UTC, datetime
 import httpx
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.engine.webhook_delivery import backoff_s
 from app.engine.webhook_sender import WebhookSender
@@ -113,6 +116,49 @@ async def test_a_host_must_resolve_to_public_addresses_unless_a_prefix_names_it(
     target = await policy.target(url)
     assert target.url.host == addresses[0]
     assert (target.host_header, target.server_name) == ("hooks.internal", "hooks.internal")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[::1/x",  # an unclosed address
+        "https://exa mple.com/",
+        "https://a..b/",
+        "https://host:99999/",
+        "https://host:-1/",
+        "https://%zz/",
+        "https://\u200b/",
+        "https://",
+        "mailto:hooks@example.com",
+        "/relative/path",
+    ],
+)
+async def test_a_malformed_url_is_refused_saying_so(url: str) -> None:
+    policy = UrlPolicy(["https://", "http://"], resolver({}))
+    with pytest.raises(UrlRefused):
+        await policy.target(url)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tail=st.text(max_size=60), scheme=st.sampled_from(["https://", "http://", ""]))
+def test_any_text_is_a_target_or_refused_never_an_error(scheme: str, tail: str) -> None:
+    policy = UrlPolicy(["https://", "http://"], resolver_of_anything())
+
+    async def check() -> None:
+        try:
+            target = await policy.target(scheme + tail)
+        except UrlRefused:
+            return
+        assert target.url.host == "93.184.216.34"
+
+    asyncio.run(check())
+
+
+def resolver_of_anything() -> Resolver:
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    return resolve
 
 
 async def test_a_host_that_does_not_resolve_is_refused() -> None:
