@@ -6,6 +6,8 @@ until acknowledged, each attempt recorded; test events; secret rotation."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from openai.types.webhooks import (
     ResponseFailedWebhookEvent,
     ResponseIncompleteWebhookEvent,
 )
+from psycopg.rows import dict_row
 
 from app.config import Settings
 from app.engine.runtime import Role, open_runtime
@@ -26,6 +29,8 @@ from app.engine.worker_side import WorkerSide
 from app.store.webhooks import event_payload
 from tests.e2e.conftest import WEBHOOK_API_KEYS
 from tests.support.clients import sdk_client
+from tests.support.database import migrated_scratch_database
+from tests.support.processes import running_worker
 from tests.support.servers import running_api
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Received, WebhookReceiver
@@ -304,3 +309,48 @@ def db_now(db: Db) -> Any:
     row = db.execute("SELECT now() AS now").fetchone()
     assert row is not None
     return row["now"]
+
+
+def test_a_delivery_cut_off_by_its_workers_death_is_sent_again_with_the_same_webhook_id(
+    postgres_admin_url: str,
+    service_env: dict[str, str],
+    make_settings: Callable[..., Settings],
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    hook = "cut-off"
+    webhook_receiver.hold_first(hook)  # the first attempt gets no answer
+    with migrated_scratch_database(postgres_admin_url) as database_url:
+        env = {
+            **service_env,
+            "DATABASE_URL": database_url,
+            "WORKER_HEARTBEAT_S": "0.5",
+            "STALL_THRESHOLD_S": "2",
+            "RECOVERY_INTERVAL_S": "1",
+        }
+        with (
+            running_api(make_settings(database_url=database_url)) as api_url,
+            sdk_client(api_url) as client,
+            psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as db,
+        ):
+            endpoint = client.webhooks.create(
+                name=hook, url=webhook_receiver.url(hook), event_types=["response.completed"]
+            )
+            with running_worker(env, concurrency=2) as doomed:
+                queued = client.responses.create(model="demo", input="cut off", background=True)
+                wait_for(lambda: webhook_receiver.received(hook), what="the first attempt")
+                os.kill(doomed.pid, signal.SIGKILL)
+                doomed.wait_exit(timeout=30)
+            with running_worker(env, concurrency=2):
+                [acknowledged] = wait_for(lambda: webhook_receiver.acknowledged(hook), timeout_s=30)
+            webhook_receiver.release(hook)
+
+            [delivery] = deliveries(db, endpoint.id)
+            # The attempt cut off left no record: its worker died before it could write one.
+            assert [a["status_code"] for a in attempts(db, delivery["id"])] == [200]
+            assert delivery["status"] == "delivered"
+    first, second = webhook_receiver.received(hook)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery["id"]
+    assert first.body == second.body
+    event = unwrapped(client, acknowledged, endpoint.signing_secret)
+    assert isinstance(event, ResponseCompletedWebhookEvent)
+    assert event.data.id == queued.id
