@@ -93,8 +93,9 @@ class WorkerSide:
     # --- recovery --------------------------------------------------------------------
 
     async def recover(self) -> dict[str, int]:
-        """One sweep: retry the jobs of dead workers, stop overrunning jobs, and hand inline
-        responses whose API process died over to a worker. Run by a periodic task."""
+        """One sweep: retry the jobs of dead workers (responses and webhook deliveries), stop
+        overrunning jobs, and hand inline responses whose API process died over to a worker.
+        Run by a periodic task."""
         report = {
             "retried": 0,
             "gave_up": 0,
