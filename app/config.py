@@ -157,6 +157,32 @@ class Settings(BaseSettings):
     input_file_timeout_s: float = Field(
         default=30.0, gt=0, description="Bound on fetching one input_file's file_url."
     )
+    webhook_allowed_urls: str = Field(
+        default="",
+        description="Comma-separated URL prefixes webhook endpoints may have; empty: any https "
+        "URL. Private addresses only under a prefix that names the host.",
+    )
+    webhook_all_responses: bool = Field(
+        default=False,
+        description="Deliver the ending of every response by webhook, not only of background "
+        "responses.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Bound on one delivery attempt: connecting, sending, the receiver's answer.",
+    )
+    webhook_retry_window_s: float = Field(
+        default=259200.0,
+        gt=0,
+        description="How long a delivery that fails is tried again (72 hours); then given up.",
+    )
+    webhook_backoff_base_s: float = Field(
+        default=5.0, gt=0, description="Delay before a delivery's second attempt; then doubling."
+    )
+    webhook_backoff_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two attempts at a delivery."
+    )
     upstream_max_attempts: int = Field(
         default=3,
         ge=1,
@@ -227,6 +253,12 @@ class Settings(BaseSettings):
         description="A job running longer than this is stopped and its response failed.",
     )
     worker_concurrency: int = Field(default=4, ge=1, description="Jobs a worker runs at once.")
+    worker_poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an idle worker looks for jobs whose time has come (the next "
+        "attempt at a webhook); a new job wakes it at once.",
+    )
     worker_shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="Grace period for running jobs when a worker is stopped."
     )
@@ -331,6 +363,10 @@ class Settings(BaseSettings):
     @property
     def metrics_model_set(self) -> frozenset[str]:
         return frozenset(m.strip() for m in self.metrics_models.split(",") if m.strip())
+
+    @property
+    def webhook_allowed_prefixes(self) -> list[str]:
+        return [p.strip() for p in self.webhook_allowed_urls.split(",") if p.strip()]
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -45,6 +45,7 @@ async def run_worker(settings: Settings) -> None:
             "additional_context": {"worker_side": WorkerSide(runtime)},
             "update_heartbeat_interval": settings.worker_heartbeat_s,
             "stalled_worker_timeout": settings.stall_threshold_s,
+            "fetch_job_polling_interval": settings.worker_poll_interval_s,
         }
         worker = asyncio.create_task(_work_through_outages(job_app, options))
         event_loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from procrastinate import JobContext
 from app.config import Settings
 from app.engine.worker_side import WorkerSide
 from app.store.db import DATABASE_OUTAGES
-from app.store.queue import RUN_RESPONSE
+from app.store.queue import DELIVER_WEBHOOK, RUN_RESPONSE
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,12 @@ async def run_response(context: JobContext, response_id: str) -> None:
     """
     worker_side: WorkerSide = context.additional_context["worker_side"]
     await worker_side.run_deferred(response_id)
+
+
+async def deliver_webhook(context: JobContext, delivery_id: str) -> None:
+    """One attempt at a webhook delivery; a failed one defers the next attempt itself."""
+    worker_side: WorkerSide = context.additional_context["worker_side"]
+    await worker_side.deliver_webhook(delivery_id)
 
 
 async def recover(context: JobContext, timestamp: int) -> None:
@@ -52,6 +58,9 @@ def build_blueprint(settings: Settings) -> procrastinate.Blueprint:
         retry_exceptions=[asyncio.CancelledError, *DATABASE_OUTAGES],  # type: ignore[list-item]
     )
     blueprint.task(name=RUN_RESPONSE, pass_context=True, retry=retry_on_interruption)(run_response)
+    blueprint.task(name=DELIVER_WEBHOOK, pass_context=True, retry=retry_on_interruption)(
+        deliver_webhook
+    )
     every = settings.recovery_interval_s
     blueprint.periodic(cron=f"* * * * * */{every}", periodic_id="recovery")(
         blueprint.task(name="recover", pass_context=True, queueing_lock="ferry-recovery")(recover)

@@ -433,6 +433,7 @@ class ResponseLoop:
             outcome,
             forgets_content=not run.response.is_kept,
             appends_to_conversation=run.response.conversation_id is not None,
+            background=run.response.background,
         )
 
     async def _reload(self, stored: StoredResponse) -> StoredResponse:

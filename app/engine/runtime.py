@@ -6,8 +6,10 @@ down in one place.
 
 It opens the database pool, the job queue on that pool, the upstream client (and what the
 process learns of the upstream's models), the tool registry and its HTTP client, the keys
-that seal reasoning, the response loop over all of them, and the event notifier (which
-connects only when a first stream is tailed, so a worker never holds a LISTEN).
+that seal reasoning, the response loop over all of them, the event notifier (which
+connects only when a first stream is tailed, so a worker never holds a LISTEN), and what
+webhooks need: their store, the outbox every ending goes through, and the client that
+sends them.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from app.engine.loop import ResponseLoop
 from app.engine.sealing import KeyRing
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.registry import ToolRegistry, load_tools
+from app.engine.webhook_sender import WebhookSender
+from app.engine.webhook_urls import UrlPolicy
 from app.store.api_keys import KeyStore
 from app.store.db import create_pool
 from app.store.notify import EventNotifier
 from app.store.queue import JobQueue, create_job_app
 from app.store.responses import ResponseStore
+from app.store.webhooks import WebhookOutbox, WebhookStore
 
 
 class Role(enum.StrEnum):
@@ -60,6 +65,8 @@ class Runtime:
     upstream: UpstreamClient
     context_window: ContextWindow  # models' context sizes, token counts, truncation
     loop: ResponseLoop
+    webhooks: WebhookStore
+    webhook_sender: WebhookSender
 
 
 def _instance_id(role: Role) -> str:
@@ -85,10 +92,16 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
         stack.push_async_callback(job_app.close_async)
         notifier = EventNotifier(settings.database_url)
         stack.push_async_callback(notifier.stop)
-        store = ResponseStore(pool)
+        jobs = JobQueue(job_app)
+        outbox = WebhookOutbox(jobs, all_responses=settings.webhook_all_responses)
+        store = ResponseStore(pool, outbox=outbox)
         # Running work is patient: under a burst its writes queue for a connection rather
         # than fail the response, while requests still get a quick 503 in an outage.
-        run_store = ResponseStore(pool, wait_s=settings.db_run_wait_s)
+        run_store = ResponseStore(pool, wait_s=settings.db_run_wait_s, outbox=outbox)
+        webhook_sender = WebhookSender(
+            UrlPolicy(settings.webhook_allowed_prefixes), settings.webhook_timeout_s
+        )
+        stack.push_async_callback(webhook_sender.aclose)
         sealing_keys = KeyRing(settings.reasoning_key_list, store)
         context_window = ContextWindow(upstream, settings)
         yield Runtime(
@@ -98,7 +111,7 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
             pool=pool,
             store=store,
             job_app=job_app,
-            jobs=JobQueue(job_app),
+            jobs=jobs,
             notifier=notifier,
             tools=tools,
             run_store=run_store,
@@ -115,4 +128,6 @@ async def open_runtime(settings: Settings, *, role: Role) -> AsyncIterator[Runti
                 keys=sealing_keys,
                 window=context_window,
             ),
+            webhooks=WebhookStore(pool),
+            webhook_sender=webhook_sender,
         )

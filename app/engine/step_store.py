@@ -27,11 +27,13 @@ class StepStore(Protocol):
         *,
         forgets_content: bool = False,
         appends_to_conversation: bool = False,
+        background: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
         `forgets_content`: it is a `store: false` response, forgotten as it ends.
         `appends_to_conversation`: it runs on a conversation, which gets its input and
-        output as it ends `completed` or `incomplete`, in the same transaction."""
+        output as it ends `completed` or `incomplete`, in the same transaction.
+        `background`: it was created so, and its ending may be announced by webhook."""
         ...
 
     async def conversation_items(self, conversation_id: str, before: int) -> list[Item]:

@@ -1,5 +1,6 @@
 """What the worker asks of the engine: run deferred work (background, flex, handed-over
-inline responses), sweep for work nobody owns any more, and apply retention.
+inline responses), deliver webhooks, sweep for work nobody owns any more, and apply
+retention.
 
 The API's side of the same responses is `api_side`; the two share the loop and the store,
 never each other.
@@ -16,6 +17,7 @@ from app.engine.ending import end_from_outside
 from app.engine.events import DiscardSink, EventLogSink, announced_items
 from app.engine.loop import RunMode
 from app.engine.runtime import Runtime
+from app.engine.webhook_delivery import WebhookDeliverer
 from app.logs import current_response_id
 from app.shapes import ErrorInfo, Event
 from app.statuses import ResponseStatus
@@ -32,6 +34,9 @@ class WorkerSide:
         self.store = runtime.store
         self.jobs = runtime.jobs
         self.settings = runtime.settings
+        self.deliverer = WebhookDeliverer(
+            runtime.webhooks, runtime.jobs, runtime.webhook_sender, runtime.settings
+        )
 
     # --- running ---------------------------------------------------------------------
 
@@ -82,12 +87,23 @@ class WorkerSide:
         await sink.flush()
         return [*logged, *closing]
 
+    async def deliver_webhook(self, delivery_id: str) -> None:
+        """One attempt at a webhook delivery (`WebhookDeliverer`)."""
+        await self.deliverer.deliver(delivery_id)
+
     # --- recovery --------------------------------------------------------------------
 
     async def recover(self) -> dict[str, int]:
-        """One sweep: retry the jobs of dead workers, stop overrunning jobs, and hand inline
-        responses whose API process died over to a worker. Run by a periodic task."""
-        report = {"retried": 0, "gave_up": 0, "overran": 0, "handed_over": 0}
+        """One sweep: retry the jobs of dead workers (responses and webhook deliveries), stop
+        overrunning jobs, and hand inline responses whose API process died over to a worker.
+        Run by a periodic task."""
+        report = {
+            "retried": 0,
+            "gave_up": 0,
+            "overran": 0,
+            "handed_over": 0,
+            "deliveries_retried": 0,
+        }
         for job in await self.jobs.stalled_response_jobs(self.settings.stall_threshold_s):
             response_id = str(job.task_kwargs["response_id"])
             if job.attempts + 1 >= self.settings.max_attempts:
@@ -112,6 +128,10 @@ class WorkerSide:
         for response_id in await self.store.lapsed_inline_leases():
             if await self._hand_over(response_id):
                 report["handed_over"] += 1
+        # A delivery cut off by its worker's death is attempted again (at least once).
+        for job in await self.jobs.stalled_delivery_jobs(self.settings.stall_threshold_s):
+            await self.jobs.retry(job)
+            report["deliveries_retried"] += 1
         report["requeued"], report["orphans_failed"] = await self._requeue_orphans()
         metrics.recoveries(report)
         return report

@@ -193,6 +193,57 @@ _CONVERSATION_PATHS: JsonObject = {
 }
 
 
+_ENDPOINT_ID = _path_id("webhook_endpoint_id", "The id of a webhook endpoint (`whe_…`).")
+_WEBHOOK_ERRORS = (400, 401, 404, 413, 429, 503)
+
+
+def _webhook_op(operation_id: str, summary: str, ok: str, *, body: bool) -> JsonObject:
+    return _json_operation(operation_id, "webhooks", summary, ok, *_WEBHOOK_ERRORS, body=body)
+
+
+_WEBHOOK_PATHS: JsonObject = {
+    "/v1/webhook_endpoints": {
+        "post": _webhook_op(
+            "createWebhookEndpoint",
+            "Create an endpoint; its signing secret is shown this once.",
+            "The endpoint, with `signing_secret`.",
+            body=True,
+        ),
+        "get": {
+            **_webhook_op("listWebhookEndpoints", "A page of endpoints.", "A list.", body=False),
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                {"name": "after", "in": "query", "schema": STRING},
+            ],
+        },
+    },
+    "/v1/webhook_endpoints/{webhook_endpoint_id}": {
+        "parameters": [_ENDPOINT_ID],
+        "get": _webhook_op("getWebhookEndpoint", "Retrieve an endpoint.", "It.", body=False),
+        "post": _webhook_op("updateWebhookEndpoint", "Update an endpoint.", "It.", body=True),
+        "delete": _webhook_op(
+            "deleteWebhookEndpoint", "Delete an endpoint.", "`deleted: true`.", body=False
+        ),
+    },
+    "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret": {
+        "parameters": [_ENDPOINT_ID],
+        "post": _webhook_op(
+            "rotateWebhookSecret", "A new signing secret.", "It, with the secret.", body=False
+        ),
+    },
+    "/v1/webhook_endpoints/{webhook_endpoint_id}/test": {
+        "parameters": [_ENDPOINT_ID],
+        "post": _webhook_op(
+            "testWebhookEndpoint", "Send a signed test event now.", "The outcome.", body=False
+        ),
+    },
+    "/v1/webhook_event_types": {
+        "get": _webhook_op("listWebhookEventTypes", "The event types.", "A list.", body=False)
+    },
+}
+
+
 _RESPONSES_PATHS: JsonObject = {
     "/v1/responses": {
         "post": {
@@ -346,6 +397,7 @@ def _document() -> JsonObject:
         "tags": [
             {"name": "responses", "description": "OpenAI's Responses API."},
             {"name": "conversations", "description": "OpenAI's Conversations API."},
+            {"name": "webhooks", "description": "Webhook endpoints and their events."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
         ],
         "security": [{}, {"bearerAuth": []}],
@@ -353,6 +405,7 @@ def _document() -> JsonObject:
             **_RESPONSES_PATHS,
             **_CONTEXT_PATHS,
             **_CONVERSATION_PATHS,
+            **_WEBHOOK_PATHS,
             **_OPERATIONS_PATHS,
         },
         # OpenAPI has no word for a WebSocket; this extension names the paths that take one.

@@ -22,11 +22,13 @@ from app.engine.api_side import ApiSide
 from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
+from app.engine.webhook_endpoints import WebhookEndpoints
 from app.http import context, errors
 from app.http.conversations import routes as conversation_routes
 from app.http.ops import ops_routes
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
+from app.http.webhook_routes import webhook_routes
 from app.http.websocket import GOODBYE_TIMEOUT_S, OpenSockets, responses_socket
 from app.setting_checks import Networks
 
@@ -68,6 +70,7 @@ def build_app(settings: Settings) -> Starlette:
         async with open_runtime(settings, role=Role.API) as runtime:
             app.state.settings = settings
             app.state.service = ApiSide(runtime)
+            app.state.webhook_endpoints = WebhookEndpoints(runtime.webhooks, runtime.webhook_sender)
             app.state.inline_tasks = set()
             app.state.sockets = OpenSockets()
             keys = app.state.keys = KeyBook(runtime.api_keys)
@@ -90,6 +93,7 @@ def build_app(settings: Settings) -> Starlette:
             *context.routes,
             *routes,
             *conversation_routes,
+            *webhook_routes,
             WebSocketRoute("/v1/responses", responses_socket),
         ],
         lifespan=lifespan,

@@ -34,6 +34,7 @@ from app.store.rows import (
     StoredResponse,
     StoredStep,
 )
+from app.store.webhooks import NO_WEBHOOKS, WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,23 @@ def _json(value: Mapping[str, Any] | list[Any] | None) -> Jsonb | None:
 
 
 class ResponseStore:
-    def __init__(self, pool: AsyncConnectionPool, *, wait_s: float | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        wait_s: float | None = None,
+        outbox: WebhookOutbox = NO_WEBHOOKS,
+    ) -> None:
         """With `wait_s`, the store is patient, for running work: it waits that long for a
         pooled connection, and a query whose connection is lost (Postgres restarting) is
         tried again on a new one until `wait_s` has passed. Without, a request gets the
         pool's quick timeout and the first error. Every query a patient store repeats is
         idempotent: a write that did commit before its answer was lost changes nothing
-        the second time.
+        the second time. `outbox` enqueues the webhook deliveries of each ending.
         """
         self.pool = pool
         self.wait_s = wait_s
+        self.outbox = outbox
 
     async def _patiently(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         if self.wait_s is None:
@@ -165,14 +173,17 @@ class ResponseStore:
         *,
         forgets_content: bool = False,
         appends_to_conversation: bool = False,
+        background: bool = False,
     ) -> StoredResponse | None:
         """Move a running response to a terminal state; None if it had already ended.
 
         A `store: false` response's content is forgotten too; the row returned still holds
         it, for the one answer its creator gets. A response on a conversation has its input
-        and output appended to it. Told `forgets_content` or `appends_to_conversation`, all
-        of it happens in one transaction; otherwise the ending is one statement (no BEGIN
-        and COMMIT), and a response found not to be kept after all is forgotten right after.
+        and output appended to it, and its webhook deliveries are enqueued (see
+        `WebhookOutbox`). Told `forgets_content` or `appends_to_conversation`, or that the
+        response is `background` (which may have deliveries), all of it happens in one
+        transaction; otherwise the ending is one statement (no BEGIN and COMMIT), and a
+        response found not to be kept after all is forgotten right after it.
         """
         if conn is not None:
             return await self._finish(response_id, outcome, conn)
@@ -185,8 +196,10 @@ class ResponseStore:
             async with self.pool.connection(self.wait_s) as own:
                 return await self._finish(response_id, outcome, own)
 
-        in_transaction = forgets_content or appends_to_conversation
-        ending = in_own_transaction if in_transaction else in_one_statement
+        transactional = (
+            forgets_content or appends_to_conversation or self.outbox.may_deliver(background)
+        )
+        ending = in_own_transaction if transactional else in_one_statement
         # Shielded, as every query is: an ending whose caller is cancelled still commits.
         return await asyncio.shield(self._patiently(ending))
 
@@ -212,6 +225,7 @@ class ResponseStore:
         if not final.is_kept:
             params = {"id": response_id, "request": Jsonb(FORGOTTEN_REQUEST)}
             await self._execute("forget_content", params, conn)
+        await self.outbox.enqueue(final, conn)
         return final
 
     async def conversation_items(self, conversation_id: str, before: int) -> list[Item]:

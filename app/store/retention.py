@@ -1,4 +1,5 @@
-"""Retention: deletes old terminal responses, old event logs and finished procrastinate jobs.
+"""Retention: deletes old terminal responses, old event logs, finished procrastinate jobs
+and ended webhook deliveries.
 
 Each delete runs in batches, each batch its own committed transaction, so a run holds row
 locks on at most one batch at a time and a run cut short keeps what it already did.
@@ -23,11 +24,13 @@ RETENTION_QUERIES = load_queries(Path(__file__).with_name("retention.sql"))
 
 @dataclass
 class RetentionReport:
-    """What one run deleted: whole responses, event logs (counted by response), and jobs."""
+    """What one run deleted: whole responses, event logs (counted by response), jobs, and
+    webhook deliveries (with their attempts)."""
 
     responses_deleted: int
     event_logs_trimmed: int
     jobs_deleted: int
+    deliveries_deleted: int = 0
 
 
 async def _delete_in_batches(
@@ -62,9 +65,9 @@ async def apply_retention(
     batch_size: int = 500,
 ) -> RetentionReport:
     """Delete terminal responses older than `response_age_s` (with steps and events), the
-    event logs of terminal responses older than `event_age_s`, and procrastinate jobs that
-    finished more than `response_age_s` ago. Responses still queued or in progress, and
-    their jobs, are never touched."""
+    event logs of terminal responses older than `event_age_s`, and procrastinate jobs and
+    webhook deliveries that ended more than `response_age_s` ago. Responses still queued or
+    in progress, their jobs, and pending deliveries are never touched."""
     if response_age_s <= 0 or event_age_s <= 0:
         # Zero or less would delete every terminal response, including one just finished.
         raise ValueError("retention ages must be positive")
@@ -77,8 +80,14 @@ async def apply_retention(
     )
     event_logs = await _delete_in_batches(pool, "trim_expired_event_logs", event_age_s, batch_size)
     jobs = await _delete_in_batches(pool, "delete_expired_jobs", response_age_s, batch_size)
+    deliveries = await _delete_in_batches(
+        pool, "delete_expired_webhook_deliveries", response_age_s, batch_size
+    )
     report = RetentionReport(
-        responses_deleted=responses, event_logs_trimmed=event_logs, jobs_deleted=jobs
+        responses_deleted=responses,
+        event_logs_trimmed=event_logs,
+        jobs_deleted=jobs,
+        deliveries_deleted=deliveries,
     )
     log.info(
         "retention applied",
@@ -86,6 +95,7 @@ async def apply_retention(
             "responses_deleted": responses,
             "event_logs_trimmed": event_logs,
             "jobs_deleted": jobs,
+            "deliveries_deleted": deliveries,
         },
     )
     return report

@@ -97,3 +97,20 @@ WITH doomed AS (
     RETURNING j.id
 )
 SELECT count(*) AS deleted FROM gone;
+
+-- name: delete_expired_webhook_deliveries
+-- Webhook deliveries that ended (delivered or given up) more than %(age_s)s seconds ago, with
+-- their attempts (ON DELETE CASCADE). A pending delivery is live work however old it is.
+WITH doomed AS (
+    SELECT id
+      FROM webhook_deliveries
+     WHERE status <> 'pending' AND ended_at < now() - make_interval(secs => %(age_s)s)
+     LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM webhook_deliveries AS d
+     USING doomed
+     WHERE d.id = doomed.id
+    RETURNING d.id
+)
+SELECT count(*) AS deleted FROM gone;

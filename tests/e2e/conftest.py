@@ -30,6 +30,7 @@ from tests.support.processes import Command, command_env, running_api_process, r
 from tests.support.servers import running_api, serve
 from tests.support.settings import SUITE_TUNING, as_environment
 from tests.support.tool_server import ToolServer, tools_toml
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +98,21 @@ def mcp_allowed(mcp_server: McpTestServer) -> str:
 
 
 @pytest.fixture(scope="session")
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A real webhook receiver on loopback; each test posts to its own path."""
+    receiver = WebhookReceiver()
+    with serve(receiver.app(), ready_path="/ready", lifespan="off") as url:
+        receiver.base_url = url
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def suite_settings(
-    database_url: str, upstream_url: str, tools_file: str, mcp_allowed: str
+    database_url: str,
+    upstream_url: str,
+    tools_file: str,
+    mcp_allowed: str,
+    webhook_receiver: WebhookReceiver,
 ) -> dict[str, Any]:
     """What every API and worker of the suite is configured with, in process or not."""
     return {
@@ -106,6 +120,8 @@ def suite_settings(
         "upstream_base_url": upstream_url,
         "tools_file": tools_file,
         "mcp_allowed_urls": mcp_allowed,
+        # The receiver is on loopback: a prefix naming its host lets webhooks reach it.
+        "webhook_allowed_urls": f"{webhook_receiver.base_url}/hooks/",
         **SUITE_TUNING,
     }
 
@@ -157,3 +173,33 @@ def second_api_url(service_env: dict[str, str]) -> Iterator[str]:
     """Another API, as its own process (`python -m app serve`) on the same database."""
     with running_api_process(service_env, "--no-migrate") as (_, url):
         yield url
+
+
+# Webhook tests each take keys of their own, so that one test's endpoints never hear of
+# another test's responses (endpoints belong to the key that made them).
+WEBHOOK_API_KEYS = [f"wk-{n}" for n in range(100)]
+
+
+@pytest.fixture(scope="session")
+def webhook_api_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
+    """An API that requires keys, one of WEBHOOK_API_KEYS."""
+    with running_api(make_settings(api_keys=",".join(WEBHOOK_API_KEYS))) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def webhook_keys() -> Iterator[str]:
+    """The keys no webhook test has used yet, one at a time."""
+    return iter(WEBHOOK_API_KEYS)
+
+
+@pytest.fixture
+def webhook_key(webhook_keys: Iterator[str]) -> str:
+    """A key of the webhook API that no other test uses: an owner of its own."""
+    return next(webhook_keys)
+
+
+@pytest.fixture
+def webhook_client(webhook_api_url: str, webhook_key: str) -> Iterator[openai.OpenAI]:
+    with sdk_client(webhook_api_url, api_key=webhook_key, timeout=30) as sdk:
+        yield sdk

@@ -286,6 +286,46 @@ def test_finished_jobs_past_the_response_age_are_deleted(scratch_url: str, conn:
     assert ids(conn, "SELECT id FROM responses") == {"old_in_progress"}
 
 
+def add_delivery(conn: Conn, did: str, status: str, *, ended_ago: timedelta | None) -> None:
+    """A webhook delivery (of an endpoint of its own) with two recorded attempts."""
+    conn.execute(
+        "INSERT INTO webhook_endpoints (id, owner, name, url, event_types, signing_secret)"
+        " VALUES (%s, '', 'e', 'https://93.184.216.34/', '{response.completed}', 'whsec_x')",
+        (f"whe_{did}",),
+    )
+    conn.execute(
+        "INSERT INTO webhook_deliveries"
+        " (id, endpoint_id, event_id, event_type, payload, status, attempts, created_at, ended_at)"
+        " VALUES (%s, %s, %s, 'response.completed', '{}', %s, 2, now() - %s,"
+        " now() - %s::interval)",
+        (did, f"whe_{did}", f"evt_{did}", status, OLD + DAY, ended_ago),
+    )
+    for number in (1, 2):
+        conn.execute(
+            "INSERT INTO webhook_delivery_attempts (delivery_id, number, latency_ms)"
+            " VALUES (%s, %s, 1.5)",
+            (did, number),
+        )
+
+
+def test_ended_webhook_deliveries_past_the_response_age_go_with_their_attempts(
+    scratch_url: str, conn: Conn
+) -> None:
+    add_delivery(conn, "old_delivered", "delivered", ended_ago=OLD)
+    add_delivery(conn, "old_failed", "failed", ended_ago=OLD)
+    add_delivery(conn, "recent_delivered", "delivered", ended_ago=RECENT)
+    # Still being tried, however old: live work.
+    add_delivery(conn, "old_pending", "pending", ended_ago=None)
+
+    report = run_retention(scratch_url)
+
+    assert report == RetentionReport(0, 0, 0, deliveries_deleted=2)
+    kept = {"recent_delivered", "old_pending"}
+    assert ids(conn, "SELECT id FROM webhook_deliveries") == kept
+    assert ids(conn, "SELECT delivery_id FROM webhook_delivery_attempts") == kept
+    assert len(ids(conn, "SELECT id FROM webhook_endpoints")) == 4  # endpoints stay
+
+
 def _record_deleting_transactions(conn: Conn) -> None:
     """Log, per deleted row, the transaction that deleted it (scratch database only)."""
     conn.execute(

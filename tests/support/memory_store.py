@@ -18,6 +18,8 @@ What it models, query for query (see `app/store/queries.sql`):
 - Every value goes in and comes out as JSON does through `jsonb`, so no caller can change a
   stored row through an alias, and whatever could not be stored fails here too.
 - Rows come back as `StoredResponse` / `StoredStep`, built by their `from_row`.
+- `finish` takes `background`, as the real store does, and ignores it: the webhook
+  deliveries a background ending enqueues are not modelled (the e2e tier tests them).
 - Every call is a suspension point, as a database round trip is. A write is committed even
   when its caller is cancelled during the call (the real store shields its queries).
 
@@ -309,6 +311,7 @@ class MemoryStore:
         *,
         forgets_content: bool = False,
         appends_to_conversation: bool = False,
+        background: bool = False,
     ) -> StoredResponse | None:
         return await self._move_active(
             "finish",

@@ -16,6 +16,10 @@ SUITE_TUNING: dict[str, Any] = {
     "max_model_turns": TEST_MAX_MODEL_TURNS,
     # Upstream retries wait milliseconds, not seconds.
     "upstream_backoff_base_s": 0.05,
+    # So do webhook retries, and an idle worker finds a retry that is due soon after.
+    "webhook_backoff_base_s": 0.05,
+    "webhook_backoff_max_s": 0.2,
+    "worker_poll_interval_s": 0.25,
 }
 
 
