@@ -20,10 +20,12 @@ from starlette.types import ASGIApp
 
 from app.config import Settings
 from app.engine.api_side import ApiSide
+from app.engine.console import open_console
 from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
 from app.http import errors
+from app.http.console.routes import console_routes
 from app.http.request_ids import RequestIdMiddleware
 from app.http.routes import routes
 from app.setting_checks import Networks
@@ -67,6 +69,7 @@ def build_app(settings: Settings) -> Starlette:
             app.state.service = ApiSide(runtime)
             app.state.inline_tasks = set()
             keys = app.state.keys = KeyBook(runtime.api_keys)
+            app.state.console = open_console(runtime)
             runtime.notifier.follow_keys(keys)
             await _say_who_may_call(settings, keys)
             log.info("api ready", extra={"upstream": settings.upstream_base_url})
@@ -77,7 +80,7 @@ def build_app(settings: Settings) -> Starlette:
                 await keys.close()
 
     app = FerryApp(
-        routes=[Route("/health", health), *routes],
+        routes=[Route("/health", health), *routes, *console_routes()],
         lifespan=lifespan,
         exception_handlers={
             RequestError: errors.on_request_error,
