@@ -111,6 +111,11 @@ def test_an_admin_key_opens_a_strict_http_only_session(idle: Idle) -> None:
         assert refused.status_code == 401
         assert "does not open the console" in refused.text
         assert "ferry_console=" not in refused.headers.get("set-cookie", "")
+        # Asked by something else than a browser, the refusal is OpenAI's error envelope.
+        token = csrf_in(console.http.get("/console/login").text)
+        bare = console.http.post("/console/login", data={"key": "k" * 600, "csrf": token})
+        assert bare.status_code == 401
+        assert (envelope(bare)["param"], envelope(bare)["code"]) == ("key", "invalid_api_key")
 
         accepted = console.log_in(ADMIN_KEY, next_path="/console?status=failed")
         assert accepted.status_code == 303
@@ -141,13 +146,13 @@ def test_login_sends_an_admin_only_to_console_pages(idle: Idle) -> None:
 
 def test_a_login_without_its_form_token_is_refused(idle: Idle) -> None:
     with console_client(idle.url) as console:
-        bare = console.http.post("/console/login", data={"key": ADMIN_KEY})
-        assert bare.status_code == 403
+        bare = console.http.post("/console/login", data={"key": ADMIN_KEY}, headers=HTML)
+        assert bare.status_code == 403 and "expired" in bare.text
         token = csrf_in(console.http.get("/console/login").text)
     # The token of one browser's form is worth nothing in another, which lacks its cookie.
     with console_client(idle.url) as other:
         reply = other.http.post("/console/login", data={"key": ADMIN_KEY, "csrf": token})
-        assert reply.status_code == 403
+        assert reply.status_code == 403 and envelope(reply)["param"] == "csrf"
         assert "ferry_console=" not in reply.headers.get("set-cookie", "")
         assert other.page("/console").status_code == 303
 

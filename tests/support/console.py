@@ -28,7 +28,7 @@ class ConsoleClient:
         form = self.http.get("/console/login")
         assert form.status_code == 200, form.text
         data = {"key": key, "csrf": csrf_in(form.text), "next": next_path}
-        return self.http.post("/console/login", data=data)
+        return self.http.post("/console/login", data=data, headers=HTML)
 
     def page(self, path: str) -> httpx.Response:
         return self.http.get(path, headers=HTML)

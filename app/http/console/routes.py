@@ -39,7 +39,7 @@ from app.http.console.session import (
     set_login_cookie,
     start_session,
 )
-from app.http.errors import HttpError, status_of
+from app.http.errors import HttpError, Unauthorized, status_of
 from app.http.sse import KEEPALIVE, SSE_HEADERS
 from app.statuses import ResponseStatus
 
@@ -118,9 +118,12 @@ async def login(request: Request) -> Response:
     form = await request.form()
     next_path = _safe_next(form.get("next"))
     if not await login_token_matches(request, form.get("csrf")):
-        return await _login_page(
-            request, "This form had expired; enter the key again.", 403, next_path
+        expired = Forbidden(
+            "This form had expired; enter the key again.",
+            param="csrf",
+            code="invalid_csrf_token",
         )
+        return await _refused_login(request, expired, next_path)
     key = form.get("key")
     console: Console = request.app.state.console
     admin = None
@@ -128,11 +131,21 @@ async def login(request: Request) -> Response:
         admin = await console.access.admin_with_key(key.strip())
     if admin is None:
         log.warning("console login refused")
-        return await _login_page(request, "That key does not open the console.", 401, next_path)
+        refused = Unauthorized(
+            "That key does not open the console.", param="key", code="invalid_api_key"
+        )
+        return await _refused_login(request, refused, next_path)
     response = RedirectResponse(next_path, 303)
     await start_session(request, response, admin)
     log.info("console login", extra={"admin": admin.label})
     return response
+
+
+async def _refused_login(request: Request, refusal: HttpError, next_path: str) -> Response:
+    """The form again, saying why, for a browser; the error envelope for any other client."""
+    if not _wants_html(request):
+        raise refusal
+    return await _login_page(request, refusal.message, refusal.status_code, next_path)
 
 
 async def _login_page(
