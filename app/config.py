@@ -16,10 +16,14 @@ DEMO_UPSTREAM_PORT = 8099
 
 #: Settings whose values may hold secrets (a database URL may carry a password): never
 #: echoed in an error message.
-SECRET_SETTINGS = frozenset({"database_url", "upstream_api_key", "api_keys"})
+SECRET_SETTINGS = frozenset(
+    {"database_url", "upstream_api_key", "api_keys", "admin_api_keys", "console_secret"}
+)
 #: Settings read from the environment only, never from a command-line option, which any
 #: user of the machine sees in `ps`.
-ENVIRONMENT_ONLY_SETTINGS = frozenset({"upstream_api_key", "api_keys"})
+ENVIRONMENT_ONLY_SETTINGS = frozenset(
+    {"upstream_api_key", "api_keys", "admin_api_keys", "console_secret"}
+)
 
 
 class Settings(BaseSettings):
@@ -72,6 +76,21 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="",
         description="Comma-separated API keys clients must send. Empty: the API is open.",
+    )
+    admin_api_keys: str = Field(
+        default="",
+        description="Comma-separated keys that open the operator console (/console), beside "
+        "keys made with `ferry keys create --admin`. Empty: only those.",
+    )
+    console_secret: str = Field(
+        default="",
+        description="Secret signing console session cookies. Empty: one generated once and "
+        "kept in the database, shared by every replica.",
+    )
+    console_session_ttl_s: float = Field(
+        default=28800.0,
+        gt=0,
+        description="How long a console login lasts; then the key is asked for again.",
     )
     trusted_proxies: str = Field(
         default="",
@@ -371,6 +390,10 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(_comma_list(self.api_keys))
+
+    @property
+    def admin_api_key_set(self) -> frozenset[str]:
+        return frozenset(_comma_list(self.admin_api_keys))
 
     @property
     def trusted_proxy_networks(self) -> checks.Networks:

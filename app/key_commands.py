@@ -1,7 +1,7 @@
 """`ferry keys create | list | revoke`: API keys kept in the database.
 
     ferry keys create --name alice [--expires 90] [--max-concurrent-responses 4]
-                      [--max-requests-per-minute 60]
+                      [--max-requests-per-minute 60] [--admin]
     ferry keys list [--json]
     ferry keys revoke alice | sk-Ab3dEf9h
 
@@ -78,6 +78,11 @@ def add_arguments(
         metavar="N",
         help="most requests of the key's name in a clock minute; then 429",
     )
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="the key also opens the operator console (/console), as ADMIN_API_KEYS do",
+    )
     listing = actions.add_parser(
         "list", help="the keys, never their secrets", description="List the keys (never a key)."
     )
@@ -136,9 +141,11 @@ async def _create(store: KeyStore, args: argparse.Namespace) -> int:
             expires_in_days=args.expires,
             max_concurrent_responses=args.max_concurrent_responses,
             max_requests_per_minute=args.max_requests_per_minute,
+            admin=args.admin,
         )
     )
-    note = f"Created key {stored.prefix}… named {name!r}"
+    kind = "admin key" if stored.admin else "key"
+    note = f"Created {kind} {stored.prefix}… named {name!r}"
     if stored.expires_at is not None:
         note += f", expiring {_when(stored.expires_at)}"
     print(f"{note}. It is shown this once: keep it now.", file=sys.stderr)
@@ -156,7 +163,7 @@ async def _list(store: KeyStore, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_as_json(key) for key in keys], indent=2))
         return 0
-    header = ("NAME", "PREFIX", "CREATED", "LAST USED", "EXPIRES", "REVOKED", "LIMITS")
+    header = ("NAME", "PREFIX", "CREATED", "LAST USED", "EXPIRES", "REVOKED", "LIMITS", "ADMIN")
     rows = [header, *(_as_row(key) for key in keys)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
@@ -184,6 +191,7 @@ def _as_json(key: StoredKey) -> dict[str, Any]:
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
         "max_concurrent_responses": key.max_concurrent_responses,
         "max_requests_per_minute": key.max_requests_per_minute,
+        "admin": key.admin,
     }
 
 
@@ -200,6 +208,7 @@ def _as_row(key: StoredKey) -> tuple[str, ...]:
         _when(key.expires_at),
         _when(key.revoked_at),
         ", ".join(limit for limit in limits if limit) or "-",
+        "yes" if key.admin else "-",
     )
 
 

@@ -325,14 +325,8 @@ class ApiSide:
     # --- showing ---------------------------------------------------------------------
 
     async def get(self, owner: str, response_id: str) -> StoredResponse:
-        if not ids.is_well_formed(response_id):
-            # Not one Ferry could have made (a NUL, 10,000 characters): it names nothing, is
-            # not looked up, and is not echoed back.
-            raise NotFound("No response has that id.", param="response_id")
-        stored = await self.store.get(response_id, owner)
-        if stored is None or not stored.is_kept:  # `store: false`: never retrievable
-            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-        return stored
+        _check_id(response_id)
+        return _found(response_id, await self.store.get(response_id, owner))
 
     async def present(self, stored: StoredResponse) -> ResponseObject:
         """The Response object of a row: its final output, or what its steps hold so far,
@@ -425,23 +419,52 @@ class ApiSide:
 
     async def cancel(self, owner: str, response_id: str) -> ResponseObject:
         """Cancel a background response; idempotent, and a finished one is left as it is."""
-        stored = await self.get(owner, response_id)
+        return await self._cancel(await self.get(owner, response_id))
+
+    async def delete(self, owner: str, response_id: str) -> None:
+        await self._delete(await self.get(owner, response_id))
+
+    # The operator console's admins act on any owner's responses, by the same rules.
+
+    async def get_for_admin(self, response_id: str) -> StoredResponse:
+        _check_id(response_id)
+        return _found(response_id, await self.store.get_any_owner(response_id))
+
+    async def cancel_for_admin(self, response_id: str) -> ResponseObject:
+        return await self._cancel(await self.get_for_admin(response_id))
+
+    async def delete_for_admin(self, response_id: str) -> None:
+        await self._delete(await self.get_for_admin(response_id))
+
+    async def _cancel(self, stored: StoredResponse) -> ResponseObject:
         if not stored.background:
             raise RequestError("Cannot cancel a synchronous response.", param="response_id")
         if not stored.is_terminal:
             stored = await self._end(stored)
         return await self.present(stored)
 
-    async def delete(self, owner: str, response_id: str) -> None:
-        stored = await self.get(owner, response_id)
+    async def _delete(self, stored: StoredResponse) -> None:
         if not stored.is_terminal:
             await self._end(stored)
-        if not await self.store.delete(response_id, owner):
-            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-        log.info("response deleted", extra={"response_id": response_id})
+        if not await self.store.delete(stored.id, stored.owner):
+            raise NotFound(f"Response with id '{stored.id}' not found.", param="response_id")
+        log.info("response deleted", extra={"response_id": stored.id})
 
     async def _end(self, stored: StoredResponse) -> StoredResponse:
         view = await self.runtime.sealing_keys.view_for(stored.request, stored.owner)
         return await end_from_outside(
             self.store, self.runtime.jobs, stored, status=ResponseStatus.CANCELLED, view=view
         )
+
+
+def _check_id(response_id: str) -> None:
+    if not ids.is_well_formed(response_id):
+        # Not one Ferry could have made (a NUL, 10,000 characters): it names nothing, is not
+        # looked up, and is not echoed back.
+        raise NotFound("No response has that id.", param="response_id")
+
+
+def _found(response_id: str, stored: StoredResponse | None) -> StoredResponse:
+    if stored is None or not stored.is_kept:  # `store: false`: never retrievable
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+    return stored

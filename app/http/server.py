@@ -19,11 +19,13 @@ from starlette.types import ASGIApp
 from app import scrape
 from app.config import Settings
 from app.engine.api_side import ApiSide
+from app.engine.console import open_console
 from app.engine.errors import RequestError
 from app.engine.key_book import KeyBook
 from app.engine.runtime import Role, open_runtime
 from app.engine.webhook_endpoints import WebhookEndpoints
 from app.http import context, errors
+from app.http.console.routes import console_routes
 from app.http.conversations import routes as conversation_routes
 from app.http.ops import ops_routes
 from app.http.request_ids import RequestIdMiddleware
@@ -74,6 +76,7 @@ def build_app(settings: Settings) -> Starlette:
             app.state.inline_tasks = set()
             app.state.sockets = OpenSockets()
             keys = app.state.keys = KeyBook(runtime.api_keys)
+            app.state.console = open_console(runtime)
             runtime.notifier.follow_keys(keys)
             app.state.scrape_registry = scrape.scrape_registry(
                 runtime.pool, asyncio.get_running_loop(), settings.db_probe_timeout_s
@@ -94,6 +97,7 @@ def build_app(settings: Settings) -> Starlette:
             *routes,
             *conversation_routes,
             *webhook_routes,
+            *console_routes(),
             WebSocketRoute("/v1/responses", responses_socket),
         ],
         lifespan=lifespan,

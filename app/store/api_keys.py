@@ -34,6 +34,7 @@ class StoredKey:
     last_used_at: datetime | None
     max_concurrent_responses: int | None
     max_requests_per_minute: int | None
+    admin: bool = False  # also opens the operator console
 
     @classmethod
     def from_row(cls, row: DictRow) -> StoredKey:
@@ -50,6 +51,7 @@ class NewKey:
     expires_in_days: float | None
     max_concurrent_responses: int | None
     max_requests_per_minute: int | None
+    admin: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 -- name: insert_key
 INSERT INTO api_keys (id, name, owner, prefix, digest, expires_at,
-                      max_concurrent_responses, max_requests_per_minute)
+                      max_concurrent_responses, max_requests_per_minute, admin)
 VALUES (%(id)s, %(name)s, %(owner)s, %(prefix)s, %(digest)s,
         -- NULL days: no expiry (NULL * interval is NULL).
         now() + %(expires_in_days)s::float8 * interval '1 day',
-        %(max_concurrent_responses)s, %(max_requests_per_minute)s)
+        %(max_concurrent_responses)s, %(max_requests_per_minute)s, %(admin)s)
 RETURNING *;
 
 -- name: list_keys

@@ -20,15 +20,18 @@ from app.http.openapi import openapi_document
 from app.http.server import build_app
 
 DOCUMENT = openapi_document()
+CONSOLE_PATH = "/console"
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
 def served() -> set[tuple[str, str]]:
-    """(path, method) of every route the application serves (HEAD is GET's shadow)."""
+    """(path, method) of every API route the application serves (HEAD is GET's shadow)."""
     app = build_app(Settings(database_url="postgresql://unused"))
     pairs = set()
     for route in app.routes:
+        if route.path.startswith(CONSOLE_PATH):  # type: ignore[attr-defined]
+            continue  # pages for a browser (see the README's Console), not the API
         if isinstance(route, WebSocketRoute):
             pairs.add((route.path, "websocket"))
             continue
