@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -22,7 +19,6 @@ from psycopg import AsyncConnection
 from app import ids
 from app.engine.approvals import check_approval_answers
 from app.engine.call_outputs import check_call_outputs
-from app.engine.continuation import CARRIED_ITEMS
 from app.engine.conversations import Conversations
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
@@ -34,77 +30,20 @@ from app.engine.items import as_shown
 from app.engine.key_limits import admit_response
 from app.engine.loop import HAND_BACK
 from app.engine.refusals import refused_blocking_create
-from app.engine.request import CreateResponseRequest
 from app.engine.resource import ResponseObject, response_object
 from app.engine.run_state import output_of_steps
 from app.engine.runtime import Runtime
 from app.engine.sealing import shown
+from app.engine.submission import Idempotency, KeyTaken, Submission, stored_request
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
-from app.shapes import Event, Item, JsonObject
+from app.shapes import Event, JsonObject
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE
 from app.store.rows import NewResponse, StoredResponse
 
 log = logging.getLogger(__name__)
-
-
-class KeyTaken(Exception):
-    """Another request claimed the same Idempotency-Key first; reattach to its response."""
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    key: str
-    digest: str  # of the request body: the same key with another body is a conflict
-
-    @classmethod
-    def of(cls, key: str | None, body: Any) -> Idempotency | None:
-        if not key:
-            return None
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return cls(key=key, digest=hashlib.sha256(canonical.encode()).hexdigest())
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A create request as accepted at the door: who sent it, what it asks, its input as
-    normalised items, and its Idempotency-Key if it came with one."""
-
-    owner: str
-    request: CreateResponseRequest
-    items: list[Item]
-    idempotency: Idempotency | None = None
-    # The caller's key's limit on its owner's queued and running responses; None: none.
-    max_running: int | None = None
-    # The conversation before `items`, when it does not come from the previous response's
-    # chain in Postgres: a WebSocket connection remembered it (`app.engine.continuation`).
-    carried: list[Item] | None = None
-
-    @property
-    def service_tier(self) -> str:
-        """The tier it runs in. A flex response is handed back through the database, where a
-        `store: false` one keeps nothing: that one runs inline, at the default tier."""
-        tier = self.request.service_tier or "auto"
-        return "default" if tier == "flex" and not self.request.store else tier
-
-    @property
-    def deferred(self) -> bool:
-        """Run by a worker (background or flex) rather than by this process."""
-        return self.request.background or self.service_tier == "flex"
-
-
-def stored_request(
-    request: CreateResponseRequest, items: list[Item], carried: list[Item] | None = None
-) -> JsonObject:
-    """The request as kept on the row: every parameter, with `input` as normalised items,
-    and the conversation before them when the row carries it."""
-    data = request.model_dump(mode="json", by_alias=True, exclude={"input"})
-    data["input"] = items
-    if carried is not None:
-        data[CARRIED_ITEMS] = carried
-    return data
 
 
 class ApiSide:
@@ -269,6 +208,14 @@ class ApiSide:
         items it references, the keys of its sealed reasoning, the approval requests it
         answers); the submission with its input resolved (`resolve_input`)."""
         request = submission.request
+        context = request.previous_response_id or request.conversation_id
+        if not submission.items and not context and submission.carried is None:
+            # Nothing to send the model: an upstream would refuse the empty conversation.
+            raise RequestError(
+                "Missing required parameter: 'input'.",
+                param="input",
+                code="missing_required_parameter",
+            )
         self.runtime.tools.check_client_tools(request.tools)
         check_mcp_urls(request.tools, self.settings.mcp_allowed_prefixes)
         previous = None

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.api_side import ApiSide, Submission
+from app.engine.api_side import ApiSide
 from app.engine.continuation import ConnectionMemory, Lane, stored_conversation
 from app.engine.errors import RequestError
 from app.engine.events import EventSink
 from app.engine.request import CreateResponseRequest
+from app.engine.submission import Submission
 from app.shapes import Item
 from app.store.rows import StoredResponse
 

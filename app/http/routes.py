@@ -14,13 +14,14 @@ from starlette.routing import Route
 
 from app import metrics
 from app.config import Settings
-from app.engine.api_side import ApiSide, Idempotency, KeyTaken, Submission
+from app.engine.api_side import ApiSide
 from app.engine.errors import ConversationLocked, RequestError
 from app.engine.events import DiscardSink, StreamSink, error_event
 from app.engine.include import check_include
 from app.engine.loop import HAND_BACK
 from app.engine.replay import replay_events
 from app.engine.request import parse_create_request
+from app.engine.submission import Idempotency, KeyTaken, Submission
 from app.http.auth import authenticate
 from app.http.body import read_json
 from app.http.errors import GatewayTimeout

@@ -45,6 +45,8 @@ def count_responses(db: psycopg.Connection[dict[str, Any]]) -> int:
             "stream_options",
         ),
         ({"model": "demo", "input": "hi", "temperature": 3}, "temperature"),
+        ({"model": "demo"}, "input"),
+        ({"model": "demo", "input": [], "instructions": "Be brief."}, "input"),
         ({"model": "demo", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
         ({"model": "demo", "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
         ({"model": "demo", "input": "hi", "no_such_parameter": 1}, "no_such_parameter"),

@@ -137,7 +137,12 @@ def test_open_streams_are_gauged_while_they_are_open(api: str) -> None:
             httpx.stream(
                 "POST",
                 f"{api}/v1/responses",
-                json={"model": PROBE, "input": "later", "background": True, "stream": True},
+                json={
+                    "model": PROBE,
+                    "input": "later [[delay:500]]",
+                    "background": True,
+                    "stream": True,
+                },
                 timeout=30,
             )
         )

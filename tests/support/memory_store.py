@@ -44,8 +44,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 from app import ids
-from app.engine.api_side import stored_request
 from app.engine.request import parse_create_request
+from app.engine.submission import stored_request
 from app.shapes import Item, JsonObject
 from app.statuses import ACTIVE_STATUSES, ResponseStatus, StepKind, StepStatus
 from app.store.rows import FORGOTTEN_REQUEST, Outcome, StepOutcome, StoredResponse, StoredStep
