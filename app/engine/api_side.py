@@ -38,12 +38,15 @@ from app.engine.submission import Idempotency, KeyTaken, Submission, stored_requ
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
-from app.shapes import Event, JsonObject
+from app.shapes import Event, Item, JsonObject
 from app.statuses import ResponseStatus
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE
 from app.store.rows import NewResponse, StoredResponse
 
 log = logging.getLogger(__name__)
+
+# Beyond any position on a conversation: `conversation_items` below it are all of them.
+ALL_POSITIONS = 2**31 - 1
 
 
 class ApiSide:
@@ -225,12 +228,20 @@ class ApiSide:
             submission.items, submission.owner, self.store, self.runtime.sealing_keys, self.files
         )
         await check_call_outputs(items, submission.carried, previous, self.store)
+        conversation_id = request.conversation_id
+
+        async def conversation_items() -> list[Item]:
+            assert conversation_id is not None
+            await self.conversations.retrieve(submission.owner, conversation_id)  # or a 404
+            return await self.store.conversation_items(conversation_id, ALL_POSITIONS)
+
         await check_approval_answers(
             items,
             request.tools,
             owner=submission.owner,
             previous_response_id=request.previous_response_id,
             reader=self.store,
+            conversation=conversation_items if conversation_id else None,
         )
         return dataclasses.replace(submission, items=items)
 

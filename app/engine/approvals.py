@@ -3,7 +3,7 @@
 A remote MCP tool whose `require_approval` selects it (see `ApprovalPolicy`) is not called
 when the model asks: its call ends the turn as an `mcp_approval_request` item, and the
 response completes there. The client answers with an `mcp_approval_response` input item on
-a response that continues the first (`previous_response_id`):
+a response that continues the first (`previous_response_id`, or the same conversation):
 
 - approved, the call runs first thing in that response, as a durable tool step whose
   `mcp_call` item carries the `approval_request_id`; its item id is derived from the two
@@ -19,7 +19,7 @@ An answer must name a request of the conversation it continues, once: anything e
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from app import ids
@@ -85,13 +85,18 @@ async def check_approval_answers(
     owner: str,
     previous_response_id: str | None,
     reader: ResponseReader,
+    conversation: Callable[[], Awaitable[list[Item]]] | None = None,
 ) -> None:
     """Every `mcp_approval_response` in `items` (a request's input) must answer a request of
-    the conversation it continues, not answered before; an approval must name a server that
-    the request's `tools` still has. A 400 naming `input[i].approval_request_id` otherwise."""
-    if not any(item["type"] == APPROVAL_RESPONSE for item in items):
+    the conversation it continues (its `previous_response_id` chain, or the items of the
+    Conversation it names, read by `conversation`), not answered before; an approval must
+    name a server that the request's `tools` still has. A 400 naming
+    `input[i].approval_request_id` otherwise."""
+    if not has_answers(items):
         return  # the common case costs no reading of the conversation
     earlier = await _earlier_items(reader, owner, previous_response_id)
+    if conversation is not None:
+        earlier = [*await conversation(), *earlier]
     requests = {i["id"]: i for i in [*earlier, *items] if is_approval_request(i)}
     answered = {i["approval_request_id"] for i in earlier if i["type"] == APPROVAL_RESPONSE}
     labels = {tool.get("server_label") for tool in tools or [] if tool.get("type") == "mcp"}
@@ -124,6 +129,11 @@ async def check_approval_answers(
                 "include that server in `tools` to run the call.",
                 param=param,
             )
+
+
+def has_answers(items: Iterable[Item]) -> bool:
+    """Whether `items` answer approval requests."""
+    return any(item["type"] == APPROVAL_RESPONSE for item in items)
 
 
 async def _earlier_items(

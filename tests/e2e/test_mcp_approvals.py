@@ -113,6 +113,42 @@ def test_a_call_that_needs_approval_ends_the_response_and_an_approval_runs_it_on
     assert (kept.approval_request_id, kept.approve) == (request.id, True)
 
 
+def test_an_approval_on_a_conversation_runs_the_call_once(
+    client: openai.OpenAI, mcp_server: McpTestServer
+) -> None:
+    a, b = numbers()
+    conversation = client.conversations.create()
+    first = client.responses.create(
+        model="demo", input=add_prompt(a, b), tools=[calc(mcp_server)], conversation=conversation.id
+    )
+    [request] = approval_requests(first)
+
+    second = client.responses.create(
+        model="demo",
+        input=[answer(request.id, True)],
+        tools=[calc(mcp_server)],
+        conversation=conversation.id,
+    )
+
+    assert second.status == "completed"
+    [call] = mcp_calls(second)
+    assert (call.approval_request_id, call.output) == (request.id, str(a + b))
+    assert len(mcp_server.calls_matching("add", {"a": a, "b": b})) == 1
+    # The conversation holds the request, its answer and the call, in order.
+    kinds = [item.type for item in client.conversations.items.list(conversation.id, order="asc")]
+    assert kinds.index("mcp_approval_request") < kinds.index("mcp_approval_response")
+    assert kinds.index("mcp_approval_response") < kinds.index("mcp_call")
+    # Answered once: the same answer again on the conversation is refused.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model="demo",
+            input=[answer(request.id, True)],
+            tools=[calc(mcp_server)],
+            conversation=conversation.id,
+        )
+    assert refused.value.body["param"] == "input[0].approval_request_id"  # type: ignore[index]
+
+
 def test_a_denied_call_does_not_run_and_the_model_is_told(
     client: openai.OpenAI, mcp_server: McpTestServer
 ) -> None:
