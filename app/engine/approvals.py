@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
 
 from app import ids
 from app.engine.errors import RequestError
+from app.engine.history import ResponseFinder, chain_items
 from app.shapes import Item, JsonObject
-from app.store.rows import StoredResponse
 
 APPROVAL_REQUEST = "mcp_approval_request"
 APPROVAL_RESPONSE = "mcp_approval_response"
@@ -74,17 +73,13 @@ UNANSWERED_TEXT = "The call did not run: it was not approved."
 # --- at the door -------------------------------------------------------------------------
 
 
-class ResponseReader(Protocol):
-    async def get(self, response_id: str, owner: str) -> StoredResponse | None: ...
-
-
 async def check_approval_answers(
     items: list[Item],
     tools: list[JsonObject] | None,
     *,
     owner: str,
     previous_response_id: str | None,
-    reader: ResponseReader,
+    reader: ResponseFinder,
     conversation: Callable[[], Awaitable[list[Item]]] | None = None,
 ) -> None:
     """Every `mcp_approval_response` in `items` (a request's input) must answer a request of
@@ -94,7 +89,7 @@ async def check_approval_answers(
     `input[i].approval_request_id` otherwise."""
     if not has_answers(items):
         return  # the common case costs no reading of the conversation
-    earlier = await _earlier_items(reader, owner, previous_response_id)
+    earlier = await chain_items(reader, owner, previous_response_id)
     if conversation is not None:
         earlier = [*await conversation(), *earlier]
     requests = {i["id"]: i for i in [*earlier, *items] if is_approval_request(i)}
@@ -134,25 +129,6 @@ async def check_approval_answers(
 def has_answers(items: Iterable[Item]) -> bool:
     """Whether `items` answer approval requests."""
     return any(item["type"] == APPROVAL_RESPONSE for item in items)
-
-
-async def _earlier_items(
-    reader: ResponseReader, owner: str, previous_response_id: str | None
-) -> list[Item]:
-    """The input and output of the responses a new one continues, oldest first."""
-    chain: list[StoredResponse] = []
-    previous_id = previous_response_id
-    while previous_id:
-        previous = await reader.get(previous_id, owner)
-        if previous is None:
-            break
-        chain.append(previous)
-        previous_id = previous.previous_response_id
-    items: list[Item] = []
-    for previous in reversed(chain):
-        items.extend(previous.request.get("input") or [])
-        items.extend(previous.output or [])
-    return items
 
 
 # --- in the run ----------------------------------------------------------------------------

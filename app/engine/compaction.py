@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from app import ids
 from app.config import Settings
@@ -33,7 +33,7 @@ from app.engine.input_files import FileReader
 from app.engine.input_items import normalise_input
 from app.engine.input_resolution import resolve_input
 from app.engine.items import compaction_item
-from app.engine.request import error_from_validation
+from app.engine.request import RequestBody, error_from_validation
 from app.engine.sealing import KeyRing, SealKind
 from app.shapes import Item, JsonObject, Usage
 
@@ -57,18 +57,9 @@ NO_USAGE: Usage = {
 }
 
 
-class CompactRequest(BaseModel):
+class CompactRequest(RequestBody):
     """The parameters of POST /v1/responses/compact. The prompt cache, service tier and
     image options are accepted and not acted on: no chat upstream takes them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_not_given(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {key: value for key, value in data.items() if value is not None}
-        return data
 
     model: str = Field(min_length=1)
     input: str | list[JsonObject] | None = None

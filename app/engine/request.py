@@ -95,19 +95,23 @@ ConversationChoice = Annotated[
 ]
 
 
-class CreateResponseRequest(BaseModel):
-    """The parameters of POST /v1/responses that Ferry accepts."""
+class RequestBody(BaseModel):
+    """A request body: unknown parameters refused, and `null` for a parameter is not giving
+    it. Clients other than the SDK send `null` for parameters they leave unset; it means the
+    default, as it does to OpenAI, not a wrong type."""
 
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
     def _null_is_not_given(cls, data: Any) -> Any:
-        # Clients other than the SDK send `null` for parameters they leave unset; it means
-        # the default, as it does to OpenAI, not a wrong type.
         if isinstance(data, dict):
             return {key: value for key, value in data.items() if value is not None}
         return data
+
+
+class CreateResponseRequest(RequestBody):
+    """The parameters of POST /v1/responses that Ferry accepts."""
 
     model: str = Field(min_length=1)
     input: str | list[JsonObject] | None = None  # as sent; `normalise_input` checks it
