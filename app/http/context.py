@@ -3,6 +3,8 @@ conversation, and counting the tokens of an input. Neither stores anything."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,11 +23,17 @@ def _runtime(request: Request) -> Runtime:
     return service.runtime
 
 
-async def compact(request: Request) -> Response:
+async def _caller_and_body(request: Request) -> tuple[str, Any]:
+    """Who asks (or a 401), and the JSON body (or a 400/413)."""
     owner = (await authenticate(request)).owner
     settings: Settings = request.app.state.settings
-    body = await read_json(request, settings.max_body_bytes)
+    return owner, await read_json(request, settings.max_body_bytes)
+
+
+async def compact(request: Request) -> Response:
+    owner, body = await _caller_and_body(request)
     compact_request, items = parse_compact_request(body)
+    settings: Settings = request.app.state.settings
     runtime = _runtime(request)
     compactor = Compactor(
         runtime.store,
@@ -39,10 +47,9 @@ async def compact(request: Request) -> Response:
 
 
 async def count_input_tokens(request: Request) -> Response:
-    owner = (await authenticate(request)).owner
-    settings: Settings = request.app.state.settings
-    body = await read_json(request, settings.max_body_bytes)
+    owner, body = await _caller_and_body(request)
     count_request, items = parse_input_tokens_request(body)
+    settings: Settings = request.app.state.settings
     runtime = _runtime(request)
     counter = InputTokenCounter(
         runtime.store,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
-from app.store.queries import load_queries
+from app.store.queries import fetch_rows, load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("api_keys.sql"))
 # An arbitrary constant that names "an owner's creates" among advisory locks.
@@ -114,8 +114,4 @@ class KeyStore:
 
 
 async def _run(conn: AsyncConnection, name: str, params: dict[str, Any]) -> list[DictRow]:
-    # The connection may come from elsewhere (a transaction of the response store's): ask
-    # for dicts here.
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(QUERIES[name], params)
-        return await cur.fetchall() if cur.description else []
+    return await fetch_rows(conn, QUERIES[name], params)

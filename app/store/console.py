@@ -11,12 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from app.shapes import ErrorInfo
 from app.statuses import ResponseStatus
-from app.store.queries import load_queries
+from app.store.queries import fetch_rows, load_queries
 from app.store.rows import StoredResponse, StoredStep
 
 QUERIES = load_queries(Path(__file__).with_name("console.sql"))
@@ -127,9 +127,8 @@ class ConsoleStore:
         self.pool = pool
 
     async def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[DictRow]:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(QUERIES[name], params or {})
-            return await cur.fetchall() if cur.description else []
+        async with self.pool.connection() as conn:
+            return await fetch_rows(conn, QUERIES[name], params or {})
 
     async def status_counts(self) -> list[StatusCount]:
         return [

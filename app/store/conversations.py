@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from app.shapes import Item, JsonObject
 from app.statuses import ResponseStatus
-from app.store.queries import load_queries
+from app.store.queries import fetch_one, fetch_rows, load_queries
 from app.store.rows import StoredResponse
 
 CONVERSATION_QUERIES = load_queries(Path(__file__).with_name("conversations.sql"))
@@ -59,14 +59,11 @@ class StoredItem:
 
 
 async def _run(conn: AsyncConnection, name: str, params: Mapping[str, Any]) -> list[DictRow]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(CONVERSATION_QUERIES[name], params)
-        return await cur.fetchall() if cur.description is not None else []
+    return await fetch_rows(conn, CONVERSATION_QUERIES[name], params)
 
 
 async def _one(conn: AsyncConnection, name: str, params: Mapping[str, Any]) -> DictRow | None:
-    rows = await _run(conn, name, params)
-    return rows[0] if rows else None
+    return await fetch_one(conn, CONVERSATION_QUERIES[name], params)
 
 
 def _items(rows: list[DictRow]) -> list[StoredItem]:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from app import ids
-from app.store.queries import load_queries
+from app.store.queries import fetch_one, fetch_rows, load_queries
 from app.store.queue import JobQueue
 from app.store.rows import StoredResponse
 
@@ -103,15 +103,11 @@ def response_event_id(response_id: str, event_type: str) -> str:
 
 
 async def _one(conn: AsyncConnection, name: str, params: dict[str, Any]) -> DictRow | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(WEBHOOK_QUERIES[name], params)
-        return await cur.fetchone() if cur.description else None
+    return await fetch_one(conn, WEBHOOK_QUERIES[name], params)
 
 
 async def _all(conn: AsyncConnection, name: str, params: dict[str, Any]) -> list[DictRow]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(WEBHOOK_QUERIES[name], params)
-        return await cur.fetchall()
+    return await fetch_rows(conn, WEBHOOK_QUERIES[name], params)
 
 
 class WebhookOutbox:
