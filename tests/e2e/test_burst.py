@@ -29,7 +29,15 @@ TERMINAL_TYPES = {"response.completed", "response.failed", "response.incomplete"
 @pytest.fixture(scope="module")
 def burst_api_url(service_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    env = {**service_env, "MAX_INLINE_PER_PROCESS": str(MAX_INLINE), "LOG_LEVEL": "WARNING"}
+    env = {
+        **service_env,
+        "MAX_INLINE_PER_PROCESS": str(MAX_INLINE),
+        "LOG_LEVEL": "WARNING",
+        # What is tested is admission: the limit, refusals before any byte, no stream cut.
+        # With the default 5 s, 256 admitted creates queued behind their own runs' writes
+        # for 10 pooled connections can wait past it on a loaded machine and get a 503.
+        "DB_POOL_TIMEOUT_S": "30",
+    }
     with run_command("-m", "app", "serve", "--no-migrate", "--port", str(port), env=env) as api:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(api, url)
