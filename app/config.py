@@ -126,7 +126,14 @@ class Settings(BaseSettings):
     event_flush_interval_s: float = Field(
         default=0.05,
         gt=0,
-        description="Longest a background event waits before its batch is written to the log.",
+        description="Longest a background event waits before its batch is written to the log "
+        "(while an earlier batch was written within it; after a quiet spell, at once).",
+    )
+    event_flush_max_events: int = Field(
+        default=64,
+        ge=1,
+        description="A background stream's batch is written as soon as it holds this many "
+        "events: a fast stream reaches its tailers in batches this size.",
     )
     tail_recheck_s: float = Field(
         default=2.0,

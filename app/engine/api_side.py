@@ -328,8 +328,9 @@ class ApiSide:
             stored = await self.store.get(stored.id, stored.owner) or stored
         return stored
 
-    def tail(self, stored: StoredResponse, after: int) -> AsyncIterator[Event | None]:
-        """The response's logged events after `after`, live until its terminal event."""
+    def tail(self, stored: StoredResponse, after: int) -> AsyncIterator[list[Event] | None]:
+        """The response's logged events after `after`, live until its terminal event, in
+        batches as read (None: a keep-alive is due; see `tail_events`)."""
         if not (stored.background and stored.stream):
             raise RequestError(
                 "This response was not created with background=true and stream=true, so it "

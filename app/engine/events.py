@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol, TypedDict
 
 from app.engine.sealing import ItemView, as_stored
 from app.shapes import Event, Item
 from app.statuses import TERMINAL_EVENT_TYPES
-from app.store.responses import ResponseStore
+
+log = logging.getLogger(__name__)
 
 # Events after which a batching sink should flush: an item or the response changed state.
 BOUNDARY_EVENT_TYPES = TERMINAL_EVENT_TYPES | {
@@ -172,47 +174,90 @@ class StreamSink:
         return batch
 
 
+class EventLog(Protocol):
+    """Where an `EventLogSink` writes: the response's persisted log (`ResponseStore`)."""
+
+    async def append_events(self, response_id: str, events: list[Event]) -> bool: ...
+
+
 class EventLogSink:
     """Batches events into the persisted log that background streams tail.
 
-    Writes are batched — not one transaction per token — and flushed at every item boundary
-    (the emitter calls `flush`) and at the latest `flush_interval_s` after an event arrives.
-    A batch the log refuses (the response was ended elsewhere, by a cancel) is dropped.
+    Writes are batched, not one transaction per token, by a writer behind the loop (the
+    loop goes on reading the upstream while a batch commits). The first event after a quiet
+    spell is written at once; what arrives while that write is in flight waits for the next
+    one, which starts when `max_events` have gathered or `flush_interval_s` after the last
+    one started, whichever is first. A tailer so sees the first tokens of a turn one commit
+    after they were made, a fast stream goes out in batches of `max_events` that the tailer
+    relays while the next is written, and a slow one makes at most one row per interval.
+    The emitter's `flush` at every item boundary writes at once and waits for it. A batch
+    the log refuses (the response was ended elsewhere, by a cancel) is dropped.
     """
 
-    def __init__(self, store: ResponseStore, response_id: str, flush_interval_s: float) -> None:
-        self.store = store
+    def __init__(
+        self, event_log: EventLog, response_id: str, flush_interval_s: float, max_events: int
+    ) -> None:
+        self.event_log = event_log
         self.response_id = response_id
         self.flush_interval_s = flush_interval_s
+        self.max_events = max_events
         self._pending: list[Event] = []
-        self._timer: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._behind: asyncio.Task[None] | None = None
+        self._full = asyncio.Event()  # a batch of `max_events` is waiting
+        self._lock = asyncio.Lock()  # one write at a time, in sequence order
 
     async def send(self, event: Event) -> None:
         self._pending.append(event)
-        if self._timer is None:
-            self._timer = asyncio.create_task(self._flush_soon(), name="event log flush")
+        if self._behind is None:
+            self._behind = asyncio.create_task(self._write_behind(), name="event log write")
+        elif len(self._pending) % self.max_events == 0:
+            self._full.set()
+            # A fast upstream is read in blocks of hundreds of chunks without a pause: let
+            # the writer start (or its write in flight finish) now, not after the block.
+            await asyncio.sleep(0)
 
     async def flush(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
         await self._write_pending()
 
     async def aclose(self) -> None:
-        """Write what is left and stop the timer."""
+        """Write what is left; the writer behind stops (it has nothing left to write)."""
         await self.flush()
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind.cancel()  # in its pause: the pending events are written already
+            with contextlib.suppress(asyncio.CancelledError):
+                await behind
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.flush_interval_s)
-        self._timer = None  # from here on this is a plain flush; `flush()` must not cancel it
-        await self._write_pending()
+    async def _write_behind(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                started = loop.time()
+                self._full.clear()
+                try:
+                    await self._write_pending()
+                except Exception:
+                    # The events stay pending: the next write takes them, in order.
+                    log.warning("could not write to the event log; retrying", exc_info=True)
+                if len(self._pending) < self.max_events:
+                    pause_s = started + self.flush_interval_s - loop.time()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(pause_s):
+                            await self._full.wait()
+        finally:
+            if self._behind is asyncio.current_task():
+                self._behind = None
 
     async def _write_pending(self) -> None:
         async with self._lock:
             batch, self._pending = self._pending, []
-            if batch:
-                await self.store.append_events(self.response_id, batch)
+            if not batch:
+                return
+            try:
+                await self.event_log.append_events(self.response_id, batch)
+            except BaseException:
+                self._pending[:0] = batch  # the log must not skip a sequence number
+                raise
 
 
 def announced_items(events: list[Event]) -> dict[str, int]:

@@ -25,8 +25,9 @@ async def tail_events(
     after: int,
     idle_s: float,
     stop: asyncio.Event,
-) -> AsyncIterator[Event | None]:
-    """Yield logged events after `after` until the terminal one; None after each idle spell.
+) -> AsyncIterator[list[Event] | None]:
+    """Yield logged events after `after`, as read (in batches: a caller writes each as one),
+    until the terminal one; None after each idle spell.
 
     A None is the caller's cue for a keep-alive. The tail also ends when the response is
     gone or has ended with nothing more in its log, and when `stop` is set (the process
@@ -36,11 +37,14 @@ async def tail_events(
     with notifier.subscribe(response_id) as woken:
         while True:
             woken.clear()  # cleared before reading: a notification during the read is kept
-            for event in await store.events_after(response_id, last):
-                yield event
-                last = event["sequence_number"]
+            events = await store.events_after(response_id, last)
+            for n, event in enumerate(events):
                 if event["type"] in TERMINAL_EVENT_TYPES:
+                    yield events[: n + 1]
                     return
+            if events:
+                yield events
+                last = events[-1]["sequence_number"]
             was_woken, _ = await wait_or_stop(woken.wait(), stop, idle_s)
             if stop.is_set():
                 return

@@ -58,7 +58,10 @@ class WorkerSide:
                 await loop.run(stored, DiscardSink(), RunMode.WORKER)
                 return
             sink = EventLogSink(
-                self.runtime.run_store, stored.id, self.settings.event_flush_interval_s
+                self.runtime.run_store,
+                stored.id,
+                self.settings.event_flush_interval_s,
+                self.settings.event_flush_max_events,
             )
             try:
                 logged = await self._close_cut_items(stored, sink)

@@ -237,12 +237,12 @@ async def response_events(request: Request, session: Session) -> Response:
     events = service.tail(stored, after)
 
     async def frames() -> AsyncIterator[bytes]:
-        async for event in events:
-            if event is None:
+        async for batch in events:
+            if batch is None:
                 yield KEEPALIVE
                 continue
-            line = event_line(event)
-            yield b"id: %d\ndata: %s\n\n" % (line["seq"], orjson.dumps(line))
+            lines = (event_line(event) for event in batch)
+            yield b"".join(b"id: %d\ndata: %s\n\n" % (ln["seq"], orjson.dumps(ln)) for ln in lines)
         yield b"event: end\ndata: {}\n\n"
 
     headers = {**SSE_HEADERS, **SECURITY_HEADERS}
