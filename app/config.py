@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         "(while an earlier batch was written within it; after a quiet spell, at once).",
     )
     event_flush_max_events: int = Field(
-        default=64,
+        default=256,
         ge=1,
         description="A background stream's batch is written as soon as it holds this many "
         "events: a fast stream reaches its tailers in batches this size.",

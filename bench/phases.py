@@ -403,12 +403,15 @@ async def _probe_pickups(target: Target) -> list[float]:
     return await _pickup_ms(target.database_url, ids)
 
 
-async def _keep_busy(target: Target, stop: asyncio.Event) -> None:
-    """Background streams one after another (each read to its end) until `stop` is set."""
+async def _keep_busy(target: Target, stop: asyncio.Event) -> int:
+    """Background streams one after another (each read to its end) until `stop` is set; the
+    tokens they streamed."""
+    tokens = 0
     async with Connection(target.api.host, target.api.port) as conn:
         while not stop.is_set():
             outcome = await ferry_background_stream(conn, target.plan.busy_words)
-            required(outcome, "background stream")
+            tokens += required(outcome, "background stream").tokens
+    return tokens
 
 
 async def pickup(target: Target) -> list[Figure]:
@@ -417,20 +420,22 @@ async def pickup(target: Target) -> list[Figure]:
     plan = target.plan
     busy = WORKER_CONCURRENCY - 1
     running = "status = 'in_progress' AND background"
-    idle_ms, loaded_ms = [], []
+    idle_ms, loaded_ms, busy_rates = [], [], []
     for n in range(plan.repetitions + 1):  # the first round warms up
         idle = await _probe_pickups(target)
         stop = asyncio.Event()
         busy_tasks = [asyncio.create_task(_keep_busy(target, stop)) for _ in range(busy)]
+        started = time.perf_counter()
         try:
             await wait_for_count(target.database_url, running, lambda c: c >= busy)
             loaded = await _probe_pickups(target)
         finally:
             stop.set()
-            await asyncio.gather(*busy_tasks)  # each ends with the stream it is reading
+            busy_tokens = await asyncio.gather(*busy_tasks)  # each ends with its stream
         if n:
             idle_ms.append(p50(idle))
             loaded_ms.append(p50(loaded))
+            busy_rates.append(sum(busy_tokens) / (time.perf_counter() - started))
     how = (
         f"{plan.pickup_probes} background streams of 3 tokens one after another per "
         "repetition, each read to its end; started_at minus created_at as stored"
@@ -443,6 +448,8 @@ async def pickup(target: Target) -> list[Figure]:
             how + f", while {busy} of the worker's {WORKER_CONCURRENCY} slots run background "
             f"streams of {plan.busy_words} tokens",
             LEAN_CLIENT,
+            # The load is as heavy as the worker makes it: a faster worker is busier.
+            {"busy_tok_s": p50(busy_rates)},
         ),
     ]
 

@@ -1,6 +1,7 @@
 """Ferry's benchmark: what the proxy costs, measured against the bare upstream in one run.
 
     python -m bench [--quick] [--out DIR] [--repetitions N] [--admin-url URL] [--check]
+                    [--only single,ttft,streams,blocking,background,pickup,accept,memory]
 
 It starts its own database (an embedded Postgres, or a scratch database on the server at
 `--admin-url`), a chat-completions mock upstream that streams as fast as it is read
@@ -48,19 +49,28 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def measure(target: Target) -> list[Figure]:
-    steps: list[tuple[str, Callable[[Target], Awaitable[Figure | list[Figure]]]]] = [
-        ("single stream and CPU per token", phases.single_stream),
-        ("time to first token", phases.time_to_first_token),
-        ("concurrent streams", phases.concurrent_streams),
-        ("concurrent blocking requests", phases.concurrent_blocking),
-        ("background against inline, event-log storage", phases.background_against_inline),
-        ("background pickup", phases.pickup),
-        ("background accept", phases.background_accept),
-        ("memory after bursts", phases.memory_after_burst),
-    ]
+# Each measurement: the name `--only` knows it by, what it measures, how.
+STEPS: list[tuple[str, str, Callable[[Target], Awaitable[Figure | list[Figure]]]]] = [
+    ("single", "single stream and CPU per token", phases.single_stream),
+    ("ttft", "time to first token", phases.time_to_first_token),
+    ("streams", "concurrent streams", phases.concurrent_streams),
+    ("blocking", "concurrent blocking requests", phases.concurrent_blocking),
+    (
+        "background",
+        "background against inline, event-log storage",
+        phases.background_against_inline,
+    ),
+    ("pickup", "background pickup", phases.pickup),
+    ("accept", "background accept", phases.background_accept),
+    ("memory", "memory after bursts", phases.memory_after_burst),
+]
+
+
+async def measure(target: Target, only: set[str]) -> list[Figure]:
     figures: list[Figure] = []
-    for name, step in steps:
+    for key, name, step in STEPS:
+        if only and key not in only:
+            continue
         started = time.monotonic()
         log(f"bench: {name} ...")
         async with asyncio.timeout(target.plan.phase_timeout_s):
@@ -81,7 +91,9 @@ def _commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def run(plan: Plan, admin_url: str | None, workdir: Path) -> tuple[list[Figure], str]:
+def run(
+    plan: Plan, admin_url: str | None, workdir: Path, only: set[str]
+) -> tuple[list[Figure], str]:
     """Start everything, measure, stop everything: the figures, and which database it was."""
     logs = workdir / "logs"
     logs.mkdir()
@@ -110,7 +122,7 @@ def run(plan: Plan, admin_url: str | None, workdir: Path) -> tuple[list[Figure],
                 database_url=database_url,
                 plan=plan,
             )
-            figures = asyncio.run(measure(target))
+            figures = asyncio.run(measure(target, only))
         except BaseException:
             for process in processes:
                 log(f"--- last lines of {process.log.name} ---\n{process.log_tail()}")
@@ -135,13 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when a ratio or size misses its target"
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="measure only these, comma-separated: " + ", ".join(key for key, _, _ in STEPS),
+    )
     args = parser.parse_args(argv)
+    only = {key for key in args.only.split(",") if key}
+    unknown = only - {key for key, _, _ in STEPS}
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     plan = (QUICK if args.quick else FULL).with_repetitions(args.repetitions)
 
     started, load_before = time.monotonic(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         try:
-            figures, database = run(plan, args.admin_url, Path(tmp))
+            figures, database = run(plan, args.admin_url, Path(tmp), only)
         except phases.BenchError as exc:
             log(f"bench: could not measure: {exc}")
             return 2

@@ -294,12 +294,10 @@ class ResponseStore:
         return written
 
     async def _append(self, params: dict[str, Any]) -> bool:
-        """Lock, append and commit in one round trip (pipeline mode): the worker's flushes
-        are on the path of every background token, and each waited for four before."""
-        async with self.pool.connection(self.wait_s) as conn:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(QUERIES["lock_response"], {"id": params["response_id"]})
-                appended = await conn.execute(QUERIES["append_event_batch"], params)
+        """Lock the row, then append: writers of one log take turns (see the query)."""
+        async with self.transaction() as conn:
+            await conn.execute(QUERIES["lock_response"], {"id": params["response_id"]})
+            appended = await conn.execute(QUERIES["append_event_batch"], params)
             return await appended.fetchone() is not None
 
     async def start_event_log(
