@@ -78,12 +78,11 @@ INSERT INTO response_event_batches
 VALUES (%(response_id)s, %(first)s, %(last)s, %(closed)s, %(codec)s, %(events)s);
 
 -- name: append_event_batch
--- One flush of a response's event log, unless the response is gone, the log is closed (its
--- terminal event is written) or the batch would not follow the events already there: a
--- batch that overlaps them comes from a run that no longer owns the response. The caller
--- holds the row lock (`lock_response`, the statement before in its transaction), so writers
--- of one log take turns, and this statement sees the last one's rows. The notification goes
--- out with the commit; tailers re-read from the log.
+-- One flush of a response's event log, unless the log is closed (its terminal event is
+-- written) or the batch would not follow the events already there: a batch that overlaps
+-- them comes from a run that no longer owns the response. The caller holds the row lock
+-- (`lock_response`), so writers of one log take turns, and this statement sees the last
+-- one's rows. The notification goes out with the commit; tailers re-read from the log.
 WITH log AS (
     SELECT coalesce(max(last_sequence_number), -1) AS last, coalesce(bool_or(closed), false) AS closed
       FROM response_event_batches
@@ -94,7 +93,6 @@ WITH log AS (
     SELECT %(response_id)s, %(first)s, %(last)s, %(closed)s, %(codec)s, %(events)s
       FROM log
      WHERE NOT log.closed AND log.last < %(first)s
-       AND EXISTS (SELECT FROM responses WHERE id = %(response_id)s)
     RETURNING response_id
 )
 SELECT pg_notify('ferry_events', %(payload)s) FROM written;

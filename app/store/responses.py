@@ -283,22 +283,25 @@ class ResponseStore:
         """
         if not events:
             return True
-        params = _event_batch(response_id, events)
         if conn is not None:
-            await self._execute("lock_response", {"id": response_id}, conn)
-            written = await self._one("append_event_batch", params, conn) is not None
-        else:
-            written = await asyncio.shield(self._patiently(lambda: self._append(params)))
+            return await self._append_events(response_id, events, conn)
+
+        async def in_own_transaction() -> bool:
+            async with self.transaction() as own:
+                return await self._append_events(response_id, events, own)
+
+        return await self._patiently(in_own_transaction)
+
+    async def _append_events(
+        self, response_id: str, events: list[Event], conn: AsyncConnection
+    ) -> bool:
+        if await self._one("lock_response", {"id": response_id}, conn) is None:
+            return False
+        params = _event_batch(response_id, events)
+        written = await self._one("append_event_batch", params, conn) is not None
         if written:
             metrics.event_log_written(len(events))
         return written
-
-    async def _append(self, params: dict[str, Any]) -> bool:
-        """Lock the row, then append: writers of one log take turns (see the query)."""
-        async with self.transaction() as conn:
-            await conn.execute(QUERIES["lock_response"], {"id": params["response_id"]})
-            appended = await conn.execute(QUERIES["append_event_batch"], params)
-            return await appended.fetchone() is not None
 
     async def start_event_log(
         self, response_id: str, events: list[Event], conn: AsyncConnection
