@@ -8,15 +8,16 @@ always finds the same response with GET.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 from app import metrics
 from app.config import Settings
 from app.engine.approvals import approved_calls, awaits_approval
-from app.engine.chat.client import UpstreamClient
+from app.engine.chat.client import Chunk, UpstreamClient
 from app.engine.chat.messages import ChatMessage, to_chat_messages
 from app.engine.chat.request import chat_completion_body, tool_fields
 from app.engine.chat.turn import TurnTranslator, run_turn
@@ -298,7 +299,12 @@ class ResponseLoop:
         # The step records the call's shape, not the whole conversation again.
         summary = {k: v for k, v in body.items() if k != "messages"}
         summary["message_count"] = len(messages)
-        await self.store.start_step(stored.id, ordinal, StepKind.MODEL_CALL, summary)
+        # The step's row is written while the upstream request is on its way: a model call
+        # has no effect to guard (a run that dies before the row commits redoes the turn,
+        # as it would one cut off), and no chunk is handled before the row has committed.
+        started = asyncio.ensure_future(
+            self.store.start_step(stored.id, ordinal, StepKind.MODEL_CALL, summary)
+        )
 
         progress = StepProgress(
             self.store, stored.id, ordinal, self.settings.event_flush_interval_s
@@ -315,7 +321,8 @@ class ResponseLoop:
         watch = RefusalWatch()
         try:
             try:
-                result = await run_turn(watch.chunks(self.upstream.stream_chat(body)), translator)
+                chunks = watch.chunks(self.upstream.stream_chat(body))
+                result = await run_turn(_once_started(started, chunks), translator)
             finally:
                 await progress.stop()
         except asyncio.CancelledError:
@@ -439,3 +446,21 @@ class ResponseLoop:
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)
         return current or stored
+
+
+async def _once_started(
+    started: asyncio.Future[None], chunks: AsyncGenerator[Chunk]
+) -> AsyncGenerator[Chunk]:
+    """`chunks`, the first of them not before `started` (the turn's step row) is done; on the
+    way out, however it goes, `started` is waited for too, so that the step is there to be
+    finished. Waited for shielded: a cancelled run still leaves the row it started."""
+    try:
+        async with contextlib.aclosing(chunks):
+            first = True
+            async for chunk in chunks:
+                if first:
+                    await asyncio.shield(started)
+                    first = False
+                yield chunk
+    finally:
+        await asyncio.shield(started)

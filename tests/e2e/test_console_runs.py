@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import openai
+import psycopg
 import pytest
 
 from app.config import Settings
@@ -205,6 +206,15 @@ def test_the_live_tail_replays_follows_and_resumes_on_any_replica(
             assert refused.status_code == 400 and refused.json()["error"]["param"] == "stream"
 
 
+def steps_of(database_url: str, response_id: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT count(*) FROM response_steps WHERE response_id = %s", (response_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def kill(process: Command) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -217,6 +227,9 @@ def test_a_worker_killed_mid_response_is_a_stopped_attempt_on_the_timeline(
     with running_worker(cluster.worker_env, concurrency=2) as first:
         queued = alice.responses.create(model="demo", input=f"{marker} {SLOW}", background=True)
         wait_for(lambda: stream_state(upstream_url, marker) == "open", what="the first attempt")
+        # The step's row is written while the request is on its way: killed before it
+        # commits, the attempt would leave no step behind to show as abandoned.
+        wait_for(lambda: steps_of(cluster.database_url, queued.id) == 1, what="its step")
         kill(first)
     with running_worker(cluster.worker_env, concurrency=2):
         wait_for(

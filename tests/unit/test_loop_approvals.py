@@ -213,7 +213,8 @@ async def test_a_crash_after_the_approved_call_finished_does_not_repeat_it(
     harness: Harness, upstream: ScriptedUpstream, mcp: FakeMcp
 ) -> None:
     first, request = await asked_for_approval(harness, upstream)
-    upstream.then(text_reply("3."))
+    # Asked twice: the turn's request goes out with its step's row, as the crash comes.
+    upstream.then(text_reply("3."), text_reply("3."))
     body = {**continuation(first, answer(request, True)), "background": True}
 
     # Dies as the model turn after the call starts: the call's step is recorded.

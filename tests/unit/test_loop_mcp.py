@@ -157,7 +157,9 @@ async def test_mcp_calls_in_a_turn_with_a_client_call_are_closed_unrun(
 async def test_a_resumed_run_neither_lists_again_nor_repeats_a_finished_call(
     harness: Harness, upstream: ScriptedUpstream, tools: ToolHost, mcp: FakeMcp
 ) -> None:
-    upstream.then(calls_reply(ADD), text_reply("3."))
+    # The second turn is asked twice: its request goes out with its step's row, and the
+    # crash comes as that row is written.
+    upstream.then(calls_reply(ADD), text_reply("3."), text_reply("3."))
 
     # Dies as the second model turn starts: the listing and the call are recorded.
     run, _ = await harness.crash_and_resume(BACKGROUND_ADD, at_write("start_step", 3))
