@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     db_run_wait_s: float = Field(
         default=30.0,
         gt=0,
-        description="Longest a running response waits for a database connection before "
-        "its work stops (a burst queues; it does not fail).",
+        description="Longest a running response, or an admitted inline create, waits for a "
+        "database connection (a burst queues; it does not fail).",
     )
 
     upstream_base_url: str = Field(

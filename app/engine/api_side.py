@@ -40,6 +40,7 @@ from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
 from app.shapes import Event, Item, JsonObject
 from app.statuses import ResponseStatus
+from app.store.db import connection_in_turn
 from app.store.queue import BACKGROUND_QUEUE, FLEX_QUEUE
 from app.store.rows import NewResponse, StoredResponse
 
@@ -99,20 +100,28 @@ class ApiSide:
                 status=ResponseStatus.IN_PROGRESS,
                 lease_owner=self.runtime.instance_id,
             )
-            if (
-                submission.idempotency is None
-                and submission.max_running is None
-                and new.conversation_id is None
-            ):
-                stored = await self.store.insert(new)  # one statement: no BEGIN and COMMIT
-            else:
-                async with self.store.transaction() as conn:
-                    await self._admit_owner(submission, conn)
-                    stored = await self._insert(submission, new, conn)
+            # Admitted: in a burst it waits its turn for a connection rather than fail.
+            in_turn = connection_in_turn(
+                self.store.pool, self.settings.db_run_wait_s, self._database_reachable
+            )
+            async with in_turn as conn:
+                if (
+                    submission.idempotency is None
+                    and submission.max_running is None
+                    and new.conversation_id is None
+                ):
+                    stored = await self.store.insert(new, conn)  # one statement, no BEGIN
+                else:
+                    async with conn.transaction():
+                        await self._admit_owner(submission, conn)
+                        stored = await self._insert(submission, new, conn)
         except BaseException:
             self.inline_running -= 1
             raise
         return stored
+
+    def _database_reachable(self) -> bool:
+        return self.runtime.notifier.connected
 
     async def _insert(
         self, submission: Submission, new: NewResponse, conn: AsyncConnection

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
-from collections.abc import Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 import psycopg
@@ -77,3 +79,30 @@ def create_pool(settings: Settings, *, name: str = "ferry") -> AsyncConnectionPo
         open=False,
         name=name,
     )
+
+
+@contextlib.asynccontextmanager
+async def connection_in_turn(
+    pool: AsyncConnectionPool, patience_s: float, reachable: Callable[[], bool]
+) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection for work already admitted (an inline create under its process's
+    limit): while the database is `reachable` the pool is only busy, and it waits its turn,
+    up to `patience_s`; when it is not, it gives up after the pool's own timeout, as any
+    request does.
+
+    A burst admitted under MAX_INLINE_PER_PROCESS so queues behind its own runs' writes
+    instead of answering 503, and an outage is still told quickly.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn = await pool.getconn()
+            break
+        except PoolTimeout:
+            if not reachable() or time.monotonic() >= deadline:
+                raise
+    try:
+        async with conn:  # as `pool.connection()` does: ends the connection's transaction
+            yield conn
+    finally:
+        await pool.putconn(conn)

@@ -54,6 +54,11 @@ class EventNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    @property
+    def connected(self) -> bool:
+        """Whether the LISTEN connection is up now: the database answers this process."""
+        return self._listening
+
     def follow_keys(self, follower: KeyFollower) -> None:
         """Tell `follower` of every change to the API keys; listening starts now."""
         self._key_followers.append(follower)

@@ -119,6 +119,13 @@ def test_a_postgres_crash_loses_nothing_and_leaves_nothing_running(
         assert during.status_code == 503, during.text
         assert during.json()["error"]["code"] == "database_unavailable"
         assert time.monotonic() - started < 5.0, "a request in an outage must fail fast"
+        # An admitted create waits its turn for a busy pool, but not for a database away.
+        started = time.monotonic()
+        body = {"model": "demo", "input": "made in the outage"}
+        create = httpx.post(f"{api_url}/v1/responses", json=body, timeout=30)
+        assert create.status_code == 503, create.text
+        assert create.json()["error"]["code"] == "database_unavailable"
+        assert time.monotonic() - started < 5.0, "a create in an outage must fail fast"
         time.sleep(DOWN_FOR_S)  # the outage itself: nothing to wait on but the clock
         postgres.start()
 
