@@ -220,13 +220,17 @@ class EventLogSink:
         await self._write_pending()
 
     async def aclose(self) -> None:
-        """Write what is left; the writer behind stops (it has nothing left to write)."""
-        await self.flush()
-        behind, self._behind = self._behind, None
-        if behind is not None:
-            behind.cancel()  # in its pause: the pending events are written already
-            with contextlib.suppress(asyncio.CancelledError):
-                await behind
+        """Write what is left; the writer behind stops, whether that write went through or
+        not (a run that could not write leaves its log to the next attempt, which must
+        not meet a writer of this one's)."""
+        try:
+            await self.flush()
+        finally:
+            behind, self._behind = self._behind, None
+            if behind is not None:
+                behind.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await behind
 
     async def _write_behind(self) -> None:
         loop = asyncio.get_running_loop()

@@ -115,3 +115,16 @@ async def test_a_failed_flush_raises_and_loses_nothing() -> None:
         await sink.flush()
     await sink.aclose()
     assert log.batches == [[0], [1, 2]]
+
+
+async def test_closing_after_a_failed_write_stops_the_writer_behind() -> None:
+    log = RecordingLog()
+    log.failures_left = 2  # the writer's attempt, and the closing flush's
+    sink = EventLogSink(log, "resp_1", flush_interval_s=0.001, max_events=64)
+    await sink.send(event(0))
+    async with asyncio.timeout(BOUND_S):
+        await log.failed.wait()
+    with pytest.raises(OSError):
+        await sink.aclose()
+    await asyncio.sleep(0.01)  # ten of the writer's intervals: it would have written again
+    assert log.batches == []
