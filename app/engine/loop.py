@@ -8,16 +8,15 @@ always finds the same response with GET.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app import metrics
 from app.config import Settings
 from app.engine.approvals import approved_calls, awaits_approval
-from app.engine.chat.client import Chunk, UpstreamClient
+from app.engine.chat.client import UpstreamClient
 from app.engine.chat.messages import ChatMessage, to_chat_messages
 from app.engine.chat.request import chat_completion_body, tool_fields
 from app.engine.chat.turn import TurnTranslator, run_turn
@@ -322,9 +321,10 @@ class ResponseLoop:
         try:
             try:
                 chunks = watch.chunks(self.upstream.stream_chat(body))
-                result = await run_turn(_once_started(started, chunks), translator)
+                result = await run_turn(chunks, translator, ready=started)
             finally:
                 await progress.stop()
+                await asyncio.shield(started)  # however the turn went, its step is there
         except asyncio.CancelledError:
             # Cut off: its partial items stay in this run's output (a cancelled response
             # shows them), but a later attempt redoes the whole turn.
@@ -446,21 +446,3 @@ class ResponseLoop:
     async def _reload(self, stored: StoredResponse) -> StoredResponse:
         current = await self.store.get(stored.id, stored.owner)
         return current or stored
-
-
-async def _once_started(
-    started: asyncio.Future[None], chunks: AsyncGenerator[Chunk]
-) -> AsyncGenerator[Chunk]:
-    """`chunks`, the first of them not before `started` (the turn's step row) is done; on the
-    way out, however it goes, `started` is waited for too, so that the step is there to be
-    finished. Waited for shielded: a cancelled run still leaves the row it started."""
-    try:
-        async with contextlib.aclosing(chunks):
-            first = True
-            async for chunk in chunks:
-                if first:
-                    await asyncio.shield(started)
-                    first = False
-                yield chunk
-    finally:
-        await asyncio.shield(started)

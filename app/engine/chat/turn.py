@@ -9,6 +9,7 @@ outcome: completed, incomplete (the token limit), or failed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -336,8 +337,13 @@ class TurnTranslator:
         return items
 
 
-async def run_turn(chunks: AsyncGenerator[Chunk], translator: TurnTranslator) -> StreamedTurn:
-    """Consume a turn's chunk stream to its end and settle its one outcome.
+async def run_turn(
+    chunks: AsyncGenerator[Chunk],
+    translator: TurnTranslator,
+    ready: asyncio.Future[None] | None = None,
+) -> StreamedTurn:
+    """Consume a turn's chunk stream to its end and settle its one outcome; with `ready`,
+    no chunk is handled before it is done (the turn's step row, written meanwhile).
 
     The stream is closed on the way out, whatever the way: a cancelled turn hangs up on the
     upstream at once instead of whenever the generator is collected.
@@ -345,6 +351,9 @@ async def run_turn(chunks: AsyncGenerator[Chunk], translator: TurnTranslator) ->
     try:
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
+                if ready is not None:
+                    await asyncio.shield(ready)  # a cancelled turn still writes its row
+                    ready = None
                 await translator.on_chunk(chunk)
         await translator.finish_content()
     except UpstreamError as exc:
