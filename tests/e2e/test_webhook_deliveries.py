@@ -342,6 +342,12 @@ def test_a_delivery_cut_off_by_its_workers_death_is_sent_again_with_the_same_web
                 doomed.wait_exit(timeout=30)
             with running_worker(env, concurrency=2):
                 [acknowledged] = wait_for(lambda: webhook_receiver.acknowledged(hook), timeout_s=30)
+                # The answer is recorded after the receiver sent it: wait for the record
+                # before this worker is stopped.
+                wait_for(
+                    lambda: [d["status"] for d in deliveries(db, endpoint.id)] == ["delivered"],
+                    what="the delivery to be recorded",
+                )
             webhook_receiver.release(hook)
 
             [delivery] = deliveries(db, endpoint.id)
