@@ -174,6 +174,15 @@ class StreamSink:
         return batch
 
 
+# How often a worker relaying a fast stream lets its other tasks run. A pause costs a few
+# microseconds; without one, a 64 kB block of the upstream's stream (hundreds of tokens) holds
+# the worker's event loop for tens of milliseconds, and every query of a response being
+# picked up waits that long. Measured with three streams relaying (bench, pickup under load):
+# every 32 events, pickup took ≈ 40 ms; every 8, ≈ 18 ms; every 2, ≈ 14 ms but a fifth less
+# relayed.
+YIELD_EVERY_EVENTS = 8
+
+
 class EventLog(Protocol):
     """Where an `EventLogSink` writes: the response's persisted log (`ResponseStore`)."""
 
@@ -208,12 +217,15 @@ class EventLogSink:
 
     async def send(self, event: Event) -> None:
         self._pending.append(event)
+        count = len(self._pending)
         if self._behind is None:
             self._behind = asyncio.create_task(self._write_behind(), name="event log write")
-        elif len(self._pending) % self.max_events == 0:
-            self._full.set()
+        elif count % self.max_events == 0 or count % YIELD_EVERY_EVENTS == 0:
+            if count >= self.max_events:
+                self._full.set()
             # A fast upstream is read in blocks of hundreds of chunks without a pause: let
-            # the writer start (or its write in flight finish) now, not after the block.
+            # the writer start (or its write in flight finish), and the worker's other
+            # work (other responses, picking up new ones) go on, now, not after the block.
             await asyncio.sleep(0)
 
     async def flush(self) -> None:
