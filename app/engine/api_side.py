@@ -100,25 +100,30 @@ class ApiSide:
                 status=ResponseStatus.IN_PROGRESS,
                 lease_owner=self.runtime.instance_id,
             )
-            # Admitted: in a burst it waits its turn for a connection rather than fail.
-            in_turn = connection_in_turn(
-                self.store.pool, self.settings.db_run_wait_s, self._database_reachable
-            )
-            async with in_turn as conn:
-                if (
-                    submission.idempotency is None
-                    and submission.max_running is None
-                    and new.conversation_id is None
-                ):
-                    stored = await self.store.insert(new, conn)  # one statement, no BEGIN
-                else:
-                    async with conn.transaction():
-                        await self._admit_owner(submission, conn)
-                        stored = await self._insert(submission, new, conn)
+            # Finished even if the caller is cancelled meanwhile, as the store's own queries
+            # are: a statement cancelled mid-way can cancel the connection's next one.
+            stored = await asyncio.shield(self._insert_admitted(submission, new))
         except BaseException:
             self.inline_running -= 1
             raise
         return stored
+
+    async def _insert_admitted(self, submission: Submission, new: NewResponse) -> StoredResponse:
+        """The row of an admitted inline create: in a burst it waits its turn for a pooled
+        connection rather than fail (`connection_in_turn`)."""
+        in_turn = connection_in_turn(
+            self.store.pool, self.settings.db_run_wait_s, self._database_reachable
+        )
+        async with in_turn as conn:
+            if (
+                submission.idempotency is None
+                and submission.max_running is None
+                and new.conversation_id is None
+            ):
+                return await self.store.insert(new, conn)  # one statement: no BEGIN, COMMIT
+            async with conn.transaction():
+                await self._admit_owner(submission, conn)
+                return await self._insert(submission, new, conn)
 
     def _database_reachable(self) -> bool:
         return self.runtime.notifier.connected

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from app.engine.loop import RunMode
 from app.shapes import JsonObject
 from app.statuses import ResponseStatus, StepKind, StepStatus
+from app.store.rows import StoredResponse
 from tests.support.memory_store import MemoryStore
 from tests.unit.harness import Harness
 from tests.unit.streams import WAIT_S, RecordingSink, assert_well_formed
@@ -38,14 +39,21 @@ async def reached(event: asyncio.Event) -> None:
         await event.wait()
 
 
-async def test_the_request_goes_out_before_the_row_and_no_chunk_is_handled_before_it(
-    harness: Harness, upstream: ScriptedUpstream
-) -> None:
+def gated_turn(upstream: ScriptedUpstream) -> tuple[GatedStore, StoredResponse, Hold]:
+    """A store that holds the turn's step row, an inline response on it, and the point
+    where its upstream request has arrived (the answer waits for the test too)."""
     reply = text_reply("Hello")
     reply.before = arrived = Hold()
     upstream.then(reply)
     store = GatedStore()
     stored = store.seed({"model": "m", "input": "Hi"}, status=ResponseStatus.IN_PROGRESS)
+    return store, stored, arrived
+
+
+async def test_the_request_goes_out_before_the_row_and_no_chunk_is_handled_before_it(
+    harness: Harness, upstream: ScriptedUpstream
+) -> None:
+    store, stored, arrived = gated_turn(upstream)
 
     async with harness.started(stored, RunMode.INLINE, store=store) as (task, sink):
         store.sink = sink
@@ -66,11 +74,7 @@ async def test_the_request_goes_out_before_the_row_and_no_chunk_is_handled_befor
 async def test_a_run_cancelled_before_its_row_is_written_still_leaves_the_row_abandoned(
     harness: Harness, upstream: ScriptedUpstream
 ) -> None:
-    reply = text_reply("Hello")
-    reply.before = arrived = Hold()
-    upstream.then(reply)
-    store = GatedStore()
-    stored = store.seed({"model": "m", "input": "Hi"}, status=ResponseStatus.IN_PROGRESS)
+    store, stored, arrived = gated_turn(upstream)
 
     async with harness.started(stored, RunMode.INLINE, store=store) as (task, sink):
         store.sink = sink
