@@ -22,7 +22,7 @@ from app.engine.call_outputs import check_call_outputs
 from app.engine.conversations import Conversations
 from app.engine.ending import end_from_outside
 from app.engine.errors import Busy, Conflict, NotFound, NotKept, RequestError
-from app.engine.events import EventSink
+from app.engine.events import OPENING_EVENT_TYPES, EventSink
 from app.engine.history import check_previous
 from app.engine.input_files import FileLimits, FileReader
 from app.engine.input_resolution import resolve_input
@@ -197,8 +197,8 @@ class ApiSide:
             if stored.background and stored.stream:
                 snapshot = response_object(stored, [])
                 opening: list[Event] = [
-                    {"type": "response.created", "sequence_number": 0, "response": snapshot},
-                    {"type": "response.queued", "sequence_number": 1, "response": snapshot},
+                    {"type": event_type, "sequence_number": number, "response": snapshot}
+                    for number, event_type in enumerate(OPENING_EVENT_TYPES)
                 ]
                 await self.store.start_event_log(stored.id, opening, conn)
         log.info("response queued", extra={"response_id": stored.id, "queue": queue})

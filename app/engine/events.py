@@ -34,6 +34,11 @@ BOUNDARY_EVENT_TYPES = TERMINAL_EVENT_TYPES | {
 }
 
 
+# The events a background stream's log starts with, written with its row when it is
+# accepted: whatever runs it first numbers its own events after them.
+OPENING_EVENT_TYPES = ("response.created", "response.queued")
+
+
 class StreamError(TypedDict):
     """The `error` of an `error` event."""
 

@@ -14,7 +14,7 @@ import logging
 from app import metrics
 from app.engine.cut_items import closing_events
 from app.engine.ending import end_from_outside
-from app.engine.events import DiscardSink, EventLogSink, announced_items
+from app.engine.events import OPENING_EVENT_TYPES, DiscardSink, EventLogSink, announced_items
 from app.engine.loop import RunMode
 from app.engine.runtime import Runtime
 from app.engine.webhook_delivery import WebhookDeliverer
@@ -64,13 +64,20 @@ class WorkerSide:
                 self.settings.event_flush_max_events,
             )
             try:
-                logged = await self._close_cut_items(stored, sink)
+                if stored.status == ResponseStatus.QUEUED:
+                    # Never started: its log holds just the opening events, nothing to close
+                    # (one read less on the way to starting it).
+                    next_number, announced = len(OPENING_EVENT_TYPES), {}
+                else:
+                    logged = await self._close_cut_items(stored, sink)
+                    next_number = logged[-1]["sequence_number"] + 1 if logged else 0
+                    announced = announced_items(logged)
                 await loop.run(
                     stored,
                     sink,
                     RunMode.WORKER,
-                    next_sequence_number=logged[-1]["sequence_number"] + 1 if logged else 0,
-                    announced=announced_items(logged),
+                    next_sequence_number=next_number,
+                    announced=announced,
                 )
             finally:
                 await asyncio.shield(sink.aclose())
