@@ -204,8 +204,10 @@ class EventLogSink:
     one started, whichever is first. A tailer so sees the first tokens of a turn one commit
     after they were made, a fast stream goes out in batches of `max_events` that the tailer
     relays while the next is written, and a slow one makes at most one row per interval.
-    The emitter's `flush` at every item boundary writes at once and waits for it. A batch
-    the log refuses (the response was ended elsewhere, by a cancel) is dropped.
+    The emitter's `flush` at every item boundary writes at once and waits for it. Every
+    `YIELD_EVERY_EVENTS` events `send` pauses once, so that the writer and the worker's other
+    work get their turn. A batch the log refuses (the response was ended elsewhere, by a
+    cancel) is dropped.
     """
 
     def __init__(
