@@ -50,11 +50,20 @@ async def _check_unbroken(conn: AsyncConnection) -> None:
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    if readable:
+    if _readable(conn.pgconn.socket):
         # Closed here, so that the pool discards it rather than taking it back as good.
         await conn.close()
         raise psycopg.OperationalError("the server closed the connection")
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket `fd` has something to read, without waiting. With poll, not
+    select: a process serving a thousand streams opens sockets numbered past select's limit
+    (1024), and select refuses them — every check of such a connection failed, and the pool
+    kept its callers waiting for 30 s while its connections sat idle."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 async def _configure(conn: AsyncConnection) -> None:
