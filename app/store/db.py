@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -100,16 +99,23 @@ async def connection_in_turn(
     request does.
 
     A burst admitted under MAX_INLINE_PER_PROCESS so queues behind its own runs' writes
-    instead of answering 503, and an outage is still told quickly.
+    instead of answering 503, and an outage is still told quickly. It waits as one client of
+    the pool from start to end, so it keeps its place in the pool's queue: asking again at
+    each of the pool's timeouts put it behind every write queued meanwhile, and under a
+    burst on a busy machine some creates never got to the front.
     """
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            conn = await pool.getconn()
-            break
-        except PoolTimeout:
-            if not reachable() or time.monotonic() >= deadline:
-                raise
+    getting = asyncio.ensure_future(pool.getconn(timeout=patience_s))
+    try:
+        while not getting.done():
+            await asyncio.wait([getting], timeout=pool.timeout)
+            if not getting.done() and not reachable():
+                raise PoolTimeout("the database does not answer")
+        conn = getting.result()
+    except BaseException:
+        if getting.done() and not getting.cancelled() and getting.exception() is None:
+            await pool.putconn(getting.result())  # got, just as this wait was given up
+        getting.cancel()  # the pool gives back a connection it was handing over
+        raise
     try:
         async with conn:  # as `pool.connection()` does: ends the connection's transaction
             yield conn
