@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         description="Open connections to the upstream per process; more requests wait for one. "
         "Keep it above MAX_INLINE_PER_PROCESS (API) and WORKER_CONCURRENCY (worker).",
     )
+    upstream_keepalive_connections: int = Field(
+        default=8,
+        ge=0,
+        description="Connections to the upstream kept open for the next request, while no "
+        "more than this many streams are open: beyond, a finished one is closed. Kept small: "
+        "httpx's pool does work for every idle connection on every request.",
+    )
     think_tags_as_reasoning: bool = Field(
         default=False,
         description="Content that opens with <think>…</think> is reasoning, for models served "

@@ -697,12 +697,20 @@ async def test_request_log_records_and_clears(client: httpx.AsyncClient) -> None
     await client.post("/v1/chat/completions", json=user("second", stream=True))
 
     recorded = (await client.get("/_demo/requests")).json()
+    peer = recorded[0]["peer"]  # the test client's end of its connection
+    assert peer.startswith("127.0.0.1:")
     assert recorded == [
-        {"headers": {"authorization": "Bearer sk-demo"}, "body": user("first"), "stream": None},
+        {
+            "headers": {"authorization": "Bearer sk-demo"},
+            "body": user("first"),
+            "stream": None,
+            "peer": peer,
+        },
         {
             "headers": {"authorization": None},
             "body": user("second", stream=True),
             "stream": "finished",
+            "peer": peer,
         },
     ]
 

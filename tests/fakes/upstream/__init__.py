@@ -24,9 +24,10 @@ Surface
   being the prompt tokens of usage (words, at least 1).
 * ``GET /_demo/requests`` - the request spy: the completion requests received so far,
   oldest first, at most the last 200:
-  ``[{"headers": {"authorization": str | None}, "body": <parsed JSON>, "stream": ...}, ...]``
-  where ``stream`` is None for a non-streaming request, else ``"open"``, ``"finished"`` or
-  ``"abandoned"`` (the client hung up before the end).
+  ``[{"headers": {"authorization": str | None}, "body": <parsed JSON>, "stream": ...,
+  "peer": "host:port"}, ...]`` where ``stream`` is None for a non-streaming request, else
+  ``"open"``, ``"finished"`` or ``"abandoned"`` (the client hung up before the end), and
+  ``peer`` is the client's end of the connection the request came on.
 * ``DELETE /_demo/requests`` - forget them.
 
 The spy's path and the error messages ("demo upstream error 503", "demo upstream failed

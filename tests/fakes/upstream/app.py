@@ -292,6 +292,9 @@ async def chat_completions(request: Request) -> Response:
         "headers": {"authorization": request.headers.get("authorization")},
         "body": body,
         "stream": None,
+        # The client's end of the connection: one connection kept for several requests
+        # shows the same peer in each.
+        "peer": f"{request.client.host}:{request.client.port}" if request.client else None,
     }
     request.app.state.recorded_requests.append(record)
     max_tokens, error = _validate(body)
