@@ -57,6 +57,18 @@ INSERT INTO response_steps (response_id, ordinal, kind, status, request)
 VALUES (%(response_id)s, %(ordinal)s, %(kind)s, 'in_progress', %(request)s)
 ON CONFLICT (response_id, ordinal) DO NOTHING;
 
+-- name: start_model_step
+-- As start_step, for a model call, committed without waiting for the WAL flush
+-- (`synchronous_commit` off for this statement's own transaction). A model call has no
+-- effect to guard, and nothing that follows it can be on disk without it: every later
+-- commit that must be (an event of its turn logged, the step finished, the response ended)
+-- flushes the WAL up to itself, this row included. Lost with a database crash before
+-- then, its turn is redone, as one cut off.
+INSERT INTO response_steps (response_id, ordinal, kind, status, request)
+SELECT %(response_id)s, %(ordinal)s, %(kind)s, 'in_progress', %(request)s
+ WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+ON CONFLICT (response_id, ordinal) DO NOTHING;
+
 -- name: finish_step
 UPDATE response_steps
    SET status = %(status)s, result = %(result)s, usage = %(usage)s, error = %(error)s,

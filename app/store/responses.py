@@ -250,7 +250,9 @@ class ResponseStore:
             "kind": kind,
             "request": _json(request),
         }
-        await self._execute("start_step", params)
+        # A model call's row need not be on disk before the call goes on (see the query).
+        query = "start_model_step" if kind == StepKind.MODEL_CALL else "start_step"
+        await self._execute(query, params)
 
     async def record_step_items(self, response_id: str, ordinal: int, items: list[Item]) -> None:
         params = {"response_id": response_id, "ordinal": ordinal, "result": Jsonb({"items": items})}
