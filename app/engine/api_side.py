@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -38,6 +39,7 @@ from app.engine.submission import Idempotency, KeyTaken, Submission, stored_requ
 from app.engine.tail import tail_events
 from app.engine.tools.mcp import check_mcp_urls
 from app.engine.waiting import wait_or_stop
+from app.logs import current_response_id
 from app.shapes import Event, Item, JsonObject
 from app.statuses import ResponseStatus
 from app.store.db import connection_in_turn
@@ -64,7 +66,12 @@ class ApiSide:
     # --- accepting -------------------------------------------------------------------
 
     def _new_row(
-        self, submission: Submission, *, status: ResponseStatus, lease_owner: str | None = None
+        self,
+        submission: Submission,
+        *,
+        status: ResponseStatus,
+        lease_owner: str | None = None,
+        created_at: datetime | None = None,
     ) -> NewResponse:
         request = submission.request
         return NewResponse(
@@ -80,19 +87,15 @@ class ApiSide:
             conversation_id=request.conversation_id,
             lease_owner=lease_owner,
             lease_ttl_s=self.settings.inline_lease_s,
+            created_at=created_at,
         )
 
     async def create_inline(self, submission: Submission) -> StoredResponse:
         """Insert the row of a response this process will run now, holding its lease.
 
-        Reserves one of this process's inline slots; `run_inline` gives it back.
+        Reserves one of this process's inline slots; its run (`start_inline`) gives it back.
         """
-        # Checked and taken with no await in between: a burst cannot slip past the limit.
-        if self.inline_running >= self.settings.max_inline_per_process:
-            raise Busy(
-                "Too many responses are running on this server; retry shortly.", retry_after_s=1
-            )
-        self.inline_running += 1
+        self._take_slot()
         try:
             submission = await self._check_references(submission)
             new = self._new_row(
@@ -104,9 +107,62 @@ class ApiSide:
             # are: a statement cancelled mid-way can cancel the connection's next one.
             stored = await asyncio.shield(self._insert_admitted(submission, new))
         except BaseException:
-            self.inline_running -= 1
+            self._give_back_slot()
             raise
         return stored
+
+    async def start_inline_stream(
+        self, submission: Submission, sink: EventSink
+    ) -> tuple[StoredResponse, asyncio.Task[StoredResponse]]:
+        """Accept a streaming create this process runs now, and start its run: the row, once
+        it has committed, and the task running it.
+
+        A create whose insert refuses nothing (`_insert_refuses_nothing`) starts its run, and
+        so its first upstream request, while its row is being inserted: the row's commit (a
+        WAL flush) is then off the time to first token. Nothing of it is shown or written
+        before the row has committed: its events wait in `sink` for a writer the caller
+        starts after this returns, and its writes wait for the insert (`WritesAfterRow`). If
+        the insert fails, the run stops unrecorded and its upstream request is closed. A
+        create whose insert may refuse it (a taken key, a limit) asks the model nothing first.
+        """
+        if not _insert_refuses_nothing(submission):
+            stored = await self.create_inline(submission)
+            return stored, self.start_inline(stored, sink)
+        self._take_slot()
+        try:
+            submission = await self._check_references(submission)
+        except BaseException:
+            self._give_back_slot()
+            raise
+        new = self._new_row(
+            submission,
+            status=ResponseStatus.IN_PROGRESS,
+            lease_owner=self.runtime.instance_id,
+            created_at=datetime.now(UTC),
+        )
+        # The insert's task first, the run's after (tasks start in that order): the other
+        # order, the upstream's request first, gave a slower first token in our timings.
+        inserting = asyncio.ensure_future(self._insert_admitted(submission, new))
+        run = self.start_inline(StoredResponse.as_inserted(new), sink, row=inserting)
+        try:
+            # Finished even if the caller is cancelled meanwhile, as in `create_inline`.
+            stored = await asyncio.shield(inserting)
+        except BaseException:
+            run.cancel(HAND_BACK)
+            run.add_done_callback(_ended_unseen)
+            raise
+        return stored, run
+
+    def _take_slot(self) -> None:
+        # Checked and taken with no await in between: a burst cannot slip past the limit.
+        if self.inline_running >= self.settings.max_inline_per_process:
+            raise Busy(
+                "Too many responses are running on this server; retry shortly.", retry_after_s=1
+            )
+        self.inline_running += 1
+
+    def _give_back_slot(self, _: object = None) -> None:
+        self.inline_running -= 1
 
     async def _insert_admitted(self, submission: Submission, new: NewResponse) -> StoredResponse:
         """The row of an admitted inline create: in a burst it waits its turn for a pooled
@@ -115,11 +171,7 @@ class ApiSide:
             self.store.pool, self.settings.db_run_wait_s, self._database_reachable
         )
         async with in_turn as conn:
-            if (
-                submission.idempotency is None
-                and submission.max_running is None
-                and new.conversation_id is None
-            ):
+            if _insert_refuses_nothing(submission):
                 return await self.store.insert(new, conn)  # one statement: no BEGIN, COMMIT
             async with conn.transaction():
                 await self._admit_owner(submission, conn)
@@ -265,21 +317,50 @@ class ApiSide:
 
     # --- running inline --------------------------------------------------------------
 
+    def start_inline(
+        self,
+        stored: StoredResponse,
+        sink: EventSink,
+        *,
+        row: asyncio.Future[StoredResponse] | None = None,
+    ) -> asyncio.Task[StoredResponse]:
+        """Run the loop here, in a task of its own, renewing the lease this process holds;
+        however the task ends (even cancelled before it began), it gives back the inline slot
+        its create took. `row`: the row's insert, if it has not committed yet."""
+        task = asyncio.create_task(self._run_inline(stored, sink, row), name=f"inline {stored.id}")
+        task.add_done_callback(self._give_back_slot)
+        return task
+
     async def run_inline(self, stored: StoredResponse, sink: EventSink) -> StoredResponse:
-        """Run the loop here; while it runs, keep renewing the lease this process holds."""
+        """`start_inline`, awaited."""
+        return await self.start_inline(stored, sink)
+
+    async def _run_inline(
+        self, stored: StoredResponse, sink: EventSink, row: asyncio.Future[StoredResponse] | None
+    ) -> StoredResponse:
+        current_response_id.set(stored.id)  # this task's own context: its logs name it
         running = asyncio.current_task()
         assert running is not None
         renewer = asyncio.create_task(
-            self._renew_lease(stored.id, running), name=f"lease {stored.id}"
+            self._renew_lease(stored.id, running, row), name=f"lease {stored.id}"
         )
         try:
-            return await self.runtime.loop.run(stored, sink)
+            return await self.runtime.loop.run(stored, sink, row=row)
         finally:
             renewer.cancel()
-            self.inline_running -= 1
 
-    async def _renew_lease(self, response_id: str, running: asyncio.Task[Any]) -> None:
+    async def _renew_lease(
+        self,
+        response_id: str,
+        running: asyncio.Task[Any],
+        row: asyncio.Future[StoredResponse] | None,
+    ) -> None:
         ttl = self.settings.inline_lease_s
+        if row is not None:
+            # No lease before the row is there to hold it; none at all if it never is.
+            await asyncio.wait([row])
+            if row.cancelled() or row.exception() is not None:
+                return
         while True:
             await asyncio.sleep(ttl / 3)
             try:
@@ -428,6 +509,24 @@ class ApiSide:
         return await end_from_outside(
             self.store, self.runtime.jobs, stored, status=ResponseStatus.CANCELLED, view=view
         )
+
+
+def _insert_refuses_nothing(submission: Submission) -> bool:
+    """The row of this inline create is one insert that refuses nothing (no Idempotency-Key
+    to claim, no limit on its key's running responses to count, no conversation to join):
+    one statement, and only a database failure can stop it."""
+    return (
+        submission.idempotency is None
+        and submission.max_running is None
+        and submission.request.conversation_id is None
+    )
+
+
+def _ended_unseen(run: asyncio.Task[StoredResponse]) -> None:
+    # A run stopped because its row was never written: the create's caller has the insert's
+    # error; the run's own (`RowNotWritten`, or its cancellation) is taken here, unreported.
+    if not run.cancelled():
+        run.exception()
 
 
 def _check_id(response_id: str) -> None:

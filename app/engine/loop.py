@@ -12,6 +12,7 @@ import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from app import metrics
 from app.config import Settings
@@ -32,7 +33,7 @@ from app.engine.resource import response_object
 from app.engine.run_state import Ending, FinishedTurn, Run, RunState, abandoned, settled
 from app.engine.sealing import KeyRing
 from app.engine.step_progress import StepProgress
-from app.engine.step_store import StepStore
+from app.engine.step_store import RowNotWritten, StepStore, WritesAfterRow
 from app.engine.tool_steps import ToolSteps
 from app.engine.tools.http_tool import HttpToolRunner
 from app.engine.tools.mcp import mcp_servers, offered_functions, tools_needing_approval
@@ -102,6 +103,7 @@ class ResponseLoop:
         self.upstream = upstream
         self.settings = settings
         self.tools = tools
+        self.tool_runner = tool_runner
         self.keys = keys
         self.window = window
         self.tool_steps = ToolSteps(store, tools, tool_runner, mcp_timeout_s=settings.mcp_timeout_s)
@@ -114,6 +116,7 @@ class ResponseLoop:
         *,
         next_sequence_number: int = 0,
         announced: Mapping[str, int] | None = None,
+        row: asyncio.Future[Any] | None = None,
     ) -> StoredResponse:
         """Run a response to a terminal state and return the final row.
 
@@ -123,8 +126,15 @@ class ResponseLoop:
         `HAND_BACK` message leaves the response running in any mode, and so does losing the
         database for longer than DB_RUN_WAIT_S. Any other failure ends the response
         `failed`. `announced` are the items the stream announced before
-        (a resumed log): new items take output indexes after theirs.
+        (a resumed log): new items take output indexes after theirs. `row`: the insert of
+        the response's row, when the run starts before it has committed; the run writes
+        nothing before it has (`WritesAfterRow`), and stops with `RowNotWritten` if it fails.
         """
+        if row is not None:
+            loop = self._writing_after(row)
+            return await loop.run(
+                stored, sink, mode, next_sequence_number=next_sequence_number, announced=announced
+            )
         token = current_response_id.set(stored.id)
         sink = metrics.FirstTokenTimer(sink, stored)
         run = Run(stored, Emitter(sink, next_sequence_number, announced), RunState())
@@ -156,6 +166,9 @@ class ResponseLoop:
             if not (mode.hands_back_on_cancel or HAND_BACK in cancelled.args):
                 await asyncio.shield(self._finish_cancelled(run))
             raise
+        except RowNotWritten:
+            log.info("the response's row was not written; its run stops unrecorded")
+            raise
         except DATABASE_OUTAGES:
             # Away for longer than DB_RUN_WAIT_S: nothing can be recorded now. The response
             # stays running; whoever owns it next (its job retried, or, for an inline run,
@@ -168,6 +181,18 @@ class ResponseLoop:
             return await asyncio.shield(self._finish(run, ending))
         finally:
             current_response_id.reset(token)
+
+    def _writing_after(self, row: asyncio.Future[Any]) -> ResponseLoop:
+        """This loop, for one run whose writes wait for its row's insert."""
+        return ResponseLoop(
+            WritesAfterRow(self.store, row),
+            self.upstream,
+            self.settings,
+            tools=self.tools,
+            tool_runner=self.tool_runner,
+            keys=self.keys,
+            window=self.window,
+        )
 
     async def _restore(self, stored: StoredResponse) -> RunState:
         """The state the persisted steps leave; steps cut off mid-way are marked abandoned."""

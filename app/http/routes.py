@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -97,17 +96,17 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
         stored = await service.create_deferred(submission)
         metrics.response_created(stored)
         return await _answer_with(service, stored, stream=create.stream, settings=settings)
-    stored = await service.create_inline(submission)
-    metrics.response_created(stored)
-    current_response_id.set(stored.id)
-    log.info("response accepted", extra={"mode": "stream" if create.stream else "blocking"})
     if create.stream:
-        # The run starts now, not when the first byte is pulled: the slot it holds is given
-        # back by the run, however early the client goes.
+        # The run starts now, not when the first byte is pulled (its first upstream request
+        # is on its way already: see `start_inline_stream`): the slot it holds is given back
+        # by the run, however early the client goes.
         sink = StreamSink()
-        task = _start_inline(request, service.run_inline(stored, sink), stored)
+        stored, task = await service.start_inline_stream(submission, sink)
+        _accepted(request, stored, task)
         task.add_done_callback(lambda _: sink.close())
         return _sse(_stream_inline(service, stored, task, sink))
+    stored = await service.create_inline(submission)
+    _accepted(request, stored, None)
     final = await service.run_inline(stored, DiscardSink())
     return JSONResponse(await service.answer_blocking(final))
 
@@ -199,14 +198,18 @@ async def _held_frames(
     yield b"".join(frame(event) for event in replayed) + DONE
 
 
-def _start_inline(
-    request: Request, run: Coroutine[Any, Any, StoredResponse], stored: StoredResponse
-) -> asyncio.Task[StoredResponse]:
-    task = asyncio.create_task(run, name=f"inline {stored.id}")
-    inline_tasks: set[asyncio.Task[StoredResponse]] = request.app.state.inline_tasks
-    inline_tasks.add(task)
-    task.add_done_callback(inline_tasks.discard)
-    return task
+def _accepted(
+    request: Request, stored: StoredResponse, task: asyncio.Task[StoredResponse] | None
+) -> None:
+    """Count and log an accepted inline create; its run's task, if it has one, is waited for
+    when the server stops."""
+    metrics.response_created(stored)
+    current_response_id.set(stored.id)
+    log.info("response accepted", extra={"mode": "stream" if stored.stream else "blocking"})
+    if task is not None:
+        inline_tasks: set[asyncio.Task[StoredResponse]] = request.app.state.inline_tasks
+        inline_tasks.add(task)
+        task.add_done_callback(inline_tasks.discard)
 
 
 async def _stream_inline(

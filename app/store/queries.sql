@@ -2,15 +2,19 @@
 
 -- name: insert_response
 -- A response inserted `in_progress` (an inline run) has started as it is inserted.
+-- Its clock is `created_at` when the row was known before it was written, else now().
 INSERT INTO responses (id, owner, status, request, model, service_tier, background, stream,
                        previous_response_id, lease_owner, lease_expires_at, started_at, job_id,
-                       conversation_id, conversation_position)
+                       conversation_id, conversation_position, created_at, updated_at)
 VALUES (%(id)s, %(owner)s, %(status)s, %(request)s, %(model)s, %(service_tier)s, %(background)s,
         %(stream)s, %(previous_response_id)s, %(lease_owner)s,
         CASE WHEN %(lease_owner)s::text IS NULL THEN NULL
-             ELSE now() + make_interval(secs => %(lease_ttl_s)s) END,
-        CASE WHEN %(status)s::text = 'in_progress' THEN now() END, %(job_id)s,
-        %(conversation_id)s, %(conversation_position)s)
+             ELSE coalesce(%(created_at)s::timestamptz, now())
+                  + make_interval(secs => %(lease_ttl_s)s) END,
+        CASE WHEN %(status)s::text = 'in_progress'
+             THEN coalesce(%(created_at)s::timestamptz, now()) END,
+        %(job_id)s, %(conversation_id)s, %(conversation_position)s,
+        coalesce(%(created_at)s::timestamptz, now()), coalesce(%(created_at)s::timestamptz, now()))
 RETURNING *;
 
 -- name: get_response

@@ -4,7 +4,7 @@ are on disk, and what the store is asked to write."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from psycopg.rows import DictRow
 
@@ -52,6 +52,40 @@ class StoredResponse:
     @classmethod
     def from_row(cls, row: DictRow) -> StoredResponse:
         return cls(**{**row, "status": ResponseStatus(row["status"])})
+
+    @classmethod
+    def as_inserted(cls, new: NewResponse) -> StoredResponse:
+        """The row `insert_response` writes for `new`, known before it is written: for a run
+        that starts while its row commits. `new` carries its `created_at`."""
+        assert new.created_at is not None, "the row's clock must be known before it is written"
+        at = new.created_at
+        running = new.status == ResponseStatus.IN_PROGRESS
+        leased = new.lease_owner is not None
+        return cls(
+            id=new.id,
+            owner=new.owner,
+            status=new.status,
+            request=new.request,
+            model=new.model,
+            service_tier=new.service_tier,
+            background=new.background,
+            stream=new.stream,
+            previous_response_id=new.previous_response_id,
+            output=None,
+            usage=None,
+            usage_missing=False,
+            error=None,
+            incomplete_details=None,
+            lease_owner=new.lease_owner,
+            lease_expires_at=at + timedelta(seconds=new.lease_ttl_s) if leased else None,
+            created_at=at,
+            started_at=at if running else None,
+            completed_at=None,
+            updated_at=at,
+            job_id=new.job_id,
+            conversation_id=new.conversation_id,
+            conversation_position=new.conversation_position,
+        )
 
     @property
     def is_terminal(self) -> bool:
@@ -143,6 +177,9 @@ class NewResponse:
     job_id: int | None = None  # a deferred response's job, deferred in the same transaction
     conversation_id: str | None = None
     conversation_position: int | None = None  # set when it joins the conversation
+    # When it was accepted; None: the database's clock as it is inserted. Set for a row whose
+    # run starts before it is written (`StoredResponse.as_inserted`).
+    created_at: datetime | None = None
 
 
 #: What is left of the request of a `store: false` response once it has ended.

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.database import migrated_scratch_database
+from tests.support.database import inserts_waiting_for_a_lock, migrated_scratch_database
 from tests.support.processes import free_port, run_command, wait_until_healthy
 from tests.support.scrape import scrape
 from tests.support.sse import frames_from_lines
@@ -112,16 +112,6 @@ def one_connection_api(
             url = f"http://127.0.0.1:{port}"
             wait_until_healthy(api, url)
             yield url, database_url
-
-
-def inserts_waiting_for_a_lock(database_url: str) -> int:
-    with psycopg.connect(database_url, autocommit=True) as db:
-        row = db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO responses %'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def blocking_creates(base_url: str) -> list[httpx.Response]:

@@ -34,3 +34,15 @@ def applied_migrations(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT name FROM ferry_migrations ORDER BY name").fetchall()
     return [name for (name,) in rows]
+
+
+def inserts_waiting_for_a_lock(database_url: str) -> int:
+    """How many inserts of a response row wait for a lock on the database at `database_url`
+    (one a test holds on the table, say)."""
+    with psycopg.connect(database_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO responses %'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
