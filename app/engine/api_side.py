@@ -237,9 +237,9 @@ class ApiSide:
         queue = FLEX_QUEUE if submission.service_tier == "flex" else BACKGROUND_QUEUE
         if queue == FLEX_QUEUE:
             await self._admit_flex()
-        else:
-            await self._admit_background(submission.owner)
         async with self.store.transaction() as conn:
+            if queue == BACKGROUND_QUEUE:
+                await self._admit_background(submission.owner, conn)
             await self._admit_owner(submission, conn)
             new = self._new_row(submission, status=ResponseStatus.QUEUED)
             # The job first, so that the row is written once, with its job id; no worker sees
@@ -256,8 +256,8 @@ class ApiSide:
         log.info("response queued", extra={"response_id": stored.id, "queue": queue})
         return stored
 
-    async def _admit_background(self, owner: str) -> None:
-        total, mine = await self.store.count_queued_background(owner)
+    async def _admit_background(self, owner: str, conn: AsyncConnection) -> None:
+        total, mine = await self.store.count_queued_background(owner, conn)
         if total >= self.settings.max_queued_background or mine >= self.settings.max_queued_per_key:
             raise Busy("Too many background responses are queued; retry later.", retry_after_s=5)
 
@@ -380,6 +380,12 @@ class ApiSide:
     async def get(self, owner: str, response_id: str) -> StoredResponse:
         _check_id(response_id)
         return _found(response_id, await self.store.get(response_id, owner))
+
+    def present_accepted(self, stored: StoredResponse) -> ResponseObject:
+        """The Response object of a background response just accepted: as its row was
+        written, with nothing in its output yet (what a worker has done since is for the next
+        GET to show), so its create reads nothing back."""
+        return response_object(stored, [])
 
     async def present(self, stored: StoredResponse) -> ResponseObject:
         """The Response object of a row: its final output, or what its steps hold so far,

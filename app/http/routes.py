@@ -95,6 +95,8 @@ async def _create(request: Request, service: ApiSide, submission: Submission) ->
     if submission.deferred:
         stored = await service.create_deferred(submission)
         metrics.response_created(stored)
+        if stored.background and not create.stream:
+            return JSONResponse(service.present_accepted(stored))
         return await _answer_with(service, stored, stream=create.stream, settings=settings)
     if create.stream:
         # The run starts now, not when the first byte is pulled (its first upstream request

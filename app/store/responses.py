@@ -355,9 +355,11 @@ class ResponseStore:
         }
         return await self._one("claim_idempotency_key", params, conn) is not None
 
-    async def count_queued_background(self, owner: str) -> tuple[int, int]:
+    async def count_queued_background(
+        self, owner: str, conn: AsyncConnection | None = None
+    ) -> tuple[int, int]:
         """Queued background responses: (all, this owner's)."""
-        row = await self._one("count_queued_background", {"owner": owner})
+        row = await self._one("count_queued_background", {"owner": owner}, conn)
         assert row is not None
         return int(row["total"]), int(row["mine"])
 
