@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 from app.engine.waiting import wait_or_stop
 from app.shapes import Event
 from app.statuses import TERMINAL_EVENT_TYPES
 from app.store.notify import EventNotifier
 from app.store.responses import ResponseStore
+
+# How long after a response's row has ended its tailers wait for its terminal event.
+TERMINAL_EVENT_WAIT = timedelta(seconds=10)
 
 
 async def tail_events(
@@ -61,4 +65,10 @@ async def _may_still_grow(store: ResponseStore, response_id: str, last: int) -> 
         return False  # deleted
     if not stored.is_terminal:
         return True
-    return bool(await store.events_after(response_id, last))
+    if await store.events_after(response_id, last):
+        return True
+    # A run commits its ending, then logs its terminal event (`ResponseLoop._finish`): a
+    # look in between waits for the event, for a while (a process that died between the
+    # two never logs it). Seen on a loaded machine: a stream cut before its last event.
+    ended = stored.completed_at
+    return ended is not None and datetime.now(UTC) - ended < TERMINAL_EVENT_WAIT

@@ -15,9 +15,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from app.config import Settings
+from app.engine.tail import tail_events
 from app.shapes import Event
 from app.store.db import create_pool
 from app.store.migrate import MIGRATIONS_DIR, apply_migrations
+from app.store.notify import EventNotifier
 from app.store.responses import ResponseStore
 from tests.support.database import migrated_scratch_database, scratch_database
 
@@ -166,3 +168,39 @@ def test_the_migration_moves_each_log_into_one_batch(
             assert await store.last_sequence_number("resp_running") == 1
 
         asyncio.run(with_store(url, work))
+
+
+def test_a_tail_that_finds_the_row_ended_waits_for_the_terminal_event(scratch_url: str) -> None:
+    """A run commits its ending, then logs its terminal event: a tailer looking in between
+    (its recheck fell there) waits for the event rather than end the stream without it."""
+    add_response(scratch_url, "resp_end")
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE responses SET status = 'completed', completed_at = now() WHERE id = %s",
+            ("resp_end",),
+        )
+
+    async def work(store: ResponseStore) -> list[Event]:
+        assert await store.append_events("resp_end", [delta(0)])
+        notifier = EventNotifier(scratch_url)
+        seen: list[Event] = []
+        try:
+            tail = tail_events(
+                store, notifier, "resp_end", after=-1, idle_s=0.05, stop=asyncio.Event()
+            )
+            async with asyncio.timeout(30):
+                async for batch in tail:
+                    if batch is None:  # a recheck found the row ended, the event not there
+                        if not seen or seen[-1]["type"] != "response.completed":
+                            await store.append_events("resp_end", [completed(1)])
+                        continue
+                    seen.extend(batch)
+        finally:
+            await notifier.stop()
+        return seen
+
+    seen = asyncio.run(with_store(scratch_url, work))
+    assert [event["type"] for event in seen] == [
+        "response.output_text.delta",
+        "response.completed",
+    ]
