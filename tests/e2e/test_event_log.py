@@ -21,7 +21,7 @@ from app.store.db import create_pool
 from app.store.migrate import MIGRATIONS_DIR, apply_migrations
 from app.store.notify import EventNotifier
 from app.store.responses import ResponseStore
-from tests.support.database import migrated_scratch_database, scratch_database
+from tests.support.database import add_response, migrated_scratch_database, scratch_database
 
 # The last migration of the one-row-per-event log.
 BEFORE_BATCHES = "0005_recoveries"
@@ -41,15 +41,6 @@ def delta(sequence_number: int, text: str = "word") -> Event:
 
 def completed(sequence_number: int) -> Event:
     return {"type": "response.completed", "sequence_number": sequence_number, "response": {}}
-
-
-def add_response(url: str, response_id: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO responses (id, owner, status, request, model)"
-            " VALUES (%s, '', 'in_progress', %s, 'demo')",
-            (response_id, Jsonb({"model": "demo", "input": "hi"})),
-        )
 
 
 async def with_store(url: str, work: Any) -> Any:

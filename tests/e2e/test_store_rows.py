@@ -19,7 +19,7 @@ from app.store.db import create_pool
 from app.store.queries import QUERIES
 from app.store.responses import ResponseStore
 from app.store.rows import NewResponse, StoredResponse
-from tests.support.database import migrated_scratch_database
+from tests.support.database import add_response, migrated_scratch_database
 
 
 @pytest.fixture
@@ -75,15 +75,6 @@ def test_without_a_clock_the_row_takes_the_databases(scratch_url: str) -> None:
     written = asyncio.run(inserted(scratch_url, new_response("resp_now")))
     assert written.created_at == written.started_at == written.updated_at
     assert before <= written.created_at <= datetime.now(UTC)
-
-
-def add_response(url: str, response_id: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO responses (id, owner, status, request, model)"
-            " VALUES (%s, '', 'in_progress', %s, 'demo')",
-            (response_id, Jsonb({"model": "demo", "input": "hi"})),
-        )
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from app.store.migrate import MIGRATIONS_DIR, PROCRASTINATE_STEP, apply_migrations
 from bench.cluster import scratch_database
@@ -46,3 +47,13 @@ def inserts_waiting_for_a_lock(database_url: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def add_response(url: str, response_id: str) -> None:
+    """A running response of the owner '' on the database at `url`, as a test needs one."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO responses (id, owner, status, request, model)"
+            " VALUES (%s, '', 'in_progress', %s, 'demo')",
+            (response_id, Jsonb({"model": "demo", "input": "hi"})),
+        )
