@@ -95,14 +95,8 @@ class ApiSide:
 
         Reserves one of this process's inline slots; its run (`start_inline`) gives it back.
         """
-        self._take_slot()
+        submission, new = await self._admit_inline(submission)
         try:
-            submission = await self._check_references(submission)
-            new = self._new_row(
-                submission,
-                status=ResponseStatus.IN_PROGRESS,
-                lease_owner=self.runtime.instance_id,
-            )
             # Finished even if the caller is cancelled meanwhile, as the store's own queries
             # are: a statement cancelled mid-way can cancel the connection's next one.
             stored = await asyncio.shield(self._insert_admitted(submission, new))
@@ -110,6 +104,26 @@ class ApiSide:
             self._give_back_slot()
             raise
         return stored
+
+    async def _admit_inline(
+        self, submission: Submission, *, created_at: datetime | None = None
+    ) -> tuple[Submission, NewResponse]:
+        """Take one of this process's inline slots for a create, check what it references,
+        and make its row (running, under this process's lease); the slot is given back if
+        the create is refused here."""
+        self._take_slot()
+        try:
+            submission = await self._check_references(submission)
+        except BaseException:
+            self._give_back_slot()
+            raise
+        new = self._new_row(
+            submission,
+            status=ResponseStatus.IN_PROGRESS,
+            lease_owner=self.runtime.instance_id,
+            created_at=created_at,
+        )
+        return submission, new
 
     async def start_inline_stream(
         self, submission: Submission, sink: EventSink
@@ -128,18 +142,7 @@ class ApiSide:
         if not _insert_refuses_nothing(submission):
             stored = await self.create_inline(submission)
             return stored, self.start_inline(stored, sink)
-        self._take_slot()
-        try:
-            submission = await self._check_references(submission)
-        except BaseException:
-            self._give_back_slot()
-            raise
-        new = self._new_row(
-            submission,
-            status=ResponseStatus.IN_PROGRESS,
-            lease_owner=self.runtime.instance_id,
-            created_at=datetime.now(UTC),
-        )
+        submission, new = await self._admit_inline(submission, created_at=datetime.now(UTC))
         # The insert's task first, the run's after (tasks start in that order): the other
         # order, the upstream's request first, gave a slower first token in our timings.
         inserting = asyncio.ensure_future(self._insert_admitted(submission, new))
